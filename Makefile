@@ -1,0 +1,43 @@
+# modeconn — the two commands a new user needs: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.modeconn-installed
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data test demo bench lint clean
+
+setup: $(STAMP) data
+
+# torch is installed first and pinned only when no torch is importable: on a CPU machine with the
+# 2.13.0 wheel on disk that takes the CPU build; elsewhere the normal build for the platform.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	# torchattacks is only an independent reference in tests; its declared deps would pull torchvision.
+	$(PIP) install -q --no-deps torchattacks
+	touch $(STAMP)
+
+data:
+	@if ls $(FMNIST)/*idx*-ubyte* >/dev/null 2>&1 || [ -n "$$MODECONN_DATA" ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+	else echo "Fashion-MNIST not found: install Debian's dataset-fashion-mnist or set MODECONN_DATA"; fi
+
+test: setup
+	$(PY) -m pytest
+
+demo: setup
+	$(VENV)/bin/modeconn demo --out runs/demo --force
+
+bench: setup
+	$(PY) -m benchmarks.run
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

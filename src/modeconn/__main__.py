@@ -1,0 +1,5 @@
+"""``python -m modeconn``."""
+
+from modeconn.cli import main
+
+main()

@@ -1,0 +1,5 @@
+"""``python -m modeconn.cli``."""
+
+from modeconn.cli import main
+
+main()

@@ -1,0 +1,157 @@
+"""Options shared by several commands, and the conversion of raw CLI values into API configs.
+
+Each option is declared once here as an ``Annotated`` alias so every command spells, documents and
+defaults it the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from modeconn.errors import ModeconnError
+from modeconn.experiment import DataConfig
+from modeconn.training import TrainConfig
+
+Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite a finished run in --out.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+Seed = Annotated[int, typer.Option("--seed", help="One seed for everything.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+Dataset = Annotated[
+    str,
+    typer.Option(
+        "--dataset", "-d", help="fashion-mnist, mnist, cifar10, cifar100, svhn or digits."
+    ),
+]
+OptDataset = Annotated[
+    str | None,
+    typer.Option("--dataset", "-d", help="Data set (default: the one in the model's sidecar)."),
+]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Directory holding the data set files (default: $MODECONN_DATA or the Debian path).",
+    ),
+]
+TrainLimit = Annotated[
+    int | None,
+    typer.Option("--train-limit", help="Use a stratified subset of this many training images."),
+]
+TestLimit = Annotated[
+    int | None,
+    typer.Option("--test-limit", help="Evaluate on a stratified subset of this many test images."),
+]
+ValSize = Annotated[
+    float,
+    typer.Option(
+        "--val-size",
+        help="Validation images held out of the training split (count, or fraction if < 1).",
+    ),
+]
+NoAugment = Annotated[bool, typer.Option("--no-augment", help="Turn off data augmentation.")]
+
+Model = Annotated[
+    str, typer.Option("--model", "-m", help="Architecture name or package.module:factory.")
+]
+ModelKwargs = Annotated[
+    str | None,
+    typer.Option("--model-kwargs", help="JSON object of keyword arguments for the architecture."),
+]
+Epochs = Annotated[int, typer.Option("--epochs", help="Training epochs.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Mini-batch size (per process).")]
+Lr = Annotated[float, typer.Option("--lr", help="Base learning rate.")]
+Momentum = Annotated[float, typer.Option("--momentum", help="SGD momentum.")]
+WeightDecay = Annotated[float, typer.Option("--wd", help="Weight decay.")]
+Optimizer = Annotated[str, typer.Option("--optimizer", help="sgd or adamw.")]
+Schedule = Annotated[
+    str,
+    typer.Option("--schedule", help="cosine, step, mc (mode-connectivity reference) or constant."),
+]
+
+
+def parse_json_kwargs(text: str | None, option: str = "--model-kwargs") -> dict[str, Any]:
+    """Parse a JSON object given on the command line."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ModeconnError(f"{option} is not valid JSON: {err.msg}") from None
+    if not isinstance(value, dict):
+        raise ModeconnError(f"{option} must be a JSON object such as '{{\"depth\": 16}}'")
+    return value
+
+
+def count_or_fraction(value: float | None, option: str) -> float | int | None:
+    """Values ≥ 1 are counts, values in (0, 1) fractions."""
+    if value is None:
+        return None
+    if value <= 0:
+        raise ModeconnError(f"{option} must be positive, got {value}")
+    return int(value) if value >= 1 else float(value)
+
+
+def data_config(
+    dataset: str,
+    data_dir: Path | None,
+    seed: int,
+    *,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    val_size: float = 0,
+    bonafide: float | None = None,
+    augment: bool = True,
+) -> DataConfig:
+    """Build the API's data config from CLI values."""
+    return DataConfig(
+        dataset=dataset,
+        data_dir=str(data_dir) if data_dir else None,
+        val_size=count_or_fraction(val_size, "--val-size") if val_size else 0,
+        bonafide=count_or_fraction(bonafide, "--bonafide"),
+        train_limit=train_limit,
+        test_limit=test_limit,
+        augment=augment,
+        seed=seed,
+    )
+
+
+def train_config(
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    wd: float,
+    optimizer: str,
+    schedule: str,
+    seed: int,
+) -> TrainConfig:
+    """Build and validate the API's training config from CLI values."""
+    cfg = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=wd,
+        optimizer=optimizer,
+        schedule=schedule,
+        seed=seed,
+    )
+    cfg.validate()
+    return cfg
+
+
+def print_summary(summary: dict[str, Any], out: Path | None = None) -> None:
+    """Print a summary as aligned ``key value`` lines (and where it was written)."""
+    width = max((len(k) for k in summary), default=0)
+    for key, value in summary.items():
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        typer.echo(f"{key:<{width}}  {text}")
+    if out is not None:
+        typer.echo(f"written to {out}")

@@ -1,0 +1,218 @@
+"""The data sets modeconn knows by name, where their files are looked for, and how they are loaded.
+
+``load_dataset(name, data_dir)`` returns a :class:`RawDataset`: uint8 NCHW image tensors and int64
+labels for the official train and test splits, together with the :class:`DatasetInfo` that models
+(input shape, normalisation layer) and loaders (augmentation) need.
+
+Directories searched, in order:
+
+1. ``data_dir`` when given — and then *only* it (and its subfolder named after the data set), so an
+   explicit choice is never silently replaced by another copy of the data;
+2. ``$MODECONN_DATA`` and ``$MODECONN_DATA/<name>``;
+3. a system location where a distribution installs the data (Debian's ``dataset-fashion-mnist``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from modeconn.data import formats
+from modeconn.errors import ModeconnError
+
+DATA_ENV_VAR = "MODECONN_DATA"
+DEFAULT_DATASET = "fashion-mnist"
+AUGMENTATIONS = ("none", "crop", "crop_flip")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the rest of the library needs to know about a data set.
+
+    ``mean``/``std`` are per-channel statistics of the training images in [0, 1], used by the
+    model's normalisation layer; ``augment`` is the standard training augmentation.
+    """
+
+    name: str
+    in_channels: int
+    image_size: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: str = "none"
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Shape of one image, C×H×W."""
+        return (self.in_channels, self.image_size, self.image_size)
+
+
+@dataclass
+class RawDataset:
+    """A data set's official splits as tensors: uint8 images N×C×H×W and int64 labels."""
+
+    info: DatasetInfo
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """Registry record: the info, the reader, and what to tell a user whose files are missing."""
+
+    info: DatasetInfo
+    read: Callable[[Path], formats.ArraySplits] | None
+    files: tuple[str, ...]
+    how_to_get: str
+    system_dirs: tuple[Path, ...] = ()
+
+
+def _idx_entry(info: DatasetInfo, how_to_get: str, system_dirs: tuple[Path, ...] = ()) -> _Entry:
+    files = tuple(f"{name}[.gz]" for name in formats.IDX_FILES)
+    return _Entry(info, formats.load_idx_dataset, files, how_to_get, system_dirs)
+
+
+_CIFAR_HINT = (
+    "download the CIFAR python version from https://www.cs.toronto.edu/~kriz/cifar.html, "
+    "extract it and pass --data-dir DIR (or set $MODECONN_DATA)"
+)
+
+_REGISTRY: dict[str, _Entry] = {
+    "fashion-mnist": _idx_entry(
+        DatasetInfo("fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,)),
+        "install it with `apt-get install dataset-fashion-mnist`, or download the IDX files from "
+        "https://github.com/zalandoresearch/fashion-mnist and pass --data-dir DIR "
+        "(or set $MODECONN_DATA)",
+        (Path("/usr/share/datasets/fashion-mnist"),),
+    ),
+    "mnist": _idx_entry(
+        DatasetInfo("mnist", 1, 28, 10, (0.1307,), (0.3081,)),
+        "download the four IDX files of MNIST (e.g. from https://yann.lecun.com/exdb/mnist/ or a "
+        "mirror) and pass --data-dir DIR (or set $MODECONN_DATA)",
+    ),
+    "cifar10": _Entry(
+        DatasetInfo(
+            "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "crop_flip"
+        ),
+        formats.load_cifar10,
+        (*formats.CIFAR10_FILES, f"(or {formats.CIFAR10_SUBFOLDER}/)"),
+        _CIFAR_HINT,
+    ),
+    "cifar100": _Entry(
+        DatasetInfo(
+            "cifar100", 3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "crop_flip"
+        ),
+        formats.load_cifar100,
+        (*formats.CIFAR100_FILES, f"(or {formats.CIFAR100_SUBFOLDER}/)"),
+        _CIFAR_HINT,
+    ),
+    "svhn": _Entry(
+        DatasetInfo("svhn", 3, 32, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), "crop"),
+        formats.load_svhn,
+        formats.SVHN_FILES,
+        "download train_32x32.mat and test_32x32.mat from http://ufldl.stanford.edu/housenumbers/ "
+        "and pass --data-dir DIR (or set $MODECONN_DATA)",
+    ),
+    "digits": _Entry(
+        DatasetInfo("digits", 1, 8, 10, (0.3053,), (0.3759,)),
+        None,
+        (),
+        "it ships with scikit-learn: install scikit-learn",
+    ),
+}
+
+
+def dataset_names() -> list[str]:
+    """Names accepted by :func:`get_info` and :func:`load_dataset`, the default first."""
+    return [DEFAULT_DATASET, *sorted(n for n in _REGISTRY if n != DEFAULT_DATASET)]
+
+
+def _entry(name: str) -> _Entry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(dataset_names())
+        raise ModeconnError(f"unknown dataset {name!r}; known datasets: {known}") from None
+
+
+def get_info(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` of a registered data set (no files are read)."""
+    return _entry(name).info
+
+
+def candidate_dirs(name: str, data_dir: str | Path | None = None) -> list[Path]:
+    """Directories searched for ``name``'s files, in order (see the module docstring)."""
+    entry = _entry(name)
+    if data_dir is not None:
+        return [Path(data_dir), Path(data_dir) / name]
+    dirs: list[Path] = []
+    env = os.environ.get(DATA_ENV_VAR)
+    if env:
+        dirs += [Path(env), Path(env) / name]
+    return dirs + list(entry.system_dirs)
+
+
+def _read_first_found(
+    entry: _Entry, read: Callable[[Path], formats.ArraySplits], dirs: list[Path]
+) -> formats.ArraySplits:
+    """Load with ``read`` from the first directory with all files; corrupt files raise at once."""
+    for directory in dirs:
+        try:
+            return read(directory)
+        except formats.MissingFilesError:
+            continue
+    searched = ", ".join(str(d) for d in dirs) or f"nowhere (no --data-dir and no ${DATA_ENV_VAR})"
+    raise ModeconnError(
+        f"{entry.info.name} data set not found: looked for {', '.join(entry.files)} "
+        f"in {searched}; {entry.how_to_get}"
+    )
+
+
+def _to_raw(info: DatasetInfo, arrays: formats.ArraySplits) -> RawDataset:
+    """Convert numpy splits to tensors, checking shape and labels against ``info``."""
+    for split, images, labels in (
+        ("train", arrays.train_x, arrays.train_y),
+        ("test", arrays.test_x, arrays.test_y),
+    ):
+        if images.shape[1:] != info.input_shape:
+            raise ModeconnError(
+                f"{info.name}: {split} images have shape {images.shape[1:]}, "
+                f"expected {info.input_shape}"
+            )
+        if labels.size and (labels.min() < 0 or labels.max() >= info.num_classes):
+            raise ModeconnError(
+                f"{info.name}: {split} labels outside 0..{info.num_classes - 1} "
+                f"(found {labels.min()}..{labels.max()})"
+            )
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+    return RawDataset(
+        info,
+        tensor(arrays.train_x),
+        tensor(arrays.train_y.astype(np.int64)),
+        tensor(arrays.test_x),
+        tensor(arrays.test_y.astype(np.int64)),
+    )
+
+
+def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | Path | None = None) -> RawDataset:
+    """Load a registered data set's official train and test splits.
+
+    Raises :class:`ModeconnError` with one line naming the files, the directories searched and how
+    to obtain the data when it is missing, or naming the file when it is corrupt.
+    """
+    entry = _entry(name)
+    if entry.read is None:
+        arrays = formats.load_digits_dataset()
+    else:
+        arrays = _read_first_found(entry, entry.read, candidate_dirs(name, data_dir))
+    return _to_raw(entry.info, arrays)

@@ -1,0 +1,181 @@
+"""The data side of every command: a named data set, its seeded splits, and loaders over them.
+
+Commands describe their data with a :class:`DataConfig`; :func:`prepare_data` loads the set once
+(uint8, in memory), draws the splits, and hands out loaders for any of them. Loading and
+preparing happen once per command, however many points along a path are evaluated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from modeconn.data import (
+    DataSplits,
+    RawDataset,
+    TensorLoader,
+    load_dataset,
+    make_eval_loader,
+    make_splits,
+    stratified_indices,
+)
+from modeconn.distributed import DistContext
+from modeconn.errors import ModeconnError
+from modeconn.models import ModelSpec
+
+SPLITS = ("train", "val", "test", "bonafide", "bonafide_holdout")
+
+
+@dataclass
+class DataConfig:
+    """Which data a command uses and how it is split.
+
+    ``train_limit``/``test_limit`` take a stratified subset (quick runs and tests); ``bonafide``
+    (a count or a fraction of the training split) draws the clean subset a repair may use.
+    """
+
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    val_size: float = 0
+    bonafide: float | None = None
+    holdout_fraction: float = 0.2
+    train_limit: int | None = None
+    test_limit: int | None = None
+    augment: bool = True
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PreparedData:
+    """A loaded data set with its splits; hands out loaders by split name."""
+
+    config: DataConfig
+    raw: RawDataset
+    splits: DataSplits
+    test_indices: torch.Tensor
+
+    @property
+    def info(self):
+        return self.raw.info
+
+    def indices(self, split: str) -> torch.Tensor:
+        """Indices of ``split`` into its source tensors (the test split indexes the test set)."""
+        if split == "test":
+            return self.test_indices
+        if split not in SPLITS:
+            raise ModeconnError(f"unknown split '{split}' (use {', '.join(SPLITS)})")
+        idx = getattr(self.splits, split)
+        if idx is None or len(idx) == 0:
+            raise ModeconnError(f"the '{split}' split is empty for this run")
+        return idx
+
+    def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The uint8 images and labels behind ``split`` (whole source set; see :meth:`indices`)."""
+        if split == "test":
+            return self.raw.test_x, self.raw.test_y
+        return self.raw.train_x, self.raw.train_y
+
+    def train_loader(
+        self,
+        batch_size: int,
+        *,
+        split: str = "train",
+        seed: int | None = None,
+        augment: bool | None = None,
+        transform: Callable | None = None,
+        device: torch.device | str = "cpu",
+        dist_ctx: DistContext | None = None,
+    ) -> TensorLoader:
+        """A shuffled, augmented loader whose epochs are pure functions of (seed, epoch)."""
+        ctx = dist_ctx or DistContext()
+        images, labels = self.tensors(split)
+        use_aug = self.config.augment if augment is None else augment
+        return TensorLoader(
+            images,
+            labels,
+            indices=self.indices(split),
+            batch_size=batch_size,
+            shuffle=True,
+            augment=self.info.augment if use_aug else "none",
+            seed=self.config.seed if seed is None else seed,
+            device=device,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            transform=transform,
+        )
+
+    def eval_loader(
+        self, split: str = "test", batch_size: int = 512, device: torch.device | str = "cpu"
+    ):
+        """An unshuffled, unaugmented loader over ``split``."""
+        images, labels = self.tensors(split)
+        return make_eval_loader(
+            images, labels, indices=self.indices(split), batch_size=batch_size, device=device
+        )
+
+    def split_sizes(self) -> dict[str, int]:
+        sizes = {"test": len(self.test_indices)}
+        for name in ("train", "val", "bonafide", "bonafide_holdout"):
+            idx = getattr(self.splits, name)
+            sizes[name] = 0 if idx is None else len(idx)
+        return sizes
+
+
+def prepare_data(config: DataConfig) -> PreparedData:
+    """Load ``config.dataset`` and draw its seeded splits."""
+    raw = load_dataset(config.dataset, config.data_dir)
+    if config.train_limit is not None:
+        keep = stratified_indices(raw.train_y, config.train_limit, seed=config.seed)
+        raw = RawDataset(
+            info=raw.info,
+            train_x=raw.train_x[keep],
+            train_y=raw.train_y[keep],
+            test_x=raw.test_x,
+            test_y=raw.test_y,
+        )
+    splits = make_splits(
+        raw,
+        val_size=config.val_size,
+        bonafide=config.bonafide,
+        holdout_fraction=config.holdout_fraction,
+        seed=config.seed,
+    )
+    if config.test_limit is not None:
+        test_idx = stratified_indices(raw.test_y, config.test_limit, seed=config.seed)
+    else:
+        test_idx = torch.arange(len(raw.test_y))
+    return PreparedData(config=config, raw=raw, splits=splits, test_indices=test_idx)
+
+
+def model_spec_for(arch: str, info, kwargs: dict[str, Any] | None = None) -> ModelSpec:
+    """The model spec of architecture ``arch`` sized for data set ``info``."""
+    return ModelSpec(
+        arch=arch,
+        kwargs=dict(kwargs or {}),
+        in_channels=info.in_channels,
+        image_size=info.image_size,
+        num_classes=info.num_classes,
+        mean=tuple(info.mean),
+        std=tuple(info.std),
+    )
+
+
+def check_compatible(spec: ModelSpec, data: PreparedData, source: str) -> None:
+    """A model trained for other inputs gets one clear line instead of a shape error deep inside."""
+    info = data.info
+    if (spec.in_channels, spec.image_size, spec.num_classes) != (
+        info.in_channels,
+        info.image_size,
+        info.num_classes,
+    ):
+        raise ModeconnError(
+            f"{source} expects {spec.in_channels}×{spec.image_size}×{spec.image_size} inputs and "
+            f"{spec.num_classes} classes, but {info.name} has {info.in_channels}×{info.image_size}"
+            f"×{info.image_size} and {info.num_classes}"
+        )

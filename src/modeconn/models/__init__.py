@@ -1,0 +1,33 @@
+"""Model zoo: input normalisation, the architecture registry and the built-in architectures.
+
+Build a model from a :class:`ModelSpec` with :func:`build_model`; it takes images in [0, 1] and
+normalises them itself. ``model_names()`` lists the registered architectures; a user's own is given
+as ``"package.module:factory"``.
+"""
+
+from modeconn.models import zoo  # registers the built-in architectures
+from modeconn.models.normalize import Normalize, NormalizedModel
+from modeconn.models.registry import (
+    ModelSpec,
+    build_model,
+    build_network,
+    last_conv_name,
+    last_linear_name,
+    model_names,
+    register_model,
+    resolve_factory,
+)
+
+__all__ = [
+    "ModelSpec",
+    "Normalize",
+    "NormalizedModel",
+    "build_model",
+    "build_network",
+    "last_conv_name",
+    "last_linear_name",
+    "model_names",
+    "register_model",
+    "resolve_factory",
+    "zoo",
+]

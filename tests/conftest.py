@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny settings so the whole suite stays fast on 2 CPU cores."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def has_fashion_mnist() -> bool:
+    return any(FMNIST_DIR.glob("*idx*-ubyte*")) or bool(os.environ.get("MODECONN_DATA"))
+
+
+needs_fmnist = pytest.mark.skipif(not has_fashion_mnist(), reason="Fashion-MNIST not installed")
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def digits_lenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small lenet trained briefly on sklearn digits; its run directory (shared, read-only)."""
+    from modeconn.api import train_classifier
+    from modeconn.experiment import DataConfig
+    from modeconn.training import TrainConfig
+
+    out = tmp_path_factory.mktemp("digits_lenet")
+    train_classifier(
+        out,
+        model="lenet",
+        data=DataConfig(dataset="digits"),
+        config=TrainConfig(epochs=4, batch_size=64, lr=0.05),
+        progress=False,
+        force=True,
+    )
+    return out
