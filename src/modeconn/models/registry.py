@@ -103,6 +103,8 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
         """Rebuild a spec from :meth:`to_dict` output, e.g. read from a JSON sidecar."""
+        if not isinstance(data, Mapping):
+            raise ModeconnError(f"a model spec must be a JSON object, got {type(data).__name__}")
         names = [f.name for f in fields(cls)]
         unknown = sorted(set(data) - set(names))
         if unknown:
