@@ -37,7 +37,7 @@ class DataConfig:
     (a count or a fraction of the training split) draws the clean subset a repair may use.
     """
 
-    dataset: str = "fashion-mnist"
+    dataset: str | None = "fashion-mnist"  # None: the data set of the model being loaded
     data_dir: str | None = None
     val_size: float = 0
     bonafide: float | None = None

@@ -23,7 +23,10 @@ app = typer.Typer(
 
 def _register_commands() -> None:
     """Import the command modules; each adds its commands to :data:`app`."""
-    from modeconn.cli import train  # noqa: F401
+    from modeconn.cli import (
+        repair,  # noqa: F401
+        train,  # noqa: F401
+    )
 
 
 _register_commands()

@@ -1,0 +1,209 @@
+"""``modeconn repair``, ``modeconn report`` and ``modeconn demo``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modeconn.cli import app
+from modeconn.cli.common import (
+    BatchSize,
+    DataDir,
+    Device,
+    Force,
+    Lr,
+    OptDataset,
+    Out,
+    Quiet,
+    Seed,
+    TestLimit,
+    TrainLimit,
+    print_summary,
+)
+from modeconn.errors import ModeconnError
+
+
+def parse_sweep(text: str | None) -> tuple[int, ...]:
+    """``--sweep 50,250,500`` → (50, 250, 500)."""
+    if not text:
+        return ()
+    try:
+        sizes = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ModeconnError(
+            f"--sweep takes comma-separated counts such as 50,250,500, got '{text}'"
+        ) from None
+    if any(n < 10 for n in sizes):
+        raise ModeconnError("--sweep sizes must be at least 10 samples")
+    return sizes
+
+
+@app.command("repair")
+def repair_command(
+    models: Annotated[list[Path], typer.Argument(help="One or two tampered checkpoints.")],
+    out: Out,
+    bonafide: Annotated[
+        int,
+        typer.Option(
+            "--bonafide",
+            help="Clean training samples the repair may use (20% are held out to choose t).",
+        ),
+    ] = 2500,
+    epochs: Annotated[int, typer.Option("--epochs", help="Curve training epochs.")] = 60,
+    finetune_epochs: Annotated[
+        int,
+        typer.Option(
+            "--finetune-epochs", help="Epochs of fine-tuning that make endpoint B from one model."
+        ),
+    ] = 20,
+    lr: Lr = 0.01,
+    batch_size: BatchSize = 128,
+    kind: Annotated[str, typer.Option("--kind", help="bezier or polychain.")] = "bezier",
+    num_bends: Annotated[
+        int, typer.Option("--num-bends", help="Control points incl. endpoints.")
+    ] = 3,
+    points: Annotated[int, typer.Option("--points", help="Points evaluated along the path.")] = 21,
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            "--tolerance", help="Allowed drop of held-out bonafide accuracy when choosing t."
+        ),
+    ] = 0.02,
+    t: Annotated[float | None, typer.Option("--t", help="Use this t instead of the rule.")] = None,
+    baselines: Annotated[
+        bool,
+        typer.Option(
+            "--baselines", help="Also run fine-tuning, from-scratch, noisy and fine-pruning."
+        ),
+    ] = False,
+    sweep: Annotated[
+        str | None,
+        typer.Option("--sweep", help="Comma-separated bonafide sizes to repeat the repair with."),
+    ] = None,
+    no_eot: Annotated[bool, typer.Option("--no-eot", help="Skip the adaptive EOT attack.")] = False,
+    attack: Annotated[
+        Path | None,
+        typer.Option(
+            "--attack", help="JSON file with the attack spec (default: the model's sidecar)."
+        ),
+    ] = None,
+    dataset: OptDataset = None,
+    data_dir: DataDir = None,
+    train_limit: TrainLimit = None,
+    test_limit: TestLimit = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """Repair tampered model(s) with a curve trained on bonafide data; writes the repaired model."""
+    from modeconn.defenses.repair import RepairConfig, run_repair
+    from modeconn.experiment import DataConfig
+
+    config = RepairConfig(
+        bonafide=bonafide,
+        kind=kind,
+        num_bends=num_bends,
+        points=points,
+        tolerance=tolerance,
+        t=t,
+        baselines=baselines,
+        sweep=parse_sweep(sweep),
+        eot=not no_eot,
+        seed=seed,
+    )
+    config.curve.epochs, config.curve.lr, config.curve.batch_size = epochs, lr, batch_size
+    config.finetune.epochs, config.finetune.batch_size = finetune_epochs, batch_size
+    data = DataConfig(
+        dataset=dataset,
+        data_dir=str(data_dir) if data_dir else None,
+        train_limit=train_limit,
+        test_limit=test_limit,
+        seed=seed,
+    )
+    spec = None
+    if attack is not None:
+        try:
+            spec = json.loads(attack.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ModeconnError(f"cannot read --attack {attack}: {err}") from None
+    summary = run_repair(
+        [str(m) for m in models],
+        out,
+        config=config,
+        data=data,
+        attack=spec,
+        device=device,
+        force=force,
+        progress=not quiet,
+    )
+    print_summary(summary, out)
+    if (out / "comparison.md").exists():
+        typer.echo((out / "comparison.md").read_text())
+
+
+@app.command("report")
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="HTML file to write (default RUN_DIR/report.html)."),
+    ] = None,
+) -> None:
+    """Write one self-contained HTML page (figures embedded) for a run directory."""
+    from modeconn.report.html import write_report
+
+    typer.echo(f"report written to {write_report(run_dir, output)}")
+
+
+@app.command("demo")
+def demo_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for all demo runs.")] = Path(
+        "runs/demo"
+    ),
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scenario", help="patch (default), blend, all-to-all, injection; repeatable."
+        ),
+    ] = None,
+    all_scenarios: Annotated[bool, typer.Option("--all", help="Run every scenario.")] = False,
+    dataset: Annotated[str, typer.Option("--dataset", "-d")] = "fashion-mnist",
+    data_dir: DataDir = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs of the models.")] = 3,
+    repair_epochs: Annotated[int, typer.Option("--repair-epochs")] = 60,
+    bonafide: Annotated[int, typer.Option("--bonafide")] = 2500,
+    no_baselines: Annotated[bool, typer.Option("--no-baselines")] = False,
+    sweep: Annotated[
+        str | None, typer.Option("--sweep", help="Comma-separated bonafide sizes.")
+    ] = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    force: Annotated[
+        bool, typer.Option("--force", help="Redo every step instead of reusing finished ones.")
+    ] = False,
+    quiet: Quiet = False,
+) -> None:
+    """The main job: train, tamper, repair, compare with baselines, report."""
+    from modeconn.demo import SCENARIOS, DemoConfig, results_table, run_demos
+
+    chosen = list(SCENARIOS) if all_scenarios else (scenario or ["patch"])
+    config = DemoConfig(
+        dataset=dataset,
+        data_dir=str(data_dir) if data_dir else None,
+        epochs=epochs,
+        repair_epochs=repair_epochs,
+        bonafide=bonafide,
+        baselines=not no_baselines,
+        sweep=parse_sweep(sweep),
+        seed=seed,
+    )
+    summaries = run_demos(
+        out, chosen, config=config, device=device, force=force, progress=not quiet
+    )
+    typer.echo(results_table(summaries))
+    for s in summaries:
+        typer.echo(f"{s['scenario']}: report at {s['report']}")

@@ -1,0 +1,139 @@
+"""One self-contained HTML page for a run directory: set-up, tables, figures, the chosen t and why.
+
+Everything the page shows comes from files the run wrote (``config.json``, ``summary.json``,
+``comparison.csv``, ``path.csv``, ``sweep.csv``, ``*.png``); figures are embedded as base64 data
+URIs so the page can be mailed or archived as a single file.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from modeconn.errors import ModeconnError
+from modeconn.io import atomic_write_text
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: .92em; }
+th, td { border: 1px solid #ccc; padding: .3em .7em; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+figure { display: inline-block; margin: .5em; } figure img { max-width: 520px; }
+figcaption { text-align: center; font-size: .85em; color: #555; }
+.why { background: #f6f8fa; border-left: 4px solid #4a7; padding: .6em 1em; }
+code { background: #f3f3f3; padding: 0 .2em; }
+"""
+
+# Marks the body with how many figures actually decoded, so a headless browser test can check
+# that the page renders with its figures.
+ONLOAD = (
+    "window.addEventListener('load',function(){var n=0;document.querySelectorAll('img')"
+    ".forEach(function(i){if(i.complete&&i.naturalWidth>0)n++;});"
+    "document.body.setAttribute('data-figures-rendered',n);});"
+)
+
+TABLES = (
+    ("comparison.csv", "Comparison"),
+    ("sweep.csv", "Bonafide-size sweep"),
+    ("path.csv", "Metrics along the path"),
+)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return html.escape(str(value))
+    if number.is_integer() and "." not in str(value):
+        return str(int(number))
+    return f"{number:.4f}"
+
+
+def csv_table(path: Path) -> str:
+    """An HTML table from a CSV file."""
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return "<p>(empty)</p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows[1:]
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def dict_table(data: dict[str, Any]) -> str:
+    """A two-column key/value table (nested values as compact JSON)."""
+    rows = []
+    for key, value in data.items():
+        text = json.dumps(value) if isinstance(value, dict | list) else _fmt(value)
+        rows.append(f"<tr><td>{html.escape(str(key))}</td><td>{text}</td></tr>")
+    return f"<table><tbody>{''.join(rows)}</tbody></table>"
+
+
+def embedded_figure(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    caption = html.escape(path.stem.replace("_", " "))
+    return (
+        f'<figure><img alt="{caption}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def render_report(run_dir: str | Path, title: str | None = None) -> str:
+    """The report page of ``run_dir`` as an HTML string."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise ModeconnError(f"run directory not found: {run}")
+    summary = _read_json(run / "summary.json")
+    config = _read_json(run / "config.json")
+    if not summary:
+        raise ModeconnError(f"{run} has no summary.json: the run has not finished")
+    command = config.get("command", "run")
+    parts = [f"<h1>{html.escape(title or f'modeconn {command}: {run.name}')}</h1>"]
+    why = summary.get("t_rule") or summary.get("why")
+    if "t" in summary and why:
+        parts.append("<h2>Chosen point</h2>")
+        parts.append(f'<div class="why"><b>t = {_fmt(summary["t"])}</b> — {html.escape(why)}</div>')
+    parts.append("<h2>Summary</h2>" + dict_table(summary))
+    for name, heading in TABLES:
+        if (run / name).exists():
+            parts.append(f"<h2>{heading}</h2>" + csv_table(run / name))
+    figures = sorted(run.glob("*.png"))
+    if figures:
+        parts.append("<h2>Figures</h2>" + "".join(embedded_figure(p) for p in figures))
+    if config:
+        shown = {k: v for k, v in config.items() if k != "versions"}
+        parts.append("<h2>Set-up</h2>" + dict_table(shown))
+        if "versions" in config:
+            parts.append(
+                "<p>"
+                + html.escape(", ".join(f"{k} {v}" for k, v in config["versions"].items()))
+                + "</p>"
+            )
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title or 'modeconn report')}</title><style>{STYLE}</style></head>"
+        f"<body>{''.join(parts)}<script>{ONLOAD}</script></body></html>\n"
+    )
+
+
+def write_report(
+    run_dir: str | Path, out: str | Path | None = None, title: str | None = None
+) -> Path:
+    """Write ``report.html`` (or ``out``) for ``run_dir``; returns its path."""
+    page = render_report(run_dir, title)
+    target = Path(out) if out is not None else Path(run_dir) / "report.html"
+    atomic_write_text(target, page)
+    return target
