@@ -40,7 +40,7 @@ def plot_repair(
         if col == "test_acc":
             ax.plot(
                 ts,
-                [r["holdout_acc"] for r in rows],
+                [r["bonafide_holdout_acc"] for r in rows],
                 "s--",
                 color="0.5",
                 ms=3,

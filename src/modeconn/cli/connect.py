@@ -1,0 +1,267 @@
+"""``modeconn connect``, ``path-eval``, ``extract`` and ``surface``: argument parsing only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modeconn.cli import app
+from modeconn.cli.common import (
+    BatchSize,
+    DataDir,
+    Device,
+    Epochs,
+    Force,
+    Lr,
+    Momentum,
+    NoAugment,
+    OptDataset,
+    Optimizer,
+    Out,
+    Quiet,
+    Resume,
+    Schedule,
+    Seed,
+    TestLimit,
+    TrainLimit,
+    WeightDecay,
+    data_config,
+    print_summary,
+    train_config,
+)
+from modeconn.connectivity import evaluate as conn_eval
+from modeconn.connectivity import train as conn_train
+
+_REF = conn_train.CURVE_DEFAULTS
+
+ModelArg = Annotated[
+    Path, typer.Argument(help="Model checkpoint (.safetensors, its .json, or a run directory).")
+]
+FamilyArg = Annotated[
+    Path,
+    typer.Argument(help="Curve or surface (curve.safetensors, its .json, or a run directory)."),
+]
+Kind = Annotated[str, typer.Option("--kind", help="bezier or polychain.")]
+NumBends = Annotated[
+    int, typer.Option("--num-bends", help="Control points per direction, endpoints included.")
+]
+TrainEndpoints = Annotated[
+    bool, typer.Option("--train-endpoints", help="Train the endpoints too (fixed by default).")
+]
+Init = Annotated[
+    str,
+    typer.Option(
+        "--init",
+        help="Interior points: linear, noise, or a checkpoint (a model, or a curve to continue).",
+    ),
+]
+Noise = Annotated[float, typer.Option("--noise", help="Relative noise for --init noise.")]
+Bonafide = Annotated[
+    float | None,
+    typer.Option(
+        "--bonafide",
+        help="Train on a bonafide subset of the training split (count, or fraction if < 1).",
+    ),
+]
+TPerBatch = Annotated[
+    int, typer.Option("--t-per-batch", help="Points per mini-batch (the batch is split).")
+]
+Stratified = Annotated[
+    bool, typer.Option("--stratified", help="Stratify the points over each epoch.")
+]
+CurveEpochs = Epochs
+EvalBatch = Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")]
+
+
+@app.command("connect")
+def connect_command(
+    model_a: ModelArg,
+    model_b: ModelArg,
+    out: Out,
+    kind: Kind = "bezier",
+    num_bends: NumBends = 3,
+    train_endpoints: TrainEndpoints = False,
+    init: Init = "linear",
+    noise: Noise = 0.1,
+    bonafide: Bonafide = None,
+    dataset: OptDataset = None,
+    data_dir: DataDir = None,
+    train_limit: TrainLimit = None,
+    test_limit: TestLimit = None,
+    no_augment: NoAugment = False,
+    epochs: CurveEpochs = _REF["epochs"],
+    batch_size: BatchSize = _REF["batch_size"],
+    lr: Lr = _REF["lr"],
+    momentum: Momentum = _REF["momentum"],
+    wd: WeightDecay = _REF["weight_decay"],
+    optimizer: Optimizer = "sgd",
+    schedule: Schedule = _REF["schedule"],
+    t_per_batch: TPerBatch = 1,
+    stratified: Stratified = False,
+    seed: Seed = 0,
+    device: Device = "auto",
+    force: Force = False,
+    resume: Resume = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train a curve from model A to model B; writes curve.safetensors and summary.json to --out."""
+    summary = conn_train.train_curve(
+        model_a,
+        model_b,
+        out,
+        data=data_config(
+            dataset or "",
+            data_dir,
+            seed,
+            train_limit=train_limit,
+            test_limit=test_limit,
+            bonafide=bonafide,
+            augment=not no_augment,
+        ),
+        config=train_config(epochs, batch_size, lr, momentum, wd, optimizer, schedule, seed),
+        kind=kind,
+        num_bends=num_bends,
+        fix_endpoints=not train_endpoints,
+        init=init,
+        noise=noise,
+        t_per_batch=t_per_batch,
+        stratified=stratified,
+        device=device,
+        force=force,
+        resume=resume,
+        progress=not quiet,
+    )
+    if summary:
+        print_summary(summary, out)
+
+
+@app.command("path-eval")
+def path_eval_command(
+    curve: FamilyArg,
+    out: Out,
+    points: Annotated[int, typer.Option("--points", help="Values of t from 0 to 1.")] = 21,
+    no_segment: Annotated[
+        bool, typer.Option("--no-segment", help="Skip the straight segment for comparison.")
+    ] = False,
+    data_dir: DataDir = None,
+    test_limit: TestLimit = None,
+    train_eval_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--train-eval-limit",
+            help="Train columns and BatchNorm from a stratified subset of this many images.",
+        ),
+    ] = None,
+    batch_size: EvalBatch = conn_eval.EVAL_BATCH,
+    device: Device = "auto",
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """Evaluate a curve along t (BatchNorm recomputed at each point); writes path.csv, path.png."""
+    summary = conn_eval.run_path_eval(
+        curve,
+        out,
+        points=points,
+        data_dir=str(data_dir) if data_dir else None,
+        test_limit=test_limit,
+        train_eval_limit=train_eval_limit,
+        with_segment=not no_segment,
+        batch_size=batch_size,
+        device=device,
+        force=force,
+        progress=not quiet,
+    )
+    print_summary(summary, out)
+
+
+@app.command("extract")
+def extract_command(
+    source: FamilyArg,
+    out: Out,
+    t: Annotated[float | None, typer.Option("--t", help="Point on a curve, in [0, 1].")] = None,
+    u: Annotated[float | None, typer.Option("--u", help="First surface coordinate.")] = None,
+    v: Annotated[float | None, typer.Option("--v", help="Second surface coordinate.")] = None,
+    data_dir: DataDir = None,
+    test_limit: TestLimit = None,
+    device: Device = "auto",
+    force: Force = False,
+) -> None:
+    """Write the model at a point of a curve or surface as an ordinary checkpoint."""
+    summary = conn_eval.run_extract(
+        source,
+        out,
+        t=t,
+        u=u,
+        v=v,
+        data_dir=str(data_dir) if data_dir else None,
+        test_limit=test_limit,
+        device=device,
+        force=force,
+    )
+    print_summary(summary, out)
+
+
+@app.command("surface")
+def surface_command(
+    model_a: ModelArg,
+    model_b: ModelArg,
+    model_c: ModelArg,
+    model_d: ModelArg,
+    out: Out,
+    num_bends: NumBends = 3,
+    num_bends_v: Annotated[
+        int | None, typer.Option("--num-bends-v", help="Control points along v (default: same).")
+    ] = None,
+    grid: Annotated[int, typer.Option("--grid", help="Evaluation grid points per side.")] = 11,
+    bonafide: Bonafide = None,
+    dataset: OptDataset = None,
+    data_dir: DataDir = None,
+    train_limit: TrainLimit = None,
+    test_limit: TestLimit = None,
+    no_augment: NoAugment = False,
+    epochs: CurveEpochs = _REF["epochs"],
+    batch_size: BatchSize = _REF["batch_size"],
+    lr: Lr = _REF["lr"],
+    momentum: Momentum = _REF["momentum"],
+    wd: WeightDecay = _REF["weight_decay"],
+    optimizer: Optimizer = "sgd",
+    schedule: Schedule = _REF["schedule"],
+    t_per_batch: TPerBatch = 1,
+    stratified: Stratified = False,
+    seed: Seed = 0,
+    device: Device = "auto",
+    force: Force = False,
+    resume: Resume = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train a Bezier surface through four models and evaluate it on a grid.
+
+    A, B, C, D sit at (u, v) = (0,0), (1,0), (0,1), (1,1). Writes surface.safetensors, grid.csv,
+    surface.png, best.safetensors and summary.json (grid ensemble vs the corners' ensemble).
+    """
+    summary = conn_train.train_surface(
+        [model_a, model_b, model_c, model_d],
+        out,
+        data=data_config(
+            dataset or "",
+            data_dir,
+            seed,
+            train_limit=train_limit,
+            test_limit=test_limit,
+            bonafide=bonafide,
+            augment=not no_augment,
+        ),
+        config=train_config(epochs, batch_size, lr, momentum, wd, optimizer, schedule, seed),
+        num_bends=(num_bends, num_bends_v or num_bends),
+        t_per_batch=t_per_batch,
+        stratified=stratified,
+        grid=grid,
+        device=device,
+        force=force,
+        resume=resume,
+        progress=not quiet,
+    )
+    if summary:
+        print_summary(summary, out)

@@ -1,0 +1,75 @@
+"""Mode connectivity: curves and Bezier surfaces over any model, BatchNorm along a path, path
+evaluation.
+
+``Curve``/``Surface`` span families of parameter sets evaluated with
+:func:`torch.func.functional_call`; :func:`update_bn` recomputes BatchNorm statistics at a point;
+:func:`fit_curve`/:func:`train_curve`/:func:`train_surface` train them through the one training
+loop; :func:`evaluate_path`/:func:`run_path_eval`/:func:`run_extract` evaluate and extract points.
+"""
+
+from modeconn.connectivity.bn import has_batchnorm, update_bn
+from modeconn.connectivity.checkpoints import (
+    load_curve,
+    load_family,
+    load_surface,
+    save_curve,
+    save_surface,
+)
+from modeconn.connectivity.curves import (
+    ControlPointModel,
+    Curve,
+    bezier_coefficients,
+    polychain_coefficients,
+    segment,
+)
+from modeconn.connectivity.evaluate import (
+    evaluate_path,
+    evaluate_surface,
+    path_summary,
+    run_extract,
+    run_path_eval,
+    run_surface_eval,
+)
+from modeconn.connectivity.metrics import PathMetric, SplitLossAccuracy
+from modeconn.connectivity.surfaces import Surface, surface_coefficients
+from modeconn.connectivity.train import (
+    CURVE_DEFAULTS,
+    PointObjective,
+    curve_train_config,
+    fit_curve,
+    train_curve,
+    train_family,
+    train_surface,
+)
+
+__all__ = [
+    "CURVE_DEFAULTS",
+    "ControlPointModel",
+    "Curve",
+    "PathMetric",
+    "PointObjective",
+    "SplitLossAccuracy",
+    "Surface",
+    "bezier_coefficients",
+    "curve_train_config",
+    "evaluate_path",
+    "evaluate_surface",
+    "fit_curve",
+    "has_batchnorm",
+    "load_curve",
+    "load_family",
+    "load_surface",
+    "path_summary",
+    "polychain_coefficients",
+    "run_extract",
+    "run_path_eval",
+    "run_surface_eval",
+    "save_curve",
+    "save_surface",
+    "segment",
+    "surface_coefficients",
+    "train_curve",
+    "train_family",
+    "train_surface",
+    "update_bn",
+]

@@ -1,0 +1,1 @@
+"""Reports: plots (matplotlib, Agg) of path tables, surfaces and landscapes."""
