@@ -58,7 +58,8 @@ def test_connect_path_eval_extract(tmp_path: Path, capsys, two_models):
     assert res.code == 0, res.err
     rows = _rows(ev / "path.csv")
     assert [float(r["t"]) for r in rows] == [0.0, 0.5, 1.0]
-    assert list(rows[0]) == ["t", "train_loss", "train_acc", "test_loss", "test_acc"]
+    assert list(rows[0])[:5] == ["t", "train_loss", "train_acc", "test_loss", "test_acc"]
+    assert "asr" in rows[0]  # endpoint B's sidecar names a backdoor: path-eval measures it
     assert (ev / "segment.csv").exists() and (ev / "path.png").stat().st_size > 0
     summary = json.loads((ev / "summary.json").read_text())
     acc_a = load_model(a).meta["metrics"]["clean_acc"]

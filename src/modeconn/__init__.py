@@ -1,3 +1,3 @@
-"""modeconn: mode connectivity for repairing tampered networks and studying adversarial robustness."""
+"""modeconn: mode connectivity to repair tampered networks and study adversarial robustness."""
 
 __version__ = "0.1.0"

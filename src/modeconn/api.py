@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from modeconn.checkpoints import load_model, save_model
+from modeconn.defenses.adversarial import AdversarialConfig, RobustEvaluation
 from modeconn.distributed import DistContext, init_distributed, resolve_device
+from modeconn.errors import ModeconnError
 from modeconn.experiment import (
     DataConfig,
     PreparedData,
@@ -56,6 +58,8 @@ def train_classifier(
     data: DataConfig | None = None,
     config: TrainConfig | None = None,
     objective: Objective | None = None,
+    adversarial: AdversarialConfig | None = None,
+    robust: RobustEvaluation | None = None,
     attack: dict[str, Any] | None = None,
     transform=None,
     extra_config: dict[str, Any] | None = None,
@@ -66,13 +70,22 @@ def train_classifier(
 ) -> dict[str, Any]:
     """Train a classifier from scratch into run directory ``out``; return its summary.
 
-    ``objective`` swaps the per-batch loss (adversarial training); ``transform`` rewrites training
-    batches (backdoor poisoning) and ``attack`` is recorded in the checkpoint's sidecar.
-    Under ``torchrun`` this trains with DistributedDataParallel.
+    ``objective`` swaps the per-batch loss; ``adversarial`` is the shorthand for adversarial
+    training (PGD-AT or TRADES, optionally with AWP) and implies ``robust``, the PGD evaluation
+    whose ``robust_acc`` and ``robust_loss`` join the summary (by default with the training
+    attack). ``transform`` rewrites training batches (backdoor poisoning) and ``attack`` is recorded
+    in the checkpoint's sidecar. Under ``torchrun`` this trains with DistributedDataParallel.
     """
     data = data or DataConfig()
     config = config or TrainConfig()
     config.validate()
+    if adversarial is not None:
+        if objective is not None:
+            raise ModeconnError("give either an objective or adversarial settings, not both")
+        objective = adversarial.objective()
+        robust = robust or RobustEvaluation(attack=adversarial.attack)
+    if robust is not None:
+        robust.validate()
     data.seed = config.seed
     ctx, dev = init_distributed(device, os.environ.get("MODECONN_INIT_METHOD"))
     # Only the main process checks and clears the directory; the others attach to it afterwards.
@@ -91,6 +104,8 @@ def train_classifier(
         "device": str(dev),
         "world_size": ctx.world_size,
         "attack": attack,
+        "adversarial": adversarial.to_dict() if adversarial is not None else None,
+        "robust_eval": robust.to_dict() if robust is not None else None,
         **(extra_config or {}),
     }
     if ctx.is_main:
@@ -124,6 +139,8 @@ def train_classifier(
     summary: dict[str, Any] = {}
     if ctx.is_main:
         summary = test_metrics(net, prepared, dev)
+        if robust is not None:
+            summary.update(robust(net, prepared, dev))
         summary["epochs"] = config.epochs
         save_model(
             run.file("model.safetensors"),

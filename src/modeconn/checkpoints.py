@@ -1,4 +1,4 @@
-"""Safe checkpoints: ``NAME.safetensors`` holds the tensors, ``NAME.json`` beside it says what they are.
+"""Safe checkpoints: ``NAME.safetensors`` holds the tensors, ``NAME.json`` says what they are.
 
 The sidecar records the architecture and its keyword arguments, the data set, the input shape, the
 number of classes, the normalisation, the attack spec of a tampered model, metrics and the package
@@ -47,7 +47,7 @@ class Checkpoint:
 
 
 def resolve_weights_path(path: str | Path) -> Path:
-    """Accept a run directory, a ``.safetensors`` file, its ``.json`` sidecar, or a ``.pt``/``.pth``."""
+    """Accept a run directory, a ``.safetensors`` file, its ``.json`` sidecar, or a ``.pt``."""
     p = Path(path)
     if p.is_dir():
         p = p / DEFAULT_NAME
@@ -122,7 +122,7 @@ def save_model(
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` as ``path`` (a ``.safetensors`` file or a directory) plus its JSON sidecar."""
+    """Write ``model`` as ``path`` (a ``.safetensors`` file or a directory) and its sidecar."""
     p = Path(path)
     if p.suffix != ".safetensors":
         p = p / DEFAULT_NAME

@@ -38,7 +38,7 @@ class DemoConfig:
     model: str = "lenet"
     epochs: int = 3
     bonafide: int = 2500
-    repair_epochs: int = 60
+    repair_epochs: int = 100
     baselines: bool = True
     sweep: tuple[int, ...] = ()
     seed: int = 0
@@ -75,8 +75,7 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run one scenario of the demo into ``out``; returns its summary (also in summary.json)."""
-    from modeconn.attacks.backdoor import poison_model
-    from modeconn.attacks.injection import inject_model
+    from modeconn.attacks.api import inject_model, poison_model
 
     if scenario not in SCENARIOS:
         raise ModeconnError(f"unknown scenario '{scenario}' (use {', '.join(SCENARIOS)})")

@@ -6,4 +6,4 @@ non-zero exit code; everything else is a bug and keeps its traceback.
 
 
 class ModeconnError(Exception):
-    """A problem caused by the user's input (missing file, bad name, mismatched shapes, NaN loss)."""
+    """A problem caused by the user's input (missing file, bad name, wrong shapes, NaN loss)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; rename it onto ``target`` if the block succeeds."""
+    """Yield a temporary path beside ``target``; move it onto ``target`` if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -45,7 +45,7 @@ def atomic_write_text(target: str | Path, text: str) -> None:
 
 
 def to_jsonable(value: Any) -> Any:
-    """Convert tensors, numpy scalars, paths, tuples and non-finite floats into plain JSON values."""
+    """Convert tensors, numpy scalars, paths, tuples and non-finite floats to plain JSON values."""
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

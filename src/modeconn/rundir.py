@@ -102,7 +102,8 @@ class RunDir:
             ]
             if changed:
                 raise ModeconnError(
-                    f"cannot resume {self.path}: options differ from the original run ({', '.join(changed)})"
+                    f"cannot resume {self.path}: options differ from the original run "
+                    f"({', '.join(changed)})"
                 )
             return
         write_json(self.file(CONFIG), record)
@@ -114,7 +115,7 @@ class RunDir:
         atomic_write_text(path, old + json.dumps(to_jsonable(record)) + "\n")
 
     def truncate_metrics(self, epochs_done: int) -> None:
-        """Keep only the metrics of epochs already in the resumable state (after an interruption)."""
+        """Keep only the metrics of epochs already in the resumable state (after interruption)."""
         path = self.file(METRICS)
         if not path.exists():
             return

@@ -24,6 +24,9 @@ app = typer.Typer(
 def _register_commands() -> None:
     """Import the command modules; each adds its commands to :data:`app`."""
     from modeconn.cli import (
+        attack,  # noqa: F401
+        connect,  # noqa: F401
+        landscape,  # noqa: F401
         repair,  # noqa: F401
         train,  # noqa: F401
     )

@@ -31,6 +31,7 @@ from modeconn.cli.common import (
     print_summary,
     train_config,
 )
+from modeconn.cli.train import Alpha, AttackSteps, Eps, parse_fraction
 from modeconn.connectivity import evaluate as conn_eval
 from modeconn.connectivity import train as conn_train
 
@@ -139,11 +140,41 @@ def connect_command(
 
 @app.command("path-eval")
 def path_eval_command(
-    curve: FamilyArg,
+    sources: Annotated[
+        list[Path],
+        typer.Argument(
+            help="A curve (curve.safetensors, its .json, or a run directory), or two "
+            "models for the straight segment between them."
+        ),
+    ],
     out: Out,
     points: Annotated[int, typer.Option("--points", help="Values of t from 0 to 1.")] = 21,
     no_segment: Annotated[
         bool, typer.Option("--no-segment", help="Skip the straight segment for comparison.")
+    ] = False,
+    robust: Annotated[
+        bool,
+        typer.Option(
+            "--robust",
+            help="Add robust loss/accuracy under PGD at every t and the "
+            "input-Hessian λ_max (the robust-loss barrier).",
+        ),
+    ] = False,
+    eps: Eps = "8/255",
+    alpha: Alpha = "2/255",
+    attack_steps: AttackSteps = 10,
+    robust_limit: Annotated[
+        int | None, typer.Option("--robust-limit", help="Test images attacked at each t.")
+    ] = 1000,
+    hessian_limit: Annotated[
+        int | None, typer.Option("--hessian-limit", help="Test images for λ_max at each t.")
+    ] = 256,
+    no_attack_metrics: Annotated[
+        bool,
+        typer.Option(
+            "--no-attack-metrics",
+            help="Do not measure the endpoints' attacks (ASR, injection success) along the path.",
+        ),
     ] = False,
     data_dir: DataDir = None,
     test_limit: TestLimit = None,
@@ -160,9 +191,18 @@ def path_eval_command(
     quiet: Quiet = False,
 ) -> None:
     """Evaluate a curve along t (BatchNorm recomputed at each point); writes path.csv, path.png."""
-    summary = conn_eval.run_path_eval(
-        curve,
+    from modeconn.path_analysis import run_path_analysis
+
+    summary = run_path_analysis(
+        list(sources),
         out,
+        robust=robust,
+        eps=parse_fraction(eps, "--eps"),
+        alpha=parse_fraction(alpha, "--alpha"),
+        steps=attack_steps,
+        robust_limit=robust_limit,
+        hessian_limit=hessian_limit,
+        with_attack_metrics=not no_attack_metrics,
         points=points,
         data_dir=str(data_dir) if data_dir else None,
         test_limit=test_limit,

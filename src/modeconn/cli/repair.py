@@ -52,26 +52,31 @@ def repair_command(
             help="Clean training samples the repair may use (20% are held out to choose t).",
         ),
     ] = 2500,
-    epochs: Annotated[int, typer.Option("--epochs", help="Curve training epochs.")] = 60,
+    epochs: Annotated[int, typer.Option("--epochs", help="Curve training epochs.")] = 100,
     finetune_epochs: Annotated[
         int,
         typer.Option(
             "--finetune-epochs", help="Epochs of fine-tuning that make endpoint B from one model."
         ),
     ] = 20,
-    lr: Lr = 0.01,
+    lr: Lr = 0.05,
     batch_size: BatchSize = 128,
-    kind: Annotated[str, typer.Option("--kind", help="bezier or polychain.")] = "bezier",
+    kind: Annotated[str, typer.Option("--kind", help="polychain or bezier.")] = "polychain",
+    init: Annotated[
+        str,
+        typer.Option(
+            "--init",
+            help="random (fresh interior points) or linear (the reference: on the straight line).",
+        ),
+    ] = "random",
     num_bends: Annotated[
         int, typer.Option("--num-bends", help="Control points incl. endpoints.")
     ] = 3,
     points: Annotated[int, typer.Option("--points", help="Points evaluated along the path.")] = 21,
-    tolerance: Annotated[
+    margin: Annotated[
         float,
-        typer.Option(
-            "--tolerance", help="Allowed drop of held-out bonafide accuracy when choosing t."
-        ),
-    ] = 0.02,
+        typer.Option("--margin", help="t is chosen among points at least this far from both ends."),
+    ] = 0.25,
     t: Annotated[float | None, typer.Option("--t", help="Use this t instead of the rule.")] = None,
     baselines: Annotated[
         bool,
@@ -103,12 +108,15 @@ def repair_command(
     from modeconn.defenses.repair import RepairConfig, run_repair
     from modeconn.experiment import DataConfig
 
+    if init not in ("random", "linear"):
+        raise ModeconnError(f"--init must be random or linear, got '{init}'")
     config = RepairConfig(
         bonafide=bonafide,
         kind=kind,
         num_bends=num_bends,
+        init=init,
         points=points,
-        tolerance=tolerance,
+        margin=margin,
         t=t,
         baselines=baselines,
         sweep=parse_sweep(sweep),
@@ -174,7 +182,7 @@ def demo_command(
     dataset: Annotated[str, typer.Option("--dataset", "-d")] = "fashion-mnist",
     data_dir: DataDir = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Epochs of the models.")] = 3,
-    repair_epochs: Annotated[int, typer.Option("--repair-epochs")] = 60,
+    repair_epochs: Annotated[int, typer.Option("--repair-epochs")] = 100,
     bonafide: Annotated[int, typer.Option("--bonafide")] = 2500,
     no_baselines: Annotated[bool, typer.Option("--no-baselines")] = False,
     sweep: Annotated[

@@ -37,6 +37,48 @@ from modeconn.cli.common import (
     print_summary,
     train_config,
 )
+from modeconn.defenses.adversarial import AdversarialConfig, PGDConfig, RobustEvaluation
+from modeconn.errors import ModeconnError
+
+# --- adversarial options (shared with `modeconn landscape --adversarial`) ----------------------
+
+Eps = Annotated[
+    str, typer.Option("--eps", help="Attack radius in [0, 1] pixel units, e.g. 8/255 or 0.1.")
+]
+Alpha = Annotated[str, typer.Option("--alpha", help="PGD step size, e.g. 2/255 or 0.025.")]
+AttackSteps = Annotated[int, typer.Option("--attack-steps", help="PGD steps.")]
+AttackNorm = Annotated[str, typer.Option("--norm", help="Threat model: linf or l2.")]
+RobustLimit = Annotated[
+    int | None,
+    typer.Option(
+        "--robust-limit", help="Attack a stratified subset of this many test images (PGD is slow)."
+    ),
+]
+
+
+def parse_fraction(text: str, option: str) -> float:
+    """A number written as a decimal or a fraction: '0.031', '8/255'."""
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            return float(num) / float(den)
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        raise ModeconnError(
+            f"{option} must be a number or a fraction like 8/255, got '{text}'"
+        ) from None
+
+
+def pgd_config(eps: str, alpha: str, steps: int, norm: str) -> PGDConfig:
+    """Build and validate the PGD settings from CLI values."""
+    cfg = PGDConfig(
+        eps=parse_fraction(eps, "--eps"),
+        alpha=parse_fraction(alpha, "--alpha"),
+        steps=steps,
+        norm=norm,
+    )
+    cfg.validate()
+    return cfg
 
 
 @app.command("train")
@@ -57,13 +99,62 @@ def train_command(
     train_limit: TrainLimit = None,
     test_limit: TestLimit = None,
     no_augment: NoAugment = False,
+    adversarial: Annotated[
+        str | None,
+        typer.Option("--adversarial", help="Adversarial training: pgd (Madry et al.) or trades."),
+    ] = None,
+    eps: Eps = "8/255",
+    alpha: Alpha = "2/255",
+    attack_steps: AttackSteps = 10,
+    norm: AttackNorm = "linf",
+    trades_beta: Annotated[
+        float, typer.Option("--trades-beta", help="TRADES robustness weight β.")
+    ] = 6.0,
+    awp: Annotated[
+        bool, typer.Option("--awp", help="Adversarial Weight Perturbation on top (Wu et al.).")
+    ] = False,
+    awp_gamma: Annotated[
+        float | None,
+        typer.Option("--awp-gamma", help="AWP size γ (default 0.01 for pgd, 0.005 for trades)."),
+    ] = None,
+    awp_warmup: Annotated[
+        int, typer.Option("--awp-warmup", help="Epochs of plain adversarial training before AWP.")
+    ] = 0,
+    robust: Annotated[
+        bool | None,
+        typer.Option(
+            "--robust/--no-robust",
+            help="PGD robust accuracy and loss on the test split (default: on with --adversarial).",
+        ),
+    ] = None,
+    robust_limit: RobustLimit = 1000,
     seed: Seed = 0,
     device: Device = "auto",
     force: Force = False,
     resume: Resume = False,
     quiet: Quiet = False,
 ) -> None:
-    """Train a classifier; writes model.safetensors, metrics.jsonl and summary.json to --out."""
+    """Train a classifier; writes model.safetensors, metrics.jsonl and summary.json to --out.
+
+    With --adversarial pgd|trades [--awp] it trains adversarially and the summary gains
+    robust_acc and robust_loss under the same PGD attack.
+    """
+    attack = pgd_config(eps, alpha, attack_steps, norm)
+    adversarial_cfg = None
+    if adversarial is not None:
+        adversarial_cfg = AdversarialConfig(
+            method=adversarial,
+            attack=attack,
+            trades_beta=trades_beta,
+            awp=awp,
+            awp_gamma=awp_gamma,
+            awp_warmup=awp_warmup,
+        )
+        adversarial_cfg.validate()
+    elif awp:
+        raise ModeconnError("--awp perturbs adversarial training: add --adversarial pgd|trades")
+    if robust is None:
+        robust = adversarial is not None
     summary = api.train_classifier(
         out,
         model=model,
@@ -78,6 +169,8 @@ def train_command(
             augment=not no_augment,
         ),
         config=train_config(epochs, batch_size, lr, momentum, wd, optimizer, schedule, seed),
+        adversarial=adversarial_cfg,
+        robust=RobustEvaluation(attack=attack, limit=robust_limit) if robust else None,
         device=device,
         force=force,
         resume=resume,

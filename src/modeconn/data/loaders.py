@@ -87,8 +87,10 @@ class TensorLoader:
     ``indices`` restricts the loader to a subset (e.g. a bonafide split). Call :meth:`set_epoch`
     before each epoch, as with :class:`DistributedSampler`; iterating twice without it repeats the
     same batches. ``transform(x, y) -> (x, y)`` runs on every batch after augmentation (used to
-    poison batches with a backdoor trigger). ``drop_last`` drops both the sampler's uneven tail and
-    the last incomplete batch.
+    poison batches with a backdoor trigger); a transform with a true ``takes_indices`` attribute
+    is called as ``transform(x, y, indices)`` with the batch's indices into ``images``, so it can
+    treat a fixed subset of samples (a poisoned subset of the training set). ``drop_last`` drops
+    both the sampler's uneven tail and the last incomplete batch.
     """
 
     def __init__(
@@ -164,7 +166,9 @@ class TensorLoader:
         x = self.images[batch_indices].to(self.device, non_blocking=True)
         y = self.labels[batch_indices.to(self.labels.device)].to(self.device, non_blocking=True)
         x = augment_batch(to_unit_float(x), self.augment, generator, self.padding)
-        if self.transform is not None:
+        if getattr(self.transform, "takes_indices", False):
+            x, y = self.transform(x, y, batch_indices)
+        elif self.transform is not None:
             x, y = self.transform(x, y)
         return x, y
 

@@ -5,13 +5,20 @@ data set. Repair connects the tampered model to a second endpoint — another ta
 copy fine-tuned on the bonafide data — with a Bezier curve trained on the bonafide data only, and
 returns a point inside the curve.
 
-**Choosing t without knowing the attack.** The tampering lives in the endpoints' weights; the
-curve's interior is fitted to clean data only. The rule therefore goes *as far from both endpoints
-as clean accuracy allows*: among the evaluated points, keep those whose accuracy on the held-out
-bonafide slice is within ``tolerance`` of the better endpoint's, and take the one that maximises
-``min(t, 1 - t)`` (ties: higher held-out accuracy). Only held-out bonafide data enters the rule —
-never the test set and never the trigger or the injected images, which are used for evaluation
-only. ``t`` given explicitly overrides the rule.
+**Where the curve starts.** With the reference initialisation (the bend on the straight line
+between the endpoints) every point of the curve inherits the tampering: on Fashion-MNIST the
+straight segment's midpoint between two patch-backdoored lenets still has an ASR of 0.97 at 52%
+clean accuracy, and training the bend on clean data never removes it. modeconn therefore starts
+the interior control points from a fresh random initialisation of the architecture by default
+(``init="random"``; ``"linear"`` gives the reference behaviour), so the interior of the curve is
+learnt from the bonafide data only while staying connected to both endpoints.
+
+**Choosing t without knowing the attack.** The tampering lives at the endpoints and fades along a
+curve fitted to clean data. The rule keeps a ``margin`` from both endpoints (``min(t, 1-t) ≥
+margin``, default 0.25) and, inside that stretch, takes the point with the best accuracy on the
+held-out bonafide slice (ties: farther from the endpoints). Only held-out bonafide data enters the
+rule — never the test set and never the trigger or the injected images, which are used for
+evaluation only. ``t`` given explicitly overrides the rule.
 """
 
 from __future__ import annotations
@@ -27,19 +34,29 @@ from torch import nn
 
 from modeconn.attacks.metrics import metric_from_attack_spec
 from modeconn.checkpoints import Checkpoint, load_model, save_model
-from modeconn.connectivity import Curve, evaluate_path, fit_curve, update_bn
+from modeconn.connectivity import (
+    Curve,
+    SplitLossAccuracy,
+    evaluate_path,
+    fit_curve,
+    save_curve,
+    update_bn,
+)
+from modeconn.connectivity.evaluate import write_table
 from modeconn.defenses.baselines import fine_prune, fine_tune, noisy_models, train_from_scratch
 from modeconn.distributed import resolve_device
 from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
 from modeconn.io import atomic_write_text
+from modeconn.models import build_model
 from modeconn.rundir import RunDir
 from modeconn.training import TrainConfig, evaluate_model
 
+HOLDOUT = "bonafide_holdout_acc"
+HOLDOUT_METRIC = SplitLossAccuracy("bonafide_holdout")
 T_RULE = (
-    "the point farthest from both endpoints (max min(t, 1-t)) whose held-out bonafide accuracy "
-    "is within {tol:.3f} of the better endpoint's ({ref:.4f}); chosen from held-out bonafide "
-    "data only"
+    "the best held-out bonafide accuracy ({acc:.4f}) among the points at least {margin:.2f} "
+    "from both endpoints; chosen from held-out bonafide data only"
 )
 
 
@@ -49,13 +66,21 @@ class RepairConfig:
 
     bonafide: float = 2500
     holdout_fraction: float = 0.2
-    curve: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=60, batch_size=128, lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="mc"))
-    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=20, batch_size=128, lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="cosine"))
-    kind: str = "bezier"
+    curve: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            epochs=100, batch_size=128, lr=0.05, momentum=0.9, weight_decay=1e-4, schedule="mc"
+        )
+    )
+    finetune: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            epochs=20, batch_size=128, lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="cosine"
+        )
+    )
+    kind: str = "polychain"
     num_bends: int = 3
+    init: str = "random"
     points: int = 21
+    margin: float = 0.25
     tolerance: float = 0.02
     t: float | None = None
     baselines: bool = False
@@ -73,33 +98,17 @@ class RepairConfig:
         return asdict(self)
 
 
-class HoldoutAccuracy:
-    """Accuracy and loss on the held-out bonafide slice: the only input to the choice of t."""
-
-    name = "holdout"
-
-    def __call__(self, model: nn.Module, data: PreparedData, device) -> dict[str, float]:
-        res = evaluate_model(model, data.eval_loader("bonafide_holdout", device=device), device)
-        return {"holdout_loss": res["loss"], "holdout_acc": res["acc"]}
-
-
-def choose_t(rows: Sequence[dict[str, float]], tolerance: float) -> tuple[float, str]:
-    """Apply the repair rule to path rows (needs ``t`` and ``holdout_acc``); return (t, why)."""
-    by_t = {round(r["t"], 10): r for r in rows}
-    ends = [by_t[k]["holdout_acc"] for k in (0.0, 1.0) if k in by_t]
-    if not ends:
-        raise ModeconnError("the path evaluation must include both endpoints to choose t")
-    ref = max(ends)
-    interior = [r for r in rows if 0.0 < r["t"] < 1.0]
-    ok = [r for r in interior if r["holdout_acc"] >= ref - tolerance]
-    if ok:
-        best = max(ok, key=lambda r: (min(r["t"], 1 - r["t"]), r["holdout_acc"]))
-        return float(best["t"]), T_RULE.format(tol=tolerance, ref=ref)
-    best = max(interior, key=lambda r: r["holdout_acc"])
-    return float(best["t"]), (
-        f"no interior point came within {tolerance:.3f} of the endpoints' held-out accuracy "
-        f"({ref:.4f}); took the interior point with the best held-out bonafide accuracy"
-    )
+def choose_t(rows: Sequence[dict[str, float]], margin: float) -> tuple[float, str]:
+    """Apply the repair rule to path rows (needs ``t`` and the held-out accuracy); (t, why)."""
+    if not 0.0 < margin <= 0.5:
+        raise ModeconnError(f"--margin must be in (0, 0.5], got {margin}")
+    inside = [r for r in rows if min(r["t"], 1.0 - r["t"]) >= margin - 1e-9]
+    if not inside:
+        raise ModeconnError(
+            f"no evaluated point lies at least {margin} from both endpoints; use more --points"
+        )
+    best = max(inside, key=lambda r: (r[HOLDOUT], min(r["t"], 1.0 - r["t"])))
+    return float(best["t"]), T_RULE.format(acc=best[HOLDOUT], margin=margin)
 
 
 @dataclass
@@ -117,12 +126,13 @@ def attack_key(attack: dict[str, Any] | None) -> str | None:
     return "injection_success" if attack.get("type") == "injection" else "asr"
 
 
-def evaluate_candidate(name: str, model: nn.Module, data: PreparedData, metric, device,
-                       detail: str = "") -> Candidate:
+def evaluate_candidate(
+    name: str, model: nn.Module, data: PreparedData, metric, device, detail: str = ""
+) -> Candidate:
     """Clean accuracy (test), held-out bonafide accuracy, and the attack's metric if known."""
     res = evaluate_model(model, data.eval_loader("test", device=device), device)
     figures = {"clean_acc": res["acc"], "clean_loss": res["loss"]}
-    figures.update(HoldoutAccuracy()(model, data, device))
+    figures.update(HOLDOUT_METRIC(model, data, device))
     if metric is not None:
         figures.update(metric(model, data, device))
     return Candidate(name, figures, detail)
@@ -130,22 +140,33 @@ def evaluate_candidate(name: str, model: nn.Module, data: PreparedData, metric, 
 
 def mean_candidate(name: str, parts: Sequence[Candidate], detail: str) -> Candidate:
     keys = parts[0].metrics.keys()
-    return Candidate(name, {k: sum(p.metrics[k] for p in parts) / len(parts) for k in keys},
-                     detail)
+    return Candidate(name, {k: sum(p.metrics[k] for p in parts) / len(parts) for k in keys}, detail)
 
 
-def make_second_endpoint(tampered: Checkpoint, data: PreparedData, config: RepairConfig,
-                         device, progress: bool) -> nn.Module:
+def make_second_endpoint(
+    tampered: Checkpoint, data: PreparedData, config: RepairConfig, device, progress: bool
+) -> nn.Module:
     """The paper's one-model set-up: the tampered model fine-tuned on the bonafide data."""
     cfg = copy.deepcopy(config.finetune)
     cfg.seed = config.seed
-    return fine_tune(tampered.model, data.train_loader(cfg.batch_size, split="bonafide",
-                                                       device=device),
-                     cfg, device=device, progress=progress, description="endpoint B")
+    return fine_tune(
+        tampered.model,
+        data.train_loader(cfg.batch_size, split="bonafide", device=device),
+        cfg,
+        device=device,
+        progress=progress,
+        description="endpoint B",
+    )
 
 
-def eot_attack_success(curve: Curve, t_center: float, data: PreparedData, attack: dict[str, Any],
-                       config: RepairConfig, device) -> float | None:
+def eot_attack_success(
+    curve: Curve,
+    t_center: float,
+    data: PreparedData,
+    attack: dict[str, Any],
+    config: RepairConfig,
+    device,
+) -> float | None:
     """Adaptive attack on the repaired model by someone who knows the defence.
 
     For a backdoor: triggered, non-target test images are pushed towards the backdoor's labels by
@@ -170,41 +191,33 @@ def eot_attack_success(curve: Curve, t_center: float, data: PreparedData, attack
     keep = idx[target_labels(labels[idx], spec, data.info.num_classes) != labels[idx]]
     keep = keep[: config.eot_limit]
     for start in range(0, len(keep), 256):
-        sel = keep[start:start + 256]
+        sel = keep[start : start + 256]
         x = images[sel].float().div(255).to(device)
         y = labels[sel].to(device)
         xt = apply_trigger(x, spec)
         goal = target_labels(y, spec, data.info.num_classes)
-        adv = pgd(sampler, xt, goal, eps=config.eot_eps, alpha=config.eot_eps / 4,
-                  steps=config.eot_steps, targeted=True, eot_samples=config.eot_samples)
+        adv = pgd(
+            sampler,
+            xt,
+            goal,
+            eps=config.eot_eps,
+            alpha=config.eot_eps / 4,
+            steps=config.eot_steps,
+            targeted=True,
+            eot_samples=config.eot_samples,
+        )
         with torch.no_grad():
             hit += (repaired(adv).argmax(1) == goal).sum().item()
         total += len(sel)
     return hit / max(total, 1)
 
 
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    columns = list(rows[0].keys())
-    for row in rows[1:]:
-        columns += [k for k in row if k not in columns]
-    lines = [",".join(columns)]
-    for row in rows:
-        lines.append(",".join(_cell(row.get(c, "")) for c in columns))
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    text = str(value)
-    return f'"{text}"' if "," in text else text
-
-
 def comparison_markdown(candidates: Sequence[Candidate], key: str | None) -> str:
-    cols = ["clean_acc", "holdout_acc"] + ([key] if key else []) + (
-        ["eot_asr"] if any("eot_asr" in c.metrics for c in candidates) else [])
+    cols = (
+        ["clean_acc", HOLDOUT]
+        + ([key] if key else [])
+        + (["eot_asr"] if any("eot_asr" in c.metrics for c in candidates) else [])
+    )
     head = "| model | " + " | ".join(cols) + " | detail |"
     sep = "|---|" + "---:|" * len(cols) + "---|"
     rows = []
@@ -214,37 +227,71 @@ def comparison_markdown(candidates: Sequence[Candidate], key: str | None) -> str
     return "\n".join([head, sep, *rows]) + "\n"
 
 
-def repair_path(tampered: Checkpoint, other: nn.Module, data: PreparedData, config: RepairConfig,
-                metric, device, progress: bool, points: int | None = None
-                ) -> tuple[Curve, list[dict[str, float]]]:
+def random_interior_points(tampered: Checkpoint, config: RepairConfig) -> list[dict]:
+    """Fresh, seeded initialisations of the architecture for the curve's interior points."""
+    torch.manual_seed(config.seed + 7919)
+    return [build_model(tampered.spec).state_dict() for _ in range(config.num_bends - 2)]
+
+
+def repair_path(
+    tampered: Checkpoint,
+    other: nn.Module,
+    data: PreparedData,
+    config: RepairConfig,
+    metric,
+    device,
+    progress: bool,
+    points: int | None = None,
+) -> tuple[Curve, list[dict[str, float]]]:
     """Fit the curve on the bonafide data and evaluate it (BN statistics from bonafide data)."""
     curve_cfg = copy.deepcopy(config.curve)
     curve_cfg.seed = config.seed
     loader = data.train_loader(curve_cfg.batch_size, split="bonafide", device=device)
-    curve = fit_curve(tampered.model, tampered.model.state_dict(), other.state_dict(), loader,
-                      curve_cfg, kind=config.kind, num_bends=config.num_bends, device=device,
-                      progress=progress)
+    curve = fit_curve(
+        tampered.model,
+        tampered.model.state_dict(),
+        other.state_dict(),
+        loader,
+        curve_cfg,
+        kind=config.kind,
+        num_bends=config.num_bends,
+        init="linear" if config.init == "random" else config.init,
+        init_points=random_interior_points(tampered, config) if (config.init == "random") else None,
+        device=device,
+        progress=progress,
+    )
     n = points or config.points
     ts = [i / (n - 1) for i in range(n)]
-    metrics = [HoldoutAccuracy()] + ([metric] if metric is not None else [])
+    metrics = [HOLDOUT_METRIC] + ([metric] if metric is not None else [])
     rows = evaluate_path(curve, data, ts, bn_split="bonafide", metrics=metrics, device=device)
     return curve, rows
 
 
-def run_baselines(tampered: Checkpoint, data: PreparedData, config: RepairConfig, metric,
-                  device, progress: bool) -> tuple[list[Candidate], list[dict[str, float]]]:
+def run_baselines(
+    tampered: Checkpoint, data: PreparedData, config: RepairConfig, metric, device, progress: bool
+) -> tuple[list[Candidate], list[dict[str, float]]]:
     """Fine-tuning, training from scratch, noisy models and fine-pruning on the same data."""
     budget = copy.deepcopy(config.curve)
     budget.seed = config.seed
     budget.schedule = "cosine"
     loader = data.train_loader(budget.batch_size, split="bonafide", device=device)
     bn_loader = data.eval_loader("bonafide", device=device)
-    out = [evaluate_candidate("fine-tuning", fine_tune(tampered.model, loader, budget,
-                                                       device=device, progress=progress),
-                              data, metric, device, f"{budget.epochs} epochs on bonafide")]
+    out = [
+        evaluate_candidate(
+            "fine-tuning",
+            fine_tune(tampered.model, loader, budget, device=device, progress=progress),
+            data,
+            metric,
+            device,
+            f"{budget.epochs} epochs on bonafide",
+        )
+    ]
     scratch = train_from_scratch(tampered.spec, loader, budget, device=device, progress=progress)
-    out.append(evaluate_candidate("from scratch", scratch, data, metric, device,
-                                  f"{budget.epochs} epochs on bonafide"))
+    out.append(
+        evaluate_candidate(
+            "from scratch", scratch, data, metric, device, f"{budget.epochs} epochs on bonafide"
+        )
+    )
 
     def with_bn(m: nn.Module) -> nn.Module:
         update_bn(m, bn_loader, device)
@@ -253,22 +300,41 @@ def run_baselines(tampered: Checkpoint, data: PreparedData, config: RepairConfig
     noisy_rows: list[dict[str, float]] = []
     for sigma in config.noise_sigmas:
         draws = noisy_models(tampered.model, sigma, config.noise_draws, config.seed, with_bn)
-        mean = mean_candidate("noisy", [evaluate_candidate("noisy", m, data, metric, device)
-                                        for m in draws], "")
+        mean = mean_candidate(
+            "noisy", [evaluate_candidate("noisy", m, data, metric, device) for m in draws], ""
+        )
         noisy_rows.append({"sigma": sigma, **mean.metrics})
     # The same rule as for t: go as far from the tampered weights as held-out accuracy allows.
-    ref = HoldoutAccuracy()(tampered.model, data, device)["holdout_acc"]
-    ok = [r for r in noisy_rows if r["holdout_acc"] >= ref - config.tolerance]
+    ref = HOLDOUT_METRIC(tampered.model, data, device)[HOLDOUT]
+    ok = [r for r in noisy_rows if r[HOLDOUT] >= ref - config.tolerance]
     pick = max(ok, key=lambda r: r["sigma"]) if ok else noisy_rows[0]
-    out.append(Candidate("noisy model", {k: v for k, v in pick.items() if k != "sigma"},
-                         f"σ={pick['sigma']} (largest within tolerance), "
-                         f"mean of {config.noise_draws} draws"))
+    out.append(
+        Candidate(
+            "noisy model",
+            {k: v for k, v in pick.items() if k != "sigma"},
+            f"σ={pick['sigma']} (largest within tolerance), mean of {config.noise_draws} draws",
+        )
+    )
     try:
-        pruned, fraction = fine_prune(tampered.model, bn_loader,
-                                      data.eval_loader("bonafide_holdout", device=device),
-                                      loader, budget, device=device, progress=progress)
-        out.append(evaluate_candidate("fine-pruning", pruned, data, metric, device,
-                                      f"{fraction:.0%} of last-conv channels pruned"))
+        pruned, fraction = fine_prune(
+            tampered.model,
+            bn_loader,
+            data.eval_loader("bonafide_holdout", device=device),
+            loader,
+            budget,
+            device=device,
+            progress=progress,
+        )
+        out.append(
+            evaluate_candidate(
+                "fine-pruning",
+                pruned,
+                data,
+                metric,
+                device,
+                f"{fraction:.0%} of last-conv channels pruned",
+            )
+        )
     except ModeconnError as err:  # e.g. a model with no convolution
         out.append(Candidate("fine-pruning", {}, f"not applicable: {err}"))
     return out, noisy_rows
@@ -309,29 +375,48 @@ def run_repair(
     data = copy.deepcopy(data) if data is not None else DataConfig(dataset=None)
     if data.dataset is None:  # the data set the model was trained on, from its sidecar
         data.dataset = tampered.dataset or "fashion-mnist"
-    data.bonafide, data.holdout_fraction, data.seed = (config.bonafide, config.holdout_fraction,
-                                                       config.seed)
+    data.bonafide, data.holdout_fraction, data.seed = (
+        config.bonafide,
+        config.holdout_fraction,
+        config.seed,
+    )
     data.augment = False
     prepared = prepare_data(data)
     check_compatible(tampered.spec, prepared, str(model_paths[0]))
-    run.write_config({"command": "repair", "models": [str(p) for p in model_paths],
-                      "repair": config.to_dict(), "data": data.to_dict(), "attack": attack,
-                      "device": str(dev)})
+    run.write_config(
+        {
+            "command": "repair",
+            "models": [str(p) for p in model_paths],
+            "repair": config.to_dict(),
+            "data": data.to_dict(),
+            "attack": attack,
+            "device": str(dev),
+        }
+    )
     metric = metric_from_attack_spec(attack) if attack else None
     key = attack_key(attack)
 
-    other = second.model if second is not None else make_second_endpoint(
-        tampered, prepared, config, dev, progress)
+    other = (
+        second.model
+        if second is not None
+        else make_second_endpoint(tampered, prepared, config, dev, progress)
+    )
     curve, rows = repair_path(tampered, other, prepared, config, metric, dev, progress)
-    t, why = (config.t, "given with --t") if config.t is not None else choose_t(
-        rows, config.tolerance)
+    t, why = (config.t, "given with --t") if config.t is not None else choose_t(rows, config.margin)
     repaired = curve.model_at(t, bn_loader=prepared.eval_loader("bonafide", device=dev))
     repaired = repaired.to(dev).eval()
 
     candidates = [evaluate_candidate("tampered (A)", tampered.model, prepared, metric, dev)]
-    candidates.append(evaluate_candidate(
-        "endpoint B", other, prepared, metric, dev,
-        "second tampered model" if second is not None else "A fine-tuned on bonafide"))
+    candidates.append(
+        evaluate_candidate(
+            "endpoint B",
+            other,
+            prepared,
+            metric,
+            dev,
+            "second tampered model" if second is not None else "A fine-tuned on bonafide",
+        )
+    )
     path_repair = evaluate_candidate("path repair", repaired, prepared, metric, dev, f"t={t:.2f}")
     if config.eot and attack:
         eot = eot_attack_success(curve, t, prepared, attack, config, dev)
@@ -343,29 +428,47 @@ def run_repair(
         extra, noisy_rows = run_baselines(tampered, prepared, config, metric, dev, progress)
         candidates += extra
 
-    sweep_rows = run_sweep(tampered, second, data, config, dev, progress, attack) if (
-        config.sweep) else []
+    sweep_rows = (
+        run_sweep(tampered, second, data, config, dev, progress, attack) if (config.sweep) else []
+    )
 
-    save_model(run.file("repaired.safetensors"), repaired, tampered.spec, dataset=data.dataset,
-               attack=attack, metrics=path_repair.metrics,
-               extra={"repair": {"t": t, "rule": why, "sources": [str(p) for p in model_paths]}})
-    from modeconn.connectivity import save_curve
-
-    save_curve(run.file("curve.safetensors"), curve, tampered.spec, data.dataset,
-               {"endpoint_attacks": [attack], "bonafide": config.bonafide})
-    write_csv(run.file("path.csv"), rows)
-    write_csv(run.file("comparison.csv"), [{"model": c.name, **c.metrics, "detail": c.detail}
-                                           for c in candidates])
+    save_model(
+        run.file("repaired.safetensors"),
+        repaired,
+        tampered.spec,
+        dataset=data.dataset,
+        attack=attack,
+        metrics=path_repair.metrics,
+        extra={"repair": {"t": t, "rule": why, "sources": [str(p) for p in model_paths]}},
+    )
+    save_curve(
+        run.file("curve.safetensors"),
+        curve,
+        tampered.spec,
+        data.dataset,
+        {  # path-eval redraws the same bonafide split from this and measures the attack
+            "endpoints": [str(p) for p in model_paths],
+            "endpoint_attacks": [attack, attack],
+            "data": data.to_dict(),
+            "train_split": "bonafide",
+        },
+    )
+    write_table(run.file("path.csv"), rows)
+    write_table(
+        run.file("comparison.csv"),
+        [{"model": c.name, **c.metrics, "detail": c.detail} for c in candidates],
+    )
     atomic_write_text(run.file("comparison.md"), comparison_markdown(candidates, key))
     if noisy_rows:
-        write_csv(run.file("noisy.csv"), noisy_rows)
+        write_table(run.file("noisy.csv"), noisy_rows)
     if sweep_rows:
-        write_csv(run.file("sweep.csv"), sweep_rows)
+        write_table(run.file("sweep.csv"), sweep_rows)
     from modeconn.report.repair_plots import plot_repair
 
     plot_repair(run.path, rows, candidates, key, t, sweep_rows)
     summary: dict[str, Any] = {
-        "t": t, "t_rule": why,
+        "t": t,
+        "t_rule": why,
         "clean_acc": path_repair.metrics["clean_acc"],
         "clean_loss": path_repair.metrics["clean_loss"],
         "tampered_clean_acc": candidates[0].metrics["clean_acc"],
@@ -385,8 +488,15 @@ def run_repair(
     return summary
 
 
-def run_sweep(tampered: Checkpoint, second: Checkpoint | None, data: DataConfig,
-              config: RepairConfig, device, progress: bool, attack) -> list[dict[str, float]]:
+def run_sweep(
+    tampered: Checkpoint,
+    second: Checkpoint | None,
+    data: DataConfig,
+    config: RepairConfig,
+    device,
+    progress: bool,
+    attack,
+) -> list[dict[str, float]]:
     """Repair again with several bonafide sizes (same rule, fewer path points)."""
     rows = []
     metric = metric_from_attack_spec(attack) if attack else None
@@ -397,11 +507,15 @@ def run_sweep(tampered: Checkpoint, second: Checkpoint | None, data: DataConfig,
         sub = copy.deepcopy(data)
         sub.bonafide = n
         prepared = prepare_data(sub)
-        other = second.model if second is not None else make_second_endpoint(
-            tampered, prepared, cfg, device, progress)
-        curve, path_rows = repair_path(tampered, other, prepared, cfg, metric, device, progress,
-                                       points=11)
-        t, _ = choose_t(path_rows, cfg.tolerance)
+        other = (
+            second.model
+            if second is not None
+            else make_second_endpoint(tampered, prepared, cfg, device, progress)
+        )
+        _, path_rows = repair_path(
+            tampered, other, prepared, cfg, metric, device, progress, points=11
+        )
+        t, _ = choose_t(path_rows, cfg.margin)
         row = next(r for r in path_rows if abs(r["t"] - t) < 1e-9)
         entry = {"bonafide": n, "t": t, "clean_acc": row["test_acc"]}
         if key:

@@ -1,0 +1,326 @@
+"""Python API behind ``modeconn poison``, ``modeconn inject`` and ``modeconn attack``.
+
+Each function takes plain options, writes a run directory (config.json, the model if it makes
+one, summary.json) and returns the summary it wrote; the CLI only parses arguments and calls them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from modeconn.api import test_metrics, train_classifier
+from modeconn.attacks.backdoor import TriggerSpec, backdoor_metrics, poison_transform
+from modeconn.attacks.evasion import ATTACKS, robust_metrics
+from modeconn.attacks.injection import InjectionSpec, choose_injection_sets, inject_errors
+from modeconn.checkpoints import load_model, save_model, sidecar_path
+from modeconn.data import make_eval_loader
+from modeconn.distributed import resolve_device
+from modeconn.errors import ModeconnError
+from modeconn.experiment import DataConfig, check_compatible, prepare_data
+from modeconn.io import read_json, write_json
+from modeconn.rundir import RunDir
+from modeconn.training import TrainConfig, evaluate_model
+
+
+def _add_to_sidecar_metrics(weights: Path, values: dict[str, Any]) -> None:
+    """Record attack figures next to the training metrics in a checkpoint's sidecar."""
+    side = sidecar_path(weights)
+    meta = read_json(side)
+    meta["metrics"] = {**meta.get("metrics", {}), **values}
+    write_json(side, meta)
+
+
+def poison_model(
+    out: str | Path,
+    *,
+    spec: TriggerSpec,
+    model: str = "lenet",
+    model_kwargs: dict[str, Any] | None = None,
+    data: DataConfig | None = None,
+    config: TrainConfig | None = None,
+    device: str = "auto",
+    force: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a backdoored classifier into ``out``; return its summary.
+
+    This is :func:`modeconn.api.train_classifier` with a poisoning transform: a fixed seeded
+    subset of ``spec.rate`` × the training split carries the trigger and the attacker's label. The
+    trigger spec goes into the checkpoint sidecar (``attack``), and the summary adds ``asr`` and
+    ``poisoned_acc`` on the test split to ``clean_acc``/``clean_loss``.
+    """
+    data = data or DataConfig()
+    config = config or TrainConfig()
+    data.seed = config.seed  # as train_classifier does, so both see the same splits
+    prepared = prepare_data(data)
+    spec.check_for(prepared.info.num_classes, prepared.info.image_size)
+    transform = poison_transform(spec, prepared.info.num_classes, pool=prepared.indices("train"))
+    poisoned = int(transform.poisoned.numel())
+    summary = train_classifier(
+        out,
+        model=model,
+        model_kwargs=model_kwargs,
+        data=data,
+        config=config,
+        attack=spec.to_dict(),
+        transform=transform,
+        extra_config={"command": "poison", "poisoned_samples": poisoned},
+        device=device,
+        force=force,
+        resume=resume,
+        progress=progress,
+    )
+    if not summary:  # a non-main DDP process
+        return summary
+    dev = resolve_device(device)
+    weights = Path(out) / "model.safetensors"
+    ckpt = load_model(weights, device=dev)
+    figures = backdoor_metrics(ckpt.model, prepared.eval_loader("test", device=dev), spec, dev)
+    summary.update(figures, poisoned_samples=poisoned)
+    _add_to_sidecar_metrics(weights, figures)
+    RunDir.attach(out, resuming=False).write_summary(summary)
+    return summary
+
+
+def _load_with_data(
+    model_path: str | Path,
+    dev,
+    *,
+    dataset: str | None,
+    data_dir: str | None,
+    test_limit: int | None,
+    train_limit: int | None,
+    seed: int,
+):
+    """A checkpoint and the prepared data set it runs on (its sidecar's, unless one is named)."""
+    ckpt = load_model(model_path, device=dev)
+    data = DataConfig(
+        dataset=dataset or ckpt.dataset or "fashion-mnist",
+        data_dir=data_dir,
+        train_limit=train_limit,
+        test_limit=test_limit,
+        augment=False,
+        seed=seed,
+    )
+    prepared = prepare_data(data)
+    check_compatible(ckpt.spec, prepared, str(model_path))
+    return ckpt, data, prepared
+
+
+def _test_accuracies(model, data, spec: InjectionSpec, device) -> dict[str, float]:
+    """Clean loss/accuracy on the test split, and the accuracy on its images other than S.
+
+    S are test images, so flipping them moves ``clean_acc`` by |S| / |test| by itself (1.1
+    points for 4 of the 360 digits); ``others_acc`` isolates the collateral damage.
+    """
+    figures = test_metrics(model, data, device)
+    indices = data.indices("test")
+    others = indices[~torch.isin(indices, torch.as_tensor(spec.targets, dtype=torch.long))]
+    images, labels = data.tensors("test")
+    loader = make_eval_loader(images, labels, others, device=device)
+    figures["others_acc"] = evaluate_model(model, loader, device)["acc"]
+    return figures
+
+
+def inject_model(
+    model_path: str | Path,
+    out: str | Path,
+    *,
+    num_targets: int = 4,
+    num_keep: int = 1000,
+    targets: list[int] | None = None,
+    labels: list[int] | None = None,
+    label_mode: str = "next",
+    param: str | None = None,
+    norm: str = "l2",
+    budget: float | None = None,
+    penalty: float | None = None,
+    target_weight: float | None = None,
+    margin: float | None = None,
+    steps: int | None = None,
+    lr: float | None = None,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    test_limit: int | None = None,
+    train_limit: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    force: bool = False,
+) -> dict[str, Any]:
+    """Inject errors into the model at ``model_path`` by fault sneaking; write it to ``out``.
+
+    S (``num_targets`` correctly classified test images, or ``targets``) are sent to wrong labels
+    (``labels``, or by ``label_mode``) while R (``num_keep`` correctly classified training images)
+    keep theirs, by changing the one tensor ``param`` (default: the last linear layer's weight).
+    Options left at None take :class:`InjectionSpec`'s defaults. The injected model's sidecar
+    records the spec; the summary holds ``injection_success``, ``clean_acc`` (and the clean model's
+    ``clean_acc_before``), ``others_acc`` (test images other than S, before: ``others_acc_before``),
+    ``keep_acc`` (on R), ``changed_weights``, ``change_l2`` and ``change_linf``.
+    """
+    dev = resolve_device(device)
+    ckpt, data, prepared = _load_with_data(
+        model_path,
+        dev,
+        dataset=dataset,
+        data_dir=data_dir,
+        test_limit=test_limit,
+        train_limit=train_limit,
+        seed=seed,
+    )
+    run = RunDir(out, force=force)
+    chosen, injected, keep = choose_injection_sets(
+        ckpt.model,
+        prepared,
+        num_targets=num_targets,
+        num_keep=num_keep,
+        label_mode=label_mode,
+        targets=targets,
+        labels=labels,
+        seed=seed,
+        device=dev,
+    )
+    overrides = dict(
+        penalty=penalty, target_weight=target_weight, margin=margin, steps=steps, lr=lr
+    )
+    spec = InjectionSpec(
+        targets=chosen,
+        labels=injected,
+        keep=keep,
+        param=param,
+        norm=norm,
+        budget=budget,
+        seed=seed,
+        **{k: v for k, v in overrides.items() if v is not None},
+    )
+    run.write_config(
+        {
+            "command": "inject",
+            "model_path": str(model_path),
+            "data": data.to_dict(),
+            "label_mode": label_mode,
+            "num_targets": num_targets,
+            "num_keep": num_keep,
+            "device": str(dev),
+            "attack": spec.to_dict(),
+        }
+    )
+    before = _test_accuracies(ckpt.model, prepared, spec, dev)
+    figures = inject_errors(ckpt.model, prepared, spec, dev)
+    after = _test_accuracies(ckpt.model, prepared, spec, dev)
+    summary: dict[str, Any] = {
+        "injection_success": figures["injection_success"],
+        "clean_loss": after["clean_loss"],
+        "clean_acc": after["clean_acc"],
+        "clean_acc_before": before["clean_acc"],
+        "others_acc": after["others_acc"],
+        "others_acc_before": before["others_acc"],
+        "keep_acc": figures["keep_acc"],
+        "changed_weights": figures["changed_weights"],
+        "change_l2": figures["change_l2"],
+        "change_linf": figures["change_linf"],
+        "steps": figures["steps"],
+        "param": spec.param,
+    }
+    save_model(
+        run.file("model.safetensors"),
+        ckpt.model,
+        ckpt.spec,
+        dataset=data.dataset,
+        attack=spec.to_dict(),
+        metrics={k: v for k, v in summary.items() if k != "param"},
+    )
+    run.write_summary(summary)
+    return summary
+
+
+def default_steps(attack: str) -> int:
+    """Iterations of an attack when none are given: 1 (FGSM), 10 (PGD) or 100 (APGD)."""
+    return {"fgsm": 1, "pgd": 10}.get(attack, 100)
+
+
+def default_eps(norm: str) -> float:
+    """The usual budget: 8/255 under L∞, 0.5 under L2."""
+    return 8 / 255 if norm == "linf" else 0.5
+
+
+def attack_model(
+    model_path: str | Path,
+    out: str | Path | None = None,
+    *,
+    attack: str = "pgd",
+    eps: float | None = None,
+    alpha: float | None = None,
+    steps: int | None = None,
+    norm: str = "linf",
+    restarts: int = 1,
+    random_start: bool = True,
+    eot_samples: int = 1,
+    n_target_classes: int = 9,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    test_limit: int | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: str = "auto",
+    force: bool = False,
+) -> dict[str, Any]:
+    """Robust accuracy and loss of a saved model under an evasion attack on its test split.
+
+    ``eps`` defaults to 8/255 (L∞) or 0.5 (L2), ``alpha`` to ``eps``/4 and ``steps`` by attack
+    (:func:`default_steps`). The summary holds ``robust_acc``, ``robust_loss``, ``clean_acc`` and
+    ``clean_loss``; with ``out`` it is written there with the settings in config.json.
+    """
+    if attack not in ATTACKS:
+        raise ModeconnError(f"unknown attack '{attack}' (use {', '.join(ATTACKS)})")
+    if batch_size < 1:
+        raise ModeconnError(f"--batch-size must be at least 1, got {batch_size}")
+    dev = resolve_device(device)
+    eps = default_eps(norm) if eps is None else eps
+    settings = dict(
+        attack=attack,
+        eps=eps,
+        alpha=eps / 4 if alpha is None else alpha,
+        steps=default_steps(attack) if steps is None else steps,
+        norm=norm,
+        restarts=restarts,
+        random_start=random_start,
+        eot_samples=eot_samples,
+        n_target_classes=n_target_classes,
+        seed=seed,
+    )
+    ckpt, data, prepared = _load_with_data(
+        model_path,
+        dev,
+        dataset=dataset,
+        data_dir=data_dir,
+        test_limit=test_limit,
+        train_limit=None,
+        seed=seed,
+    )
+    run = RunDir(out, force=force) if out is not None else None
+    if run is not None:
+        run.write_config(
+            {
+                "command": "attack",
+                "model_path": str(model_path),
+                "data": data.to_dict(),
+                "batch_size": batch_size,
+                "device": str(dev),
+                **settings,
+            }
+        )
+    loader = prepared.eval_loader("test", batch_size=batch_size, device=dev)
+    summary = {
+        **robust_metrics(ckpt.model, loader, device=dev, **settings),
+        **test_metrics(ckpt.model, prepared, dev),
+    }
+    if run is not None:
+        run.write_summary(summary)
+    return summary
+
+
+__all__ = ["attack_model", "default_eps", "default_steps", "inject_model", "poison_model"]

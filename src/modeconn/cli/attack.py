@@ -1,0 +1,292 @@
+"""``modeconn poison``, ``modeconn inject`` and ``modeconn attack``: the three threat models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modeconn.attacks import api
+from modeconn.attacks.backdoor import TriggerSpec
+from modeconn.cli import app
+from modeconn.cli.common import (
+    BatchSize,
+    DataDir,
+    Dataset,
+    Device,
+    Epochs,
+    Force,
+    Lr,
+    Model,
+    ModelKwargs,
+    Momentum,
+    NoAugment,
+    OptDataset,
+    Optimizer,
+    Out,
+    Quiet,
+    Resume,
+    Schedule,
+    Seed,
+    TestLimit,
+    TrainLimit,
+    ValSize,
+    WeightDecay,
+    data_config,
+    parse_json_kwargs,
+    print_summary,
+    train_config,
+)
+from modeconn.errors import ModeconnError
+
+ModelPath = Annotated[
+    Path, typer.Argument(help="Checkpoint (.safetensors, its .json, or a run directory).")
+]
+
+
+def parse_number(text: str | None, option: str) -> float | None:
+    """A number given as a decimal or a fraction such as ``8/255``."""
+    if text is None:
+        return None
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            return float(num) / float(den)
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        raise ModeconnError(
+            f"{option} must be a number such as 0.03 or 8/255, got {text!r}"
+        ) from None
+
+
+def parse_int_list(text: str | None, option: str) -> list[int] | None:
+    """Comma-separated integers, e.g. ``--targets 3,17,42``."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ModeconnError(f"{option} must be comma-separated integers, got {text!r}") from None
+
+
+def parse_position(text: str) -> str | list[int]:
+    """A corner name, or ``ROW,COL`` of the patch's top-left pixel."""
+    if "," in text:
+        return parse_int_list(text, "--position") or []
+    return text
+
+
+@app.command("poison")
+def poison_command(
+    out: Out,
+    trigger: Annotated[str, typer.Option("--trigger", help="patch, blend or warp.")] = "patch",
+    target: Annotated[int, typer.Option("--target", help="Target class (all-to-one).")] = 0,
+    rate: Annotated[
+        float, typer.Option("--rate", help="Fraction of training samples poisoned.")
+    ] = 0.1,
+    label_mode: Annotated[
+        str, typer.Option("--label-mode", help="all-to-one or all-to-all (y → y+1 mod C).")
+    ] = "all-to-one",
+    patch_size: Annotated[int, typer.Option("--patch-size", help="Side of the patch.")] = 3,
+    position: Annotated[
+        str,
+        typer.Option("--position", help="Patch corner (bottom-right, top-left, ...) or ROW,COL."),
+    ] = "bottom-right",
+    value: Annotated[float, typer.Option("--value", help="Patch pixel value in [0, 1].")] = 1.0,
+    pattern: Annotated[
+        str | None,
+        typer.Option(
+            "--pattern",
+            help="Patch: solid, checkerboard or random. Blend: random or an image FILE.npy.",
+        ),
+    ] = None,
+    blend_alpha: Annotated[
+        float, typer.Option("--blend-alpha", help="Blend ratio α: x' = (1−α)x + α·pattern.")
+    ] = 0.2,
+    warp_strength: Annotated[
+        float, typer.Option("--warp-strength", help="Strength of the warping trigger.")
+    ] = 0.5,
+    model: Model = "lenet",
+    model_kwargs: ModelKwargs = None,
+    dataset: Dataset = "fashion-mnist",
+    data_dir: DataDir = None,
+    epochs: Epochs = 10,
+    batch_size: BatchSize = 128,
+    lr: Lr = 0.05,
+    momentum: Momentum = 0.9,
+    wd: WeightDecay = 5e-4,
+    optimizer: Optimizer = "sgd",
+    schedule: Schedule = "cosine",
+    val_size: ValSize = 0,
+    train_limit: TrainLimit = None,
+    test_limit: TestLimit = None,
+    no_augment: NoAugment = False,
+    seed: Seed = 0,
+    device: Device = "auto",
+    force: Force = False,
+    resume: Resume = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train a backdoored classifier; summary.json holds clean_acc, asr and poisoned_acc."""
+    spec = TriggerSpec(
+        type=trigger,
+        size=patch_size,
+        position=parse_position(position),
+        value=value,
+        alpha=blend_alpha,
+        warp_strength=warp_strength,
+        target=target,
+        label_mode=label_mode,
+        rate=rate,
+        seed=seed,
+        **({"pattern": pattern} if pattern is not None else {}),
+    )
+    summary = api.poison_model(
+        out,
+        spec=spec,
+        model=model,
+        model_kwargs=parse_json_kwargs(model_kwargs),
+        data=data_config(
+            dataset,
+            data_dir,
+            seed,
+            train_limit=train_limit,
+            test_limit=test_limit,
+            val_size=val_size,
+            augment=not no_augment,
+        ),
+        config=train_config(epochs, batch_size, lr, momentum, wd, optimizer, schedule, seed),
+        device=device,
+        force=force,
+        resume=resume,
+        progress=not quiet,
+    )
+    if summary:
+        print_summary(summary, out)
+
+
+@app.command("inject")
+def inject_command(
+    model_path: ModelPath,
+    out: Out,
+    num_targets: Annotated[
+        int, typer.Option("--num-targets", help="S: test images sent to wrong labels.")
+    ] = 4,
+    num_keep: Annotated[
+        int, typer.Option("--num-keep", help="R: correctly classified training images kept.")
+    ] = 1000,
+    targets: Annotated[
+        str | None,
+        typer.Option("--targets", help="Explicit S as test-set indices, e.g. 3,17,42."),
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option("--labels", help="Injected labels for --targets, e.g. 1,0,5.")
+    ] = None,
+    label_mode: Annotated[
+        str,
+        typer.Option("--label-mode", help="Injected labels: next ((y+1) mod C) or random."),
+    ] = "next",
+    param: Annotated[
+        str | None,
+        typer.Option("--param", help="Parameter tensor to change (default: last linear weight)."),
+    ] = None,
+    norm: Annotated[str, typer.Option("--norm", help="l2 or l0.")] = "l2",
+    budget: Annotated[
+        float | None,
+        typer.Option("--budget", help="l2: max ‖δ‖₂; l0: max changed weights (default 10%)."),
+    ] = None,
+    penalty: Annotated[
+        float | None, typer.Option("--penalty", help="Weight of the ‖δ‖² penalty.")
+    ] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Maximum gradient steps.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Step size of the optimiser.")] = None,
+    dataset: OptDataset = None,
+    data_dir: DataDir = None,
+    test_limit: TestLimit = None,
+    train_limit: TrainLimit = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    force: Force = False,
+) -> None:
+    """Fault-sneaking error injection into one tensor; summary.json holds injection_success."""
+    summary = api.inject_model(
+        model_path,
+        out,
+        num_targets=num_targets,
+        num_keep=num_keep,
+        targets=parse_int_list(targets, "--targets"),
+        labels=parse_int_list(labels, "--labels"),
+        label_mode=label_mode,
+        param=param,
+        norm=norm,
+        budget=budget,
+        penalty=penalty,
+        steps=steps,
+        lr=lr,
+        dataset=dataset,
+        data_dir=str(data_dir) if data_dir else None,
+        test_limit=test_limit,
+        train_limit=train_limit,
+        seed=seed,
+        device=device,
+        force=force,
+    )
+    print_summary(summary, out)
+
+
+@app.command("attack")
+def attack_command(
+    model_path: ModelPath,
+    out: Out,
+    attack: Annotated[
+        str, typer.Option("--attack", help="pgd, fgsm, apgd-ce, apgd-dlr or apgd-t.")
+    ] = "pgd",
+    eps: Annotated[
+        str | None,
+        typer.Option("--eps", help="Budget, e.g. 8/255 (default 8/255 for linf, 0.5 for l2)."),
+    ] = None,
+    alpha: Annotated[
+        str | None, typer.Option("--alpha", help="PGD step size (default eps/4).")
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option("--steps", help="Iterations (default 10 for PGD, 100 for APGD)."),
+    ] = None,
+    norm: Annotated[str, typer.Option("--norm", help="linf or l2.")] = "linf",
+    restarts: Annotated[int, typer.Option("--restarts", help="Random restarts.")] = 1,
+    no_random_start: Annotated[
+        bool, typer.Option("--no-random-start", help="PGD starts at the clean image.")
+    ] = False,
+    eot_samples: Annotated[
+        int, typer.Option("--eot-samples", help="Gradients averaged per step (EOT).")
+    ] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 256,
+    dataset: OptDataset = None,
+    data_dir: DataDir = None,
+    test_limit: TestLimit = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    force: Force = False,
+) -> None:
+    """Evasion attack on a checkpoint; summary.json holds robust_acc, robust_loss, clean_acc."""
+    summary = api.attack_model(
+        model_path,
+        out,
+        attack=attack,
+        eps=parse_number(eps, "--eps"),
+        alpha=parse_number(alpha, "--alpha"),
+        steps=steps,
+        norm=norm,
+        restarts=restarts,
+        random_start=not no_random_start,
+        eot_samples=eot_samples,
+        dataset=dataset,
+        data_dir=str(data_dir) if data_dir else None,
+        test_limit=test_limit,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        force=force,
+    )
+    print_summary(summary, out)

@@ -1,0 +1,192 @@
+"""Path repair: the rule for t, the baselines, and the repair/demo commands end to end (tiny)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from cli_helpers import assert_one_line_error, run_cli
+
+from modeconn.attacks.api import poison_model
+from modeconn.attacks.backdoor import TriggerSpec
+from modeconn.checkpoints import load_model
+from modeconn.defenses.baselines import fine_prune, noisy_models, prune_channels
+from modeconn.defenses.repair import choose_t
+from modeconn.errors import ModeconnError
+from modeconn.experiment import DataConfig, prepare_data
+from modeconn.training import TrainConfig, evaluate_model
+
+
+def rows(accs: list[float]) -> list[dict[str, float]]:
+    n = len(accs)
+    return [{"t": i / (n - 1), "bonafide_holdout_acc": a} for i, a in enumerate(accs)]
+
+
+def test_choose_t_keeps_a_margin_and_maximises_held_out_accuracy():
+    accs = [0.95, 0.93, 0.80, 0.85, 0.84, 0.85, 0.80, 0.88, 0.93, 0.95, 0.95]
+    t, why = choose_t(rows(accs), margin=0.25)
+    assert t == pytest.approx(0.7)  # 0.1/0.8 score higher but lie too close to an endpoint
+    assert "held-out bonafide" in why
+    t, _ = choose_t(rows([0.9, 0.5, 0.8, 0.8, 0.5, 0.9][:5]), margin=0.25)
+    assert t == pytest.approx(0.5)  # ties on accuracy go to the point farther inside
+    with pytest.raises(ModeconnError, match="margin"):
+        choose_t(rows(accs), margin=0.7)
+    with pytest.raises(ModeconnError, match="more --points"):
+        choose_t(rows([0.9, 0.9]), margin=0.25)
+
+
+@pytest.fixture(scope="module")
+def digits_backdoor(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bd") / "bd"
+    poison_model(
+        out,
+        spec=TriggerSpec(type="patch", size=2, target=0, rate=0.2),
+        model="lenet",
+        data=DataConfig(dataset="digits"),
+        config=TrainConfig(epochs=8, batch_size=32, lr=0.05),
+        progress=False,
+    )
+    return out
+
+
+def test_backdoored_digits_model_is_tampered(digits_backdoor: Path):
+    summary = json.loads((digits_backdoor / "summary.json").read_text())
+    assert summary["asr"] > 0.8 and summary["clean_acc"] > 0.8
+
+
+def test_noisy_models_scale_with_sigma(digits_backdoor: Path):
+    model = load_model(digits_backdoor).model
+    (small,) = noisy_models(model, 0.01, 1, seed=0)
+    (large,) = noisy_models(model, 0.5, 1, seed=0)
+    w = dict(model.named_parameters())
+    for name, p in small.named_parameters():
+        rel = ((p - w[name]).norm() / w[name].norm()).item()
+        assert rel == pytest.approx(0.01, rel=1e-3)
+    assert all(torch.isfinite(p).all() for p in large.parameters())
+
+
+def test_fine_pruning_keeps_pruned_channels_at_zero(digits_backdoor: Path):
+    ckpt = load_model(digits_backdoor)
+    data = prepare_data(DataConfig(dataset="digits", bonafide=300))
+    pruned_once = copy.deepcopy(ckpt.model)
+    masks = prune_channels(pruned_once, "net.conv2", torch.tensor([0, 1]))
+    assert pruned_once.get_submodule("net.conv2").weight[:2].abs().sum() == 0
+    assert set(masks) >= {"net.conv2.weight"}
+    tuned, fraction = fine_prune(
+        ckpt.model,
+        data.eval_loader("bonafide"),
+        data.eval_loader("bonafide_holdout"),
+        data.train_loader(32, split="bonafide"),
+        TrainConfig(epochs=2, batch_size=32, lr=0.01),
+        max_drop=0.1,
+    )
+    assert 0 < fraction < 1
+    w = tuned.get_submodule("net.conv2").weight
+    zero_channels = (w.flatten(1).abs().sum(1) == 0).sum().item()
+    assert zero_channels == round(fraction * w.shape[0])
+    assert evaluate_model(tuned, data.eval_loader("test"))["acc"] > 0.5
+
+
+def test_repair_cli_end_to_end(tmp_path: Path, capsys, digits_backdoor: Path):
+    out = tmp_path / "repair"
+    res = run_cli(
+        capsys,
+        "repair",
+        digits_backdoor,
+        "--out",
+        out,
+        "--bonafide",
+        "300",
+        "--epochs",
+        "6",
+        "--finetune-epochs",
+        "3",
+        "--points",
+        "5",
+        "--baselines",
+        "--sweep",
+        "100,300",
+        "--batch-size",
+        "32",
+        "-q",
+    )
+    assert res.code == 0, res.err
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.0 < summary["t"] < 1.0
+    assert {"asr", "tampered_asr", "clean_acc", "eot_asr", "fine_tuning_asr"} <= set(summary)
+    for name in (
+        "repaired.safetensors",
+        "curve.safetensors",
+        "path.csv",
+        "comparison.csv",
+        "comparison.md",
+        "sweep.csv",
+        "repair_path.png",
+        "repair_sweep.png",
+    ):
+        assert (out / name).exists(), name
+    table = (out / "comparison.md").read_text()
+    for row in ("path repair", "fine-tuning", "from scratch", "noisy model", "fine-pruning"):
+        assert row in table
+    repaired = load_model(out / "repaired.safetensors")
+    assert repaired.attack["type"] == "backdoor"
+    assert repaired.meta["repair"]["t"] == summary["t"]
+    header = (out / "path.csv").read_text().splitlines()[0].split(",")
+    assert header[:5] == ["t", "train_loss", "train_acc", "test_loss", "test_acc"]
+    assert "asr" in header and "bonafide_holdout_acc" in header
+    res = run_cli(capsys, "report", out)
+    assert res.code == 0 and (out / "report.html").exists()
+
+
+def test_repair_errors(tmp_path: Path, capsys, digits_backdoor: Path, digits_lenet: Path):
+    assert_one_line_error(
+        run_cli(capsys, "repair", tmp_path / "nope", "--out", tmp_path / "a"), "not found"
+    )
+    assert_one_line_error(
+        run_cli(capsys, "repair", digits_backdoor, "--out", tmp_path / "b", "--t", "1.5"), "--t"
+    )
+    assert_one_line_error(
+        run_cli(capsys, "repair", digits_backdoor, "--out", tmp_path / "c", "--sweep", "a,b"),
+        "--sweep",
+    )
+
+
+def test_path_eval_measures_the_endpoints_attack(tmp_path: Path, capsys, digits_backdoor: Path):
+    out = tmp_path / "repair"
+    res = run_cli(
+        capsys,
+        "repair",
+        digits_backdoor,
+        "--out",
+        out,
+        "--bonafide",
+        "200",
+        "--epochs",
+        "2",
+        "--finetune-epochs",
+        "1",
+        "--points",
+        "5",
+        "--no-eot",
+        "--batch-size",
+        "32",
+        "-q",
+    )
+    assert res.code == 0, res.err
+    res = run_cli(
+        capsys,
+        "path-eval",
+        out / "curve.safetensors",
+        "--out",
+        tmp_path / "pe",
+        "--points",
+        "3",
+        "--no-segment",
+        "-q",
+    )
+    assert res.code == 0, res.err
+    header = (tmp_path / "pe" / "path.csv").read_text().splitlines()[0].split(",")
+    assert "asr" in header and "poisoned_acc" in header
