@@ -34,40 +34,16 @@ from modeconn.cli.common import (
     ValSize,
     WeightDecay,
     data_config,
+    parse_fraction,
+    parse_int_list,
     parse_json_kwargs,
     print_summary,
     train_config,
 )
-from modeconn.errors import ModeconnError
 
 ModelPath = Annotated[
     Path, typer.Argument(help="Checkpoint (.safetensors, its .json, or a run directory).")
 ]
-
-
-def parse_number(text: str | None, option: str) -> float | None:
-    """A number given as a decimal or a fraction such as ``8/255``."""
-    if text is None:
-        return None
-    try:
-        if "/" in text:
-            num, den = text.split("/", 1)
-            return float(num) / float(den)
-        return float(text)
-    except (ValueError, ZeroDivisionError):
-        raise ModeconnError(
-            f"{option} must be a number such as 0.03 or 8/255, got {text!r}"
-        ) from None
-
-
-def parse_int_list(text: str | None, option: str) -> list[int] | None:
-    """Comma-separated integers, e.g. ``--targets 3,17,42``."""
-    if text is None:
-        return None
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ModeconnError(f"{option} must be comma-separated integers, got {text!r}") from None
 
 
 def parse_position(text: str) -> str | list[int]:
@@ -274,8 +250,8 @@ def attack_command(
         model_path,
         out,
         attack=attack,
-        eps=parse_number(eps, "--eps"),
-        alpha=parse_number(alpha, "--alpha"),
+        eps=parse_fraction(eps, "--eps"),
+        alpha=parse_fraction(alpha, "--alpha"),
         steps=steps,
         norm=norm,
         restarts=restarts,

@@ -76,6 +76,46 @@ Schedule = Annotated[
 ]
 
 
+# Adversarial settings (train --adversarial, path-eval --robust, landscape --adversarial).
+Eps = Annotated[
+    str, typer.Option("--eps", help="Attack radius in [0, 1] pixel units, e.g. 8/255 or 0.1.")
+]
+Alpha = Annotated[str, typer.Option("--alpha", help="PGD step size, e.g. 2/255 or 0.025.")]
+AttackSteps = Annotated[int, typer.Option("--attack-steps", help="PGD steps.")]
+AttackNorm = Annotated[str, typer.Option("--norm", help="Threat model: linf or l2.")]
+RobustLimit = Annotated[
+    int | None,
+    typer.Option(
+        "--robust-limit", help="Attack a stratified subset of this many test images (PGD is slow)."
+    ),
+]
+
+
+def parse_fraction(text: str | None, option: str) -> float | None:
+    """A number written as a decimal or a fraction: '0.031', '8/255' (None stays None)."""
+    if text is None:
+        return None
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            return float(num) / float(den)
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        raise ModeconnError(
+            f"{option} must be a number or a fraction like 8/255, got '{text}'"
+        ) from None
+
+
+def parse_int_list(text: str | None, option: str) -> list[int] | None:
+    """Comma-separated integers, e.g. ``--targets 3,17,42`` (None stays None)."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ModeconnError(f"{option} must be comma-separated integers, got {text!r}") from None
+
+
 def parse_json_kwargs(text: str | None, option: str = "--model-kwargs") -> dict[str, Any]:
     """Parse a JSON object given on the command line."""
     if not text:

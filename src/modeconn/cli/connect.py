@@ -9,10 +9,13 @@ import typer
 
 from modeconn.cli import app
 from modeconn.cli.common import (
+    Alpha,
+    AttackSteps,
     BatchSize,
     DataDir,
     Device,
     Epochs,
+    Eps,
     Force,
     Lr,
     Momentum,
@@ -28,10 +31,10 @@ from modeconn.cli.common import (
     TrainLimit,
     WeightDecay,
     data_config,
+    parse_fraction,
     print_summary,
     train_config,
 )
-from modeconn.cli.train import Alpha, AttackSteps, Eps, parse_fraction
 from modeconn.connectivity import evaluate as conn_eval
 from modeconn.connectivity import train as conn_train
 

@@ -8,8 +8,21 @@ from typing import Annotated
 import typer
 
 from modeconn.cli import app
-from modeconn.cli.common import DataDir, Device, Force, OptDataset, Out, Quiet, Seed, print_summary
-from modeconn.cli.train import Alpha, AttackNorm, AttackSteps, Eps, pgd_config
+from modeconn.cli.common import (
+    Alpha,
+    AttackNorm,
+    AttackSteps,
+    DataDir,
+    Device,
+    Eps,
+    Force,
+    OptDataset,
+    Out,
+    Quiet,
+    Seed,
+    print_summary,
+)
+from modeconn.cli.train import pgd_config
 from modeconn.landscape.api import LandscapeConfig, input_hessian_report, landscape_report
 
 ModelArg = Annotated[

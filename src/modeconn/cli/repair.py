@@ -21,6 +21,7 @@ from modeconn.cli.common import (
     Seed,
     TestLimit,
     TrainLimit,
+    parse_int_list,
     print_summary,
 )
 from modeconn.errors import ModeconnError
@@ -28,14 +29,7 @@ from modeconn.errors import ModeconnError
 
 def parse_sweep(text: str | None) -> tuple[int, ...]:
     """``--sweep 50,250,500`` → (50, 250, 500)."""
-    if not text:
-        return ()
-    try:
-        sizes = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ModeconnError(
-            f"--sweep takes comma-separated counts such as 50,250,500, got '{text}'"
-        ) from None
+    sizes = tuple(parse_int_list(text, "--sweep") or ())
     if any(n < 10 for n in sizes):
         raise ModeconnError("--sweep sizes must be at least 10 samples")
     return sizes

@@ -10,11 +10,15 @@ import typer
 from modeconn import api
 from modeconn.cli import app
 from modeconn.cli.common import (
+    Alpha,
+    AttackNorm,
+    AttackSteps,
     BatchSize,
     DataDir,
     Dataset,
     Device,
     Epochs,
+    Eps,
     Force,
     Lr,
     Model,
@@ -26,6 +30,7 @@ from modeconn.cli.common import (
     Out,
     Quiet,
     Resume,
+    RobustLimit,
     Schedule,
     Seed,
     TestLimit,
@@ -33,40 +38,13 @@ from modeconn.cli.common import (
     ValSize,
     WeightDecay,
     data_config,
+    parse_fraction,
     parse_json_kwargs,
     print_summary,
     train_config,
 )
 from modeconn.defenses.adversarial import AdversarialConfig, PGDConfig, RobustEvaluation
 from modeconn.errors import ModeconnError
-
-# --- adversarial options (shared with `modeconn landscape --adversarial`) ----------------------
-
-Eps = Annotated[
-    str, typer.Option("--eps", help="Attack radius in [0, 1] pixel units, e.g. 8/255 or 0.1.")
-]
-Alpha = Annotated[str, typer.Option("--alpha", help="PGD step size, e.g. 2/255 or 0.025.")]
-AttackSteps = Annotated[int, typer.Option("--attack-steps", help="PGD steps.")]
-AttackNorm = Annotated[str, typer.Option("--norm", help="Threat model: linf or l2.")]
-RobustLimit = Annotated[
-    int | None,
-    typer.Option(
-        "--robust-limit", help="Attack a stratified subset of this many test images (PGD is slow)."
-    ),
-]
-
-
-def parse_fraction(text: str, option: str) -> float:
-    """A number written as a decimal or a fraction: '0.031', '8/255'."""
-    try:
-        if "/" in text:
-            num, den = text.split("/", 1)
-            return float(num) / float(den)
-        return float(text)
-    except (ValueError, ZeroDivisionError):
-        raise ModeconnError(
-            f"{option} must be a number or a fraction like 8/255, got '{text}'"
-        ) from None
 
 
 def pgd_config(eps: str, alpha: str, steps: int, norm: str) -> PGDConfig:
