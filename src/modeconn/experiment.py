@@ -111,12 +111,28 @@ class PreparedData:
         )
 
     def eval_loader(
-        self, split: str = "test", batch_size: int = 512, device: torch.device | str = "cpu"
+        self,
+        split: str = "test",
+        batch_size: int = 512,
+        device: torch.device | str = "cpu",
+        *,
+        limit: int | None = None,
+        seed: int | None = None,
     ):
-        """An unshuffled, unaugmented loader over ``split``."""
+        """An unshuffled, unaugmented loader over ``split``, or over a class-stratified subset of
+        ``limit`` of its images drawn with ``seed`` (default: the data's seed), so the same images
+        are used at every point of a path or scan."""
         images, labels = self.tensors(split)
+        indices = self.indices(split)
+        if limit is not None and limit < len(indices):
+            if limit < 1:
+                raise ModeconnError(f"the image limit must be at least 1, got {limit}")
+            pick = stratified_indices(
+                labels[indices], limit, seed=self.config.seed if seed is None else seed
+            )
+            indices = indices[pick]
         return make_eval_loader(
-            images, labels, indices=self.indices(split), batch_size=batch_size, device=device
+            images, labels, indices=indices, batch_size=batch_size, device=device
         )
 
     def split_sizes(self) -> dict[str, int]:

@@ -18,7 +18,6 @@ from torch import nn
 from modeconn.attacks.backdoor import TriggerSpec, backdoor_metrics
 from modeconn.attacks.evasion import robust_metrics
 from modeconn.attacks.injection import InjectionSpec, injection_success
-from modeconn.data import make_eval_loader, stratified_indices
 from modeconn.errors import ModeconnError
 from modeconn.experiment import PreparedData
 
@@ -85,11 +84,7 @@ class RobustMetric:
 
     def loader(self, data: PreparedData, device: torch.device | str):
         """The test images this metric attacks."""
-        indices = data.indices("test")
-        images, labels = data.tensors("test")
-        if self.limit is not None and self.limit < len(indices):
-            indices = indices[stratified_indices(labels[indices], self.limit, seed=self.seed)]
-        return make_eval_loader(images, labels, indices, batch_size=self.batch_size, device=device)
+        return data.eval_loader("test", self.batch_size, device, limit=self.limit, seed=self.seed)
 
     def __call__(
         self, model: nn.Module, data: PreparedData, device: torch.device | str

@@ -363,8 +363,5 @@ class RobustEvaluation:
 
     def __call__(self, model: nn.Module, data, device: torch.device | str) -> dict[str, float]:
         """Robust figures on the test split (the first ``limit`` of a stratified draw)."""
-        from modeconn.landscape.metrics import subset_loader
-
-        return self.on_loader(
-            model, subset_loader(data, "test", self.limit, self.batch_size, device), device
-        )
+        loader = data.eval_loader("test", self.batch_size, device, limit=self.limit)
+        return self.on_loader(model, loader, device)

@@ -34,7 +34,7 @@ from modeconn.landscape.directions import (
 )
 from modeconn.landscape.input_hessian import input_hessian_stats
 from modeconn.landscape.linalg import SOLVERS
-from modeconn.landscape.metrics import loss_evaluator, robust_evaluator, subset_loader
+from modeconn.landscape.metrics import loss_evaluator, robust_evaluator
 from modeconn.landscape.weight_hessian import (
     WeightHessian,
     hessian_density,
@@ -101,7 +101,7 @@ def input_hessian_report(
         raise ModeconnError(f"--batch-size must be at least 1, got {batch_size}")
     dev = resolve_device(device)
     ckpt, data = _load(model_path, dataset, data_dir, seed, dev)
-    loader = subset_loader(data, split, limit, batch_size, dev)
+    loader = data.eval_loader(split, batch_size, dev, limit=limit)
     run = RunDir(out, force=force) if out is not None else None
     start = time.perf_counter()
     stats = input_hessian_stats(
@@ -228,10 +228,12 @@ class _Landscape:
     ) -> None:
         self.model, self.data, self.cfg, self.run, self.device = model, data, cfg, run, device
         self.progress = progress
-        self.loader = subset_loader(data, cfg.split, cfg.limit, cfg.batch_size, device)
+        self.loader = data.eval_loader(cfg.split, cfg.batch_size, device, limit=cfg.limit)
         bn_loader = self.loader if has_batchnorm(model) else None
         if cfg.adversarial is not None:
-            robust_loader = subset_loader(data, cfg.split, cfg.robust_limit, cfg.batch_size, device)
+            robust_loader = data.eval_loader(
+                cfg.split, cfg.batch_size, device, limit=cfg.robust_limit
+            )
             self.evaluate: Evaluator = robust_evaluator(
                 robust_loader, cfg.adversarial, device, bn_loader=bn_loader
             )

@@ -16,37 +16,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from modeconn.data import make_eval_loader, stratified_indices
 from modeconn.errors import ModeconnError
 from modeconn.experiment import PreparedData
 from modeconn.landscape.directions import Evaluator
 from modeconn.landscape.input_hessian import input_hessian_stats
 from modeconn.training import evaluate_model
-
-
-def subset_loader(
-    data: PreparedData,
-    split: str,
-    limit: int | None,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-    seed: int | None = None,
-):
-    """An evaluation loader over ``split``, or over a class-stratified subset of ``limit`` images.
-
-    The subset is drawn with the data's seed (or ``seed``), so the same images are used at every
-    point of a path or scan.
-    """
-    indices = data.indices(split)
-    images, labels = data.tensors(split)
-    if limit is not None and limit < len(indices):
-        if limit < 1:
-            raise ModeconnError(f"the image limit must be at least 1, got {limit}")
-        pick = stratified_indices(
-            labels[indices], limit, seed=data.config.seed if seed is None else seed
-        )
-        indices = indices[pick]
-    return make_eval_loader(images, labels, indices=indices, batch_size=batch_size, device=device)
 
 
 class InputHessianMetric:
@@ -81,7 +55,7 @@ class InputHessianMetric:
     ) -> dict[str, float]:
         stats = input_hessian_stats(
             model,
-            subset_loader(data, self.split, self.limit, self.batch_size, device),
+            data.eval_loader(self.split, self.batch_size, device, limit=self.limit),
             method=self.method,
             iters=self.iters,
             tol=self.tol,
