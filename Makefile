@@ -30,7 +30,7 @@ test: setup
 	$(PY) -m pytest
 
 demo: setup
-	$(VENV)/bin/modeconn demo --out runs/demo --force
+	$(VENV)/bin/modeconn demo --out runs/demo
 
 bench: setup
 	$(PY) -m benchmarks.run
