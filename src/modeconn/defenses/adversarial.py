@@ -25,6 +25,7 @@ w + v are averaged as usual and the weights, once v is removed, stay identical a
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -181,7 +182,7 @@ class AdversarialWeightPerturbation:
 # --- objectives -----------------------------------------------------------------------------
 
 
-class AdversarialObjective(Objective):
+class AdversarialObjective(Objective, ABC):
     """Craft adversarial inputs against the current weights, then minimise a loss on them.
 
     Subclasses define :meth:`craft` (the inner maximisation) and :meth:`adversarial_loss` (the
@@ -193,13 +194,15 @@ class AdversarialObjective(Objective):
         self.attack = attack
         self.awp = awp
 
+    @abstractmethod
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Adversarial inputs against the current weights (the inner maximisation)."""
 
+    @abstractmethod
     def adversarial_loss(
         self, forward: Forward, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """The outer loss and the logits used for training accuracy."""
 
     def loss(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
