@@ -117,6 +117,8 @@ def test_repair_cli_end_to_end(tmp_path: Path, capsys, digits_backdoor: Path):
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 < summary["t"] < 1.0
     assert {"asr", "tampered_asr", "clean_acc", "eot_asr", "fine_tuning_asr"} <= set(summary)
+    steps = {"endpoint_b", "curve_and_path", "evaluation_and_eot", "baselines", "sweep"}
+    assert set(summary["seconds"]) == steps and all(v >= 0 for v in summary["seconds"].values())
     for name in (
         "repaired.safetensors",
         "curve.safetensors",
@@ -190,3 +192,27 @@ def test_path_eval_measures_the_endpoints_attack(tmp_path: Path, capsys, digits_
     assert res.code == 0, res.err
     header = (tmp_path / "pe" / "path.csv").read_text().splitlines()[0].split(",")
     assert "asr" in header and "poisoned_acc" in header
+
+
+def test_demo_cli_end_to_end_and_reuses_finished_steps(tmp_path: Path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", out, "--dataset", "digits", "--epochs", "4", "--repair-epochs"]
+    args += ["4", "--bonafide", "300", "--scenario", "patch", "--scenario", "injection"]
+    res = run_cli(capsys, *args, "--no-baselines", "-q")
+    assert res.code == 0, res.err
+    table = (out / "results.md").read_text()
+    assert "| patch |" in table and "| injection |" in table and table in res.out
+    for scenario, init, key in (("patch", "random", "asr"), ("injection", "linear", "inj")):
+        summary = json.loads((out / scenario / "summary.json").read_text())
+        assert summary["scenario"] == scenario and 0.0 < summary["t"] < 1.0
+        assert any(k.startswith(key) for k in summary)
+        assert (out / scenario / "report.html").exists()
+        config = json.loads((out / scenario / "repair" / "config.json").read_text())
+        assert config["repair"]["init"] == init
+    assert {"backdoor_a", "backdoor_b", "clean"} <= {p.name for p in (out / "patch").iterdir()}
+    # A second run reuses every finished step: no model is trained again.
+    models = sorted(out.rglob("*.safetensors"))
+    stamps = [p.stat().st_mtime_ns for p in models]
+    res = run_cli(capsys, *args, "--no-baselines", "-q")
+    assert res.code == 0, res.err
+    assert [p.stat().st_mtime_ns for p in models] == stamps

@@ -24,6 +24,7 @@ evaluation only. ``t`` given explicitly overrides the rule.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -396,12 +397,23 @@ def run_repair(
     metric = metric_from_attack_spec(attack) if attack else None
     key = attack_key(attack)
 
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 1)
+        clock = now
+
     other = (
         second.model
         if second is not None
         else make_second_endpoint(tampered, prepared, config, dev, progress)
     )
+    lap("endpoint_b")
     curve, rows = repair_path(tampered, other, prepared, config, metric, dev, progress)
+    lap("curve_and_path")
     t, why = (config.t, "given with --t") if config.t is not None else choose_t(rows, config.margin)
     repaired = curve.model_at(t, bn_loader=prepared.eval_loader("bonafide", device=dev))
     repaired = repaired.to(dev).eval()
@@ -423,14 +435,18 @@ def run_repair(
         if eot is not None:
             path_repair.metrics["eot_asr"] = eot
     candidates.append(path_repair)
+    lap("evaluation_and_eot")
     noisy_rows: list[dict[str, float]] = []
     if config.baselines:
         extra, noisy_rows = run_baselines(tampered, prepared, config, metric, dev, progress)
         candidates += extra
+        lap("baselines")
 
     sweep_rows = (
         run_sweep(tampered, second, data, config, dev, progress, attack) if (config.sweep) else []
     )
+    if sweep_rows:
+        lap("sweep")
 
     save_model(
         run.file("repaired.safetensors"),
@@ -484,6 +500,7 @@ def run_repair(
         for k in ("clean_acc", key):
             if k and k in c.metrics:
                 summary[f"{slug}_{k}"] = c.metrics[k]
+    summary["seconds"] = timings  # wall time of each step, to see where a run's time goes
     run.write_summary(summary)
     return summary
 
