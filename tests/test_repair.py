@@ -216,3 +216,61 @@ def test_demo_cli_end_to_end_and_reuses_finished_steps(tmp_path: Path, capsys):
     res = run_cli(capsys, *args, "--no-baselines", "-q")
     assert res.code == 0, res.err
     assert [p.stat().st_mtime_ns for p in models] == stamps
+
+
+def test_interrupted_repair_resumes_to_the_uninterrupted_result(
+    tmp_path: Path, monkeypatch, digits_backdoor: Path
+):
+    import modeconn.training as training
+    from modeconn.defenses.repair import RepairConfig, run_repair
+
+    def config() -> RepairConfig:
+        cfg = RepairConfig(bonafide=300, points=5, baselines=True, eot_limit=64)
+        cfg.curve.epochs, cfg.curve.batch_size = 3, 32
+        return cfg
+
+    kwargs = dict(progress=False, device="cpu")
+    full = run_repair([digits_backdoor], tmp_path / "full", config=config(), **kwargs)
+    real = training.save_state
+
+    def stop_in_the_curve(run, model, optimizer, epoch, history):
+        real(run, model, optimizer, epoch, history)
+        if run.path.name == "curve" and epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_state", stop_in_the_curve)
+    with pytest.raises(KeyboardInterrupt):
+        run_repair([digits_backdoor], tmp_path / "part", config=config(), **kwargs)
+    monkeypatch.setattr(training, "save_state", real)
+    with pytest.raises(ModeconnError, match="--resume"):
+        run_repair([digits_backdoor], tmp_path / "part", config=config(), **kwargs)
+    trained: list[tuple[str, int]] = []
+
+    def record(run, model, optimizer, epoch, history):
+        trained.append((run.path.name, epoch))
+        real(run, model, optimizer, epoch, history)
+
+    monkeypatch.setattr(training, "save_state", record)
+    resumed = run_repair(
+        [digits_backdoor], tmp_path / "part", config=config(), resume=True, **kwargs
+    )
+    # Endpoint B had finished and is not trained again; the curve continues at epoch 3.
+    assert ("curve", 3) in trained and not any(n in ("endpoint_b",) for n, _ in trained)
+    assert [e for n, e in trained if n == "curve"] == [3]
+    drop = ("seconds",)
+    assert {k: v for k, v in resumed.items() if k not in drop} == {
+        k: v for k, v in full.items() if k not in drop
+    }
+    for name in ("path.csv", "comparison.csv"):
+        assert (tmp_path / "part" / name).read_text() == (tmp_path / "full" / name).read_text()
+    w1 = load_model(tmp_path / "full" / "repaired.safetensors").model.state_dict()
+    w2 = load_model(tmp_path / "part" / "repaired.safetensors").model.state_dict()
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    stages = tmp_path / "part" / "stages"
+    names = {p.name for p in stages.iterdir()}
+    assert names == {"endpoint_b", "curve", "fine_tuning", "from_scratch", "fine_pruning"}
+    assert not any((stages / n / "state").exists() for n in names)
+    epochs = [json.loads(r)["epoch"] for r in (stages / "curve" / "metrics.jsonl").open()]
+    assert epochs == [1, 2, 3]
+    with pytest.raises(ModeconnError, match="finished repair"):
+        run_repair([digits_backdoor], tmp_path / "part", config=config(), resume=True, **kwargs)

@@ -6,7 +6,8 @@ comparison table. Scenarios: ``patch`` (the default: BadNets 3×3 patch, all-to-
 ``blend``, ``all-to-all`` and ``injection`` (fault sneaking on the last linear layer).
 
 Every step writes its own run directory below ``out``; a step whose directory already holds a
-finished run is reused, so an interrupted demo continues where it stopped (``force`` redoes all).
+finished run is reused and an unfinished one is resumed at its last completed epoch, so an
+interrupted demo continues where it stopped (``force`` redoes all).
 """
 
 from __future__ import annotations
@@ -56,15 +57,16 @@ class DemoConfig:
     seed: int = 0
 
 
-def _finished(path: Path) -> bool:
-    return (path / "summary.json").exists()
-
-
 def _step(path: Path, force: bool, run) -> dict[str, Any]:
-    """Run one step unless its directory already holds a finished run."""
-    if _finished(path) and not force:
+    """Reuse a finished step, resume an interrupted one, or run it afresh.
+
+    ``run(path, resume)`` does the step; ``resume`` is true when ``path`` holds an unfinished run.
+    """
+    if force:
+        return run(path, False)
+    if (path / "summary.json").exists():
         return read_json(path / "summary.json")
-    return run(path)
+    return run(path, (path / "config.json").exists())
 
 
 def trigger_for(scenario: str) -> TriggerSpec:
@@ -97,14 +99,15 @@ def run_demo(
     data = DataConfig(dataset=config.dataset, data_dir=config.data_dir, seed=config.seed)
     train_cfg = TrainConfig(epochs=config.epochs, batch_size=128, lr=0.05, seed=config.seed)
 
-    def train_clean(path: Path) -> dict[str, Any]:
+    def train_clean(path: Path, resume: bool) -> dict[str, Any]:
         return train_classifier(
             path,
             model=config.model,
             data=copy.deepcopy(data),
             config=copy.deepcopy(train_cfg),
             device=device,
-            force=True,
+            force=not resume,
+            resume=resume,
             progress=progress,
         )
 
@@ -112,7 +115,7 @@ def run_demo(
     tampered: list[Path] = []
     if scenario == "injection":
 
-        def inject(path: Path) -> dict[str, Any]:
+        def inject(path: Path, resume: bool) -> dict[str, Any]:  # quick: redone, not resumed
             return inject_model(out / "clean", path, device=device, force=True, seed=config.seed)
 
         _step(out / "injected", force, inject)
@@ -122,7 +125,7 @@ def run_demo(
         for i, seed in enumerate((config.seed + 1, config.seed + 2)):
             name = f"backdoor_{'ab'[i]}"
 
-            def poison(path: Path, seed: int = seed) -> dict[str, Any]:
+            def poison(path: Path, resume: bool, seed: int = seed) -> dict[str, Any]:
                 cfg = copy.deepcopy(train_cfg)
                 cfg.seed = seed
                 return poison_model(
@@ -132,7 +135,8 @@ def run_demo(
                     data=copy.deepcopy(data),
                     config=cfg,
                     device=device,
-                    force=True,
+                    force=not resume,
+                    resume=resume,
                     progress=progress,
                 )
 
@@ -150,13 +154,14 @@ def run_demo(
     repair = _step(
         out / "repair",
         force,
-        lambda path: run_repair(
+        lambda path, resume: run_repair(
             [str(p) for p in tampered],
             path,
             config=repair_cfg,
             data=copy.deepcopy(data),
             device=device,
-            force=True,
+            force=not resume,
+            resume=resume,
             progress=progress,
         ),
     )

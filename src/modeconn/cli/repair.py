@@ -18,6 +18,7 @@ from modeconn.cli.common import (
     OptDataset,
     Out,
     Quiet,
+    Resume,
     Seed,
     TestLimit,
     TrainLimit,
@@ -96,6 +97,7 @@ def repair_command(
     seed: Seed = 0,
     device: Device = "auto",
     force: Force = False,
+    resume: Resume = False,
     quiet: Quiet = False,
 ) -> None:
     """Repair tampered model(s) with a curve trained on bonafide data; writes the repaired model."""
@@ -140,6 +142,7 @@ def repair_command(
         attack=spec,
         device=device,
         force=force,
+        resume=resume,
         progress=not quiet,
     )
     print_summary(summary, out)

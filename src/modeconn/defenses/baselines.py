@@ -21,6 +21,7 @@ from torch import nn
 
 from modeconn.errors import ModeconnError
 from modeconn.models import ModelSpec, build_model, last_conv_name
+from modeconn.rundir import RunDir
 from modeconn.training import BatchSource, Objective, TrainConfig, evaluate_model, train
 
 
@@ -33,8 +34,9 @@ def fine_tune(
     progress: bool = False,
     objective: Objective | None = None,
     description: str = "fine-tune",
+    run: RunDir | None = None,
 ) -> nn.Module:
-    """A copy of ``model`` trained further on ``loader``."""
+    """A copy of ``model`` trained further on ``loader`` (resumable state in ``run``)."""
     tuned = copy.deepcopy(model)
     for p in tuned.parameters():
         p.requires_grad_(True)
@@ -43,6 +45,7 @@ def fine_tune(
         loader,
         config,
         objective=objective,
+        run=run,
         device=device,
         progress=progress,
         description=description,
@@ -57,11 +60,14 @@ def train_from_scratch(
     *,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    run: RunDir | None = None,
 ) -> nn.Module:
     """A freshly initialised model of the same architecture trained on ``loader`` only."""
     torch.manual_seed(config.seed)
     model = build_model(spec).to(device)
-    train(model, loader, config, device=device, progress=progress, description="from scratch")
+    train(
+        model, loader, config, run=run, device=device, progress=progress, description="from scratch"
+    )
     return model.eval()
 
 
@@ -160,6 +166,7 @@ def fine_prune(
     step: float = 0.05,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    run: RunDir | None = None,
 ) -> tuple[nn.Module, float]:
     """Fine-pruning: prune the least active channels of the last conv while the held-out clean
     accuracy stays within ``max_drop`` of the unpruned model's, then fine-tune with the pruned
@@ -188,5 +195,6 @@ def fine_prune(
         progress=progress,
         objective=MaskedObjective(masks),
         description="fine-prune",
+        run=run,
     )
     return tuned, chosen / n

@@ -24,6 +24,7 @@ evaluation only. ``t`` given explicitly overrides the rule.
 from __future__ import annotations
 
 import copy
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -112,6 +113,36 @@ def choose_t(rows: Sequence[dict[str, float]], margin: float) -> tuple[float, st
     return float(best["t"]), T_RULE.format(acc=best[HOLDOUT], margin=margin)
 
 
+class Stages:
+    """Run directories for a repair's training stages, ``OUT/stages/NAME``.
+
+    Every stage (endpoint B, the curve, each trained baseline, each sweep size) saves its
+    resumable state after every epoch through the training loop, so ``--resume`` continues an
+    interrupted repair inside the stage it stopped in; a stage that had finished resumes at its
+    last epoch and trains no further. The states are removed once the whole repair has finished;
+    each stage's config and per-epoch metrics stay.
+    """
+
+    def __init__(self, run: RunDir) -> None:
+        self.root = run.path / "stages"
+        self.resuming = run.resuming
+        self.runs: list[RunDir] = []
+
+    def __call__(self, name: str, config: TrainConfig) -> RunDir:
+        stage = RunDir(self.root / name, force=not self.resuming, resume=self.resuming)
+        stage.write_config({"stage": name, "train": config.to_dict()})
+        self.runs.append(stage)
+        return stage
+
+    def finish(self) -> None:
+        """Drop the resumable states (the repair is complete)."""
+        for stage in self.runs:
+            stage.clear_state()
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @dataclass
 class Candidate:
     """One repaired (or reference) model and its evaluation figures."""
@@ -145,7 +176,12 @@ def mean_candidate(name: str, parts: Sequence[Candidate], detail: str) -> Candid
 
 
 def make_second_endpoint(
-    tampered: Checkpoint, data: PreparedData, config: RepairConfig, device, progress: bool
+    tampered: Checkpoint,
+    data: PreparedData,
+    config: RepairConfig,
+    device,
+    progress: bool,
+    stage: RunDir | None = None,
 ) -> nn.Module:
     """The paper's one-model set-up: the tampered model fine-tuned on the bonafide data."""
     cfg = copy.deepcopy(config.finetune)
@@ -157,6 +193,7 @@ def make_second_endpoint(
         device=device,
         progress=progress,
         description="endpoint B",
+        run=stage,
     )
 
 
@@ -181,6 +218,7 @@ def eot_attack_success(
     from modeconn.attacks.evasion import RandomPointModel, pgd
 
     spec = TriggerSpec.from_dict(attack)
+    torch.manual_seed(config.seed)  # PGD's random starts: the same figure after a --resume
     bn = data.eval_loader("bonafide", device=device)
     spread = [min(max(t_center + d, 0.0), 1.0) for d in (-0.1, -0.05, 0.0, 0.05, 0.1)]
     points = [curve.model_at(t, bn_loader=bn).to(device).eval() for t in spread]
@@ -243,6 +281,7 @@ def repair_path(
     device,
     progress: bool,
     points: int | None = None,
+    stage: RunDir | None = None,
 ) -> tuple[Curve, list[dict[str, float]]]:
     """Fit the curve on the bonafide data and evaluate it (BN statistics from bonafide data)."""
     curve_cfg = copy.deepcopy(config.curve)
@@ -258,6 +297,7 @@ def repair_path(
         num_bends=config.num_bends,
         init="linear" if config.init == "random" else config.init,
         init_points=random_interior_points(tampered, config) if (config.init == "random") else None,
+        run=stage,
         device=device,
         progress=progress,
     )
@@ -269,7 +309,13 @@ def repair_path(
 
 
 def run_baselines(
-    tampered: Checkpoint, data: PreparedData, config: RepairConfig, metric, device, progress: bool
+    tampered: Checkpoint,
+    data: PreparedData,
+    config: RepairConfig,
+    metric,
+    device,
+    progress: bool,
+    stages: Stages | None = None,
 ) -> tuple[list[Candidate], list[dict[str, float]]]:
     """Fine-tuning, training from scratch, noisy models and fine-pruning on the same data."""
     budget = copy.deepcopy(config.curve)
@@ -277,17 +323,30 @@ def run_baselines(
     budget.schedule = "cosine"
     loader = data.train_loader(budget.batch_size, split="bonafide", device=device)
     bn_loader = data.eval_loader("bonafide", device=device)
+
+    def stage(name: str) -> RunDir | None:
+        return stages(name, budget) if stages is not None else None
+
     out = [
         evaluate_candidate(
             "fine-tuning",
-            fine_tune(tampered.model, loader, budget, device=device, progress=progress),
+            fine_tune(
+                tampered.model,
+                loader,
+                budget,
+                device=device,
+                progress=progress,
+                run=stage("fine_tuning"),
+            ),
             data,
             metric,
             device,
             f"{budget.epochs} epochs on bonafide",
         )
     ]
-    scratch = train_from_scratch(tampered.spec, loader, budget, device=device, progress=progress)
+    scratch = train_from_scratch(
+        tampered.spec, loader, budget, device=device, progress=progress, run=stage("from_scratch")
+    )
     out.append(
         evaluate_candidate(
             "from scratch", scratch, data, metric, device, f"{budget.epochs} epochs on bonafide"
@@ -325,6 +384,7 @@ def run_baselines(
             budget,
             device=device,
             progress=progress,
+            run=stage("fine_pruning"),
         )
         out.append(
             evaluate_candidate(
@@ -350,13 +410,15 @@ def run_repair(
     attack: dict[str, Any] | None = None,
     device: str = "auto",
     force: bool = False,
+    resume: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Repair one or two tampered models with a curve trained on bonafide data; see module doc.
 
     Writes ``repaired.safetensors`` (+ sidecar), ``curve.safetensors``, ``path.csv``,
     ``comparison.csv``/``.md``, plots and ``summary.json`` to ``out``; returns the summary.
-    ``attack`` overrides the sidecar's attack spec (evaluation only).
+    ``attack`` overrides the sidecar's attack spec (evaluation only). ``resume`` continues an
+    interrupted repair in ``out`` (see :class:`Stages`); the result equals an uninterrupted run's.
     """
     config = config or RepairConfig()
     if not 1 <= len(model_paths) <= 2:
@@ -364,7 +426,10 @@ def run_repair(
     if config.t is not None and not 0.0 <= config.t <= 1.0:
         raise ModeconnError(f"--t must be in [0, 1], got {config.t}")
     dev = resolve_device(device)
-    run = RunDir(out, force=force)
+    if resume and not force and (Path(out) / "summary.json").exists():
+        raise ModeconnError(f"{out} holds a finished repair; nothing to resume (--force redoes it)")
+    run = RunDir(out, force=force, resume=resume and not force)
+    stages = Stages(run)
     tampered = load_model(model_paths[0], device=dev)
     second = load_model(model_paths[1], device=dev) if len(model_paths) == 2 else None
     if second is not None and second.spec.to_dict() != tampered.spec.to_dict():
@@ -409,10 +474,21 @@ def run_repair(
     other = (
         second.model
         if second is not None
-        else make_second_endpoint(tampered, prepared, config, dev, progress)
+        else make_second_endpoint(
+            tampered, prepared, config, dev, progress, stages("endpoint_b", config.finetune)
+        )
     )
     lap("endpoint_b")
-    curve, rows = repair_path(tampered, other, prepared, config, metric, dev, progress)
+    curve, rows = repair_path(
+        tampered,
+        other,
+        prepared,
+        config,
+        metric,
+        dev,
+        progress,
+        stage=stages("curve", config.curve),
+    )
     lap("curve_and_path")
     t, why = (config.t, "given with --t") if config.t is not None else choose_t(rows, config.margin)
     repaired = curve.model_at(t, bn_loader=prepared.eval_loader("bonafide", device=dev))
@@ -438,12 +514,14 @@ def run_repair(
     lap("evaluation_and_eot")
     noisy_rows: list[dict[str, float]] = []
     if config.baselines:
-        extra, noisy_rows = run_baselines(tampered, prepared, config, metric, dev, progress)
+        extra, noisy_rows = run_baselines(tampered, prepared, config, metric, dev, progress, stages)
         candidates += extra
         lap("baselines")
 
     sweep_rows = (
-        run_sweep(tampered, second, data, config, dev, progress, attack) if (config.sweep) else []
+        run_sweep(tampered, second, data, config, dev, progress, attack, stages)
+        if config.sweep
+        else []
     )
     if sweep_rows:
         lap("sweep")
@@ -501,6 +579,7 @@ def run_repair(
             if k and k in c.metrics:
                 summary[f"{slug}_{k}"] = c.metrics[k]
     summary["seconds"] = timings  # wall time of each step, to see where a run's time goes
+    stages.finish()
     run.write_summary(summary)
     return summary
 
@@ -513,6 +592,7 @@ def run_sweep(
     device,
     progress: bool,
     attack,
+    stages: Stages | None = None,
 ) -> list[dict[str, float]]:
     """Repair again with several bonafide sizes (same rule, fewer path points)."""
     rows = []
@@ -527,10 +607,25 @@ def run_sweep(
         other = (
             second.model
             if second is not None
-            else make_second_endpoint(tampered, prepared, cfg, device, progress)
+            else make_second_endpoint(
+                tampered,
+                prepared,
+                cfg,
+                device,
+                progress,
+                stages(f"sweep{n}_endpoint_b", cfg.finetune) if stages else None,
+            )
         )
         _, path_rows = repair_path(
-            tampered, other, prepared, cfg, metric, device, progress, points=11
+            tampered,
+            other,
+            prepared,
+            cfg,
+            metric,
+            device,
+            progress,
+            points=11,
+            stage=stages(f"sweep{n}_curve", cfg.curve) if stages else None,
         )
         t, _ = choose_t(path_rows, cfg.margin)
         row = next(r for r in path_rows if abs(r["t"] - t) < 1e-9)
