@@ -178,24 +178,43 @@ def run_demo(
     return summary
 
 
+#: The rows of the results table: (label, summary-key prefix) for every candidate model.
+RESULT_ROWS = (
+    ("tampered", "tampered_"),
+    ("**path repair**", ""),
+    ("fine-tuning", "fine_tuning_"),
+    ("from scratch", "from_scratch_"),
+    ("noisy model", "noisy_model_"),
+    ("fine-pruning", "fine_pruning_"),
+)
+
+
 def results_table(summaries: Sequence[dict[str, Any]]) -> str:
-    """The README's results table: one row per scenario."""
+    """The README's results table: every candidate of every scenario with its clean accuracy, its
+    change against the tampered model (points) and the attack's figure (ASR, or injection
+    success); path repair's row also gives t and the adaptive EOT attack's ASR."""
     lines = [
-        "| scenario | tampered clean acc | tampered attack | repaired clean acc | repaired attack "
-        "| t | fine-tuning clean acc | fine-tuning attack | EOT attack on repaired |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | model | clean acc | Δ clean (points) | ASR / injection success | detail |",
+        "|---|---|---:|---:|---:|---|",
     ]
     for s in summaries:
         key = "injection_success" if "injection_success" in s else "asr"
-
-        def f(name: str, s: dict[str, Any] = s) -> str:
-            return f"{s[name]:.4f}" if name in s and s[name] is not None else "—"
-
-        lines.append(
-            f"| {s['scenario']} | {f('tampered_clean_acc')} | {f('tampered_' + key)} | "
-            f"{f('clean_acc')} | {f(key)} | {s['t']:.2f} | {f('fine_tuning_clean_acc')} | "
-            f"{f('fine_tuning_' + key)} | {f('eot_asr')} |"
-        )
+        base = s["tampered_clean_acc"]
+        for label, prefix in RESULT_ROWS:
+            acc = s.get(f"{prefix}clean_acc")
+            if acc is None:
+                continue
+            attack = s.get(f"{prefix}{key}")
+            delta = "" if prefix == "tampered_" else f"{100 * (acc - base):+.1f}"
+            detail = ""
+            if prefix == "":
+                detail = f"t = {s['t']:.2f}"
+                if s.get("eot_asr") is not None:
+                    detail += f"; adaptive EOT attack ASR {s['eot_asr']:.4f}"
+            attack_text = "—" if attack is None else f"{attack:.4f}"
+            lines.append(
+                f"| {s['scenario']} | {label} | {acc:.4f} | {delta} | {attack_text} | {detail} |"
+            )
     return "\n".join(lines) + "\n"
 
 
