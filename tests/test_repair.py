@@ -117,8 +117,9 @@ def test_repair_cli_end_to_end(tmp_path: Path, capsys, digits_backdoor: Path):
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 < summary["t"] < 1.0
     assert {"asr", "tampered_asr", "clean_acc", "eot_asr", "fine_tuning_asr"} <= set(summary)
-    steps = {"endpoint_b", "curve_and_path", "evaluation_and_eot", "baselines", "sweep"}
-    assert set(summary["seconds"]) == steps and all(v >= 0 for v in summary["seconds"].values())
+    steps = ["endpoint_b", "curve_and_path", "evaluation_and_eot", "baselines", "sweep"]
+    assert all(summary[f"seconds_{step}"] >= 0 for step in steps)
+    assert not any(isinstance(v, dict | list) for v in summary.values())  # flat keys
     for name in (
         "repaired.safetensors",
         "curve.safetensors",
@@ -257,10 +258,11 @@ def test_interrupted_repair_resumes_to_the_uninterrupted_result(
     # Endpoint B had finished and is not trained again; the curve continues at epoch 3.
     assert ("curve", 3) in trained and not any(n in ("endpoint_b",) for n, _ in trained)
     assert [e for n, e in trained if n == "curve"] == [3]
-    drop = ("seconds",)
-    assert {k: v for k, v in resumed.items() if k not in drop} == {
-        k: v for k, v in full.items() if k not in drop
-    }
+
+    def figures(summary: dict) -> dict:
+        return {k: v for k, v in summary.items() if not k.startswith("seconds_")}
+
+    assert figures(resumed) == figures(full)
     for name in ("path.csv", "comparison.csv"):
         assert (tmp_path / "part" / name).read_text() == (tmp_path / "full" / name).read_text()
     w1 = load_model(tmp_path / "full" / "repaired.safetensors").model.state_dict()

@@ -578,7 +578,8 @@ def run_repair(
         for k in ("clean_acc", key):
             if k and k in c.metrics:
                 summary[f"{slug}_{k}"] = c.metrics[k]
-    summary["seconds"] = timings  # wall time of each step, to see where a run's time goes
+    # Wall time of each step (flat keys, like every summary figure), to see where the time goes.
+    summary.update({f"seconds_{step}": value for step, value in timings.items()})
     stages.finish()
     run.write_summary(summary)
     return summary
