@@ -313,6 +313,47 @@ class _Session:
     def states(self) -> list[dict[str, torch.Tensor]]:
         return [c.model.state_dict() for c in self.ckpts]
 
+    def train(
+        self,
+        family: ControlPointModel,
+        save: Callable[[nn.Module, dict[str, Any]], None],
+        *,
+        prefix: str,
+        description: str,
+        t_per_batch: int,
+        stratified: bool,
+        progress: bool,
+    ) -> dict[str, Any]:
+        """Train ``family`` in the one loop, saving it after every epoch with ``save(model,
+        metrics)`` and reporting its centre point's test figures as ``PREFIX_test_*``; returns the
+        last epoch's record (empty on processes other than the main one)."""
+
+        def checkpoint(model: nn.Module, epoch: int, record: dict[str, float]) -> None:
+            save(model, {**record, "epoch": epoch})
+
+        result = train_family(
+            family,
+            self.loader(),
+            self.config,
+            t_per_batch=t_per_batch,
+            stratified=stratified,
+            run=self.run,
+            evaluate=_center_evaluator(self.prepared, self.split, self.dev, prefix),
+            on_epoch_end=checkpoint,
+            device=self.dev,
+            dist_ctx=self.ctx,
+            progress=progress,
+            description=description,
+        )
+        return result.last if self.ctx.is_main else {}
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Mark the run finished (main process) and wait for the other processes."""
+        if self.ctx.is_main:
+            self.run.write_summary(summary)
+            self.run.clear_state()
+        self.ctx.barrier()
+
 
 def _check_options(*, num_bends: int, t_per_batch: int, kind: str = "bezier") -> None:
     """Reject bad options before anything is written to the run directory."""
@@ -412,8 +453,7 @@ def train_curve(
     curve.to(s.dev)
     meta = {**s.meta, "curve_init": str(init)}
 
-    def checkpoint(model: nn.Module, epoch: int, record: dict[str, float]) -> None:
-        metrics = {**record, "epoch": epoch}
+    def save(model: nn.Module, metrics: dict[str, Any]) -> None:
         save_curve(
             s.run.file("curve.safetensors"),
             model,
@@ -422,40 +462,21 @@ def train_curve(
             {**meta, "metrics": metrics},
         )
 
-    result = train_family(
+    last = s.train(
         curve,
-        s.loader(),
-        config,
+        save,
+        prefix="mid",
+        description=f"connect {s.spec.arch}",
         t_per_batch=t_per_batch,
         stratified=stratified,
-        run=s.run,
-        evaluate=_center_evaluator(s.prepared, s.split, s.dev, "mid"),
-        on_epoch_end=checkpoint,
-        device=s.dev,
-        dist_ctx=s.ctx,
         progress=progress,
-        description=f"connect {s.spec.arch}",
     )
     summary: dict[str, Any] = {}
     if s.ctx.is_main:
-        last = result.last
-        summary = {
-            "epochs": config.epochs,
-            "train_loss": last.get("train_loss"),
-            "train_acc": last.get("train_acc"),
-            "mid_test_loss": last.get("mid_test_loss"),
-            "mid_test_acc": last.get("mid_test_acc"),
-        }
-        save_curve(
-            s.run.file("curve.safetensors"),
-            curve,
-            s.spec,
-            s.data.dataset,
-            {**meta, "metrics": summary},
-        )
-        s.run.write_summary(summary)
-        s.run.clear_state()
-    s.ctx.barrier()
+        keys = ("train_loss", "train_acc", "mid_test_loss", "mid_test_acc")
+        summary = {"epochs": config.epochs, **{k: last.get(k) for k in keys}}
+        save(curve, summary)
+    s.finish(summary)
     return summary
 
 
@@ -506,34 +527,23 @@ def train_surface(
     surface = Surface.from_corners(build_model(s.spec), s.states(), num_bends).to(s.dev)
     path = s.run.file("surface.safetensors")
 
-    def checkpoint(model: nn.Module, epoch: int, record: dict[str, float]) -> None:
-        save_surface(
-            path, model, s.spec, s.data.dataset, {**s.meta, "metrics": {**record, "epoch": epoch}}
-        )
+    def save(model: nn.Module, metrics: dict[str, Any]) -> None:
+        save_surface(path, model, s.spec, s.data.dataset, {**s.meta, "metrics": metrics})
 
-    result = train_family(
+    last = s.train(
         surface,
-        s.loader(),
-        config,
+        save,
+        prefix="center",
+        description=f"surface {s.spec.arch}",
         t_per_batch=t_per_batch,
         stratified=stratified,
-        run=s.run,
-        evaluate=_center_evaluator(s.prepared, s.split, s.dev, "center"),
-        on_epoch_end=checkpoint,
-        device=s.dev,
-        dist_ctx=s.ctx,
         progress=progress,
-        description=f"surface {s.spec.arch}",
     )
     summary: dict[str, Any] = {}
     if s.ctx.is_main:
-        last = result.last
-        summary = {
-            "epochs": config.epochs,
-            "train_loss": last.get("train_loss"),
-            "train_acc": last.get("train_acc"),
-        }
-        save_surface(path, surface, s.spec, s.data.dataset, {**s.meta, "metrics": summary})
+        keys = ("train_loss", "train_acc")
+        summary = {"epochs": config.epochs, **{k: last.get(k) for k in keys}}
+        save(surface, summary)
         summary.update(
             report_surface(
                 s.run,
@@ -547,7 +557,5 @@ def train_surface(
                 progress=progress,
             )
         )
-        s.run.write_summary(summary)
-        s.run.clear_state()
-    s.ctx.barrier()
+    s.finish(summary)
     return summary
