@@ -24,7 +24,6 @@ evaluation only. ``t`` given explicitly overrides the rule.
 from __future__ import annotations
 
 import copy
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -138,9 +137,6 @@ class Stages:
         """Drop the resumable states (the repair is complete)."""
         for stage in self.runs:
             stage.clear_state()
-
-    def clear(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @dataclass
