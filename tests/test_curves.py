@@ -330,11 +330,10 @@ def test_train_curve_resumes_exactly(tmp_path: Path, digits_lenet: Path, monkeyp
 
 
 def _ddp_curve_worker(rank: int, world: int, init_file: str, out: str) -> None:
-    import torch.distributed as dist
 
     from modeconn.checkpoints import write_tensors
     from modeconn.connectivity.train import train_family
-    from modeconn.distributed import init_distributed
+    from modeconn.distributed import init_distributed, shutdown_distributed
 
     torch.set_num_threads(1)
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
@@ -354,7 +353,7 @@ def _ddp_curve_worker(rank: int, world: int, init_file: str, out: str) -> None:
         progress=False,
     )
     write_tensors(Path(out) / f"rank{rank}.safetensors", curve.weights_at(0.3))
-    dist.destroy_process_group()
+    shutdown_distributed()  # what the at-exit hook does under torchrun
 
 
 def test_curve_training_under_ddp(tmp_path: Path):

@@ -120,10 +120,9 @@ def test_train_classifier_writes_run_directory(tmp_path: Path):
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
-    import torch.distributed as dist
 
     from modeconn.checkpoints import write_tensors
-    from modeconn.distributed import init_distributed
+    from modeconn.distributed import init_distributed, shutdown_distributed
 
     os.environ.update(
         WORLD_SIZE=str(world),
@@ -149,7 +148,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
         device="cpu",
         progress=False,
     )
-    dist.destroy_process_group()
+    shutdown_distributed()  # what the at-exit hook does under torchrun
 
 
 def test_ddp_two_process_gloo(tmp_path: Path):
