@@ -5,9 +5,9 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.modeconn-installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data test demo bench lint clean
+.PHONY: setup system test demo bench lint clean
 
-setup: $(STAMP) data
+setup: $(STAMP) system
 
 # torch is installed first and pinned only when no torch is importable: on a CPU machine with the
 # 2.13.0 wheel on disk that takes the CPU build; elsewhere the normal build for the platform.
@@ -19,12 +19,18 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --no-deps torchattacks
 	touch $(STAMP)
 
-data:
-	@if ls $(FMNIST)/*idx*-ubyte* >/dev/null 2>&1 || [ -n "$$MODECONN_DATA" ]; then :; \
+# System packages, when missing and apt is usable as root: Fashion-MNIST (the default data set)
+# and Chromium (the test that renders the HTML report). Elsewhere: a hint, and those tests skip.
+system:
+	@need=""; \
+	ls $(FMNIST)/*idx*-ubyte* >/dev/null 2>&1 || [ -n "$$MODECONN_DATA" ] || need="$$need dataset-fashion-mnist"; \
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need="$$need chromium"; \
+	if [ -z "$$need" ]; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
-	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
-	else echo "Fashion-MNIST not found: install Debian's dataset-fashion-mnist or set MODECONN_DATA"; fi
+	  echo "installing$$need with apt-get"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq $$need >/dev/null; \
+	else echo "missing$$need: install them (Debian packages) or set MODECONN_DATA; dependent tests skip"; fi
 
 test: setup
 	$(PY) -m pytest
