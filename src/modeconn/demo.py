@@ -25,6 +25,7 @@ from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig
 from modeconn.io import atomic_write_text, read_json, write_json
 from modeconn.report.html import write_report
+from modeconn.rundir import SUMMARY, run_status
 from modeconn.training import TrainConfig
 
 SCENARIOS = ("patch", "blend", "all-to-all", "injection")
@@ -62,11 +63,10 @@ def _step(path: Path, force: bool, run) -> dict[str, Any]:
 
     ``run(path, resume)`` does the step; ``resume`` is true when ``path`` holds an unfinished run.
     """
-    if force:
-        return run(path, False)
-    if (path / "summary.json").exists():
-        return read_json(path / "summary.json")
-    return run(path, (path / "config.json").exists())
+    status = "new" if force else run_status(path)
+    if status == "finished":
+        return read_json(path / SUMMARY)
+    return run(path, status == "started")
 
 
 def trigger_for(scenario: str) -> TriggerSpec:

@@ -43,6 +43,14 @@ def environment_versions() -> dict[str, str]:
     }
 
 
+def run_status(path: str | Path) -> str:
+    """``"finished"`` (summary written), ``"started"`` (config written, no summary) or ``"new"``."""
+    path = Path(path)
+    if (path / SUMMARY).exists():
+        return "finished"
+    return "started" if (path / CONFIG).exists() else "new"
+
+
 class RunDir:
     """A command's output directory with the run-directory conventions enforced."""
 
@@ -51,8 +59,8 @@ class RunDir:
         self.resuming = False
         if self.path.exists() and not self.path.is_dir():
             raise ModeconnError(f"--out {self.path} exists and is not a directory")
-        finished = (self.path / SUMMARY).exists()
-        started = (self.path / CONFIG).exists()
+        status = run_status(self.path)
+        finished, started = status == "finished", status != "new"
         if force and self.path.exists():
             self._clear()
         elif finished and not resume:

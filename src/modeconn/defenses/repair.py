@@ -50,7 +50,7 @@ from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
 from modeconn.io import atomic_write_text
 from modeconn.models import build_model
-from modeconn.rundir import RunDir
+from modeconn.rundir import RunDir, run_status
 from modeconn.training import TrainConfig, evaluate_model
 
 HOLDOUT = "bonafide_holdout_acc"
@@ -422,7 +422,7 @@ def run_repair(
     if config.t is not None and not 0.0 <= config.t <= 1.0:
         raise ModeconnError(f"--t must be in [0, 1], got {config.t}")
     dev = resolve_device(device)
-    if resume and not force and (Path(out) / "summary.json").exists():
+    if resume and not force and run_status(out) == "finished":
         raise ModeconnError(f"{out} holds a finished repair; nothing to resume (--force redoes it)")
     run = RunDir(out, force=force, resume=resume and not force)
     stages = Stages(run)
