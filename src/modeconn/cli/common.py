@@ -139,7 +139,7 @@ def count_or_fraction(value: float | None, option: str) -> float | int | None:
 
 
 def data_config(
-    dataset: str,
+    dataset: str | None,
     data_dir: Path | None,
     seed: int,
     *,
@@ -149,7 +149,7 @@ def data_config(
     bonafide: float | None = None,
     augment: bool = True,
 ) -> DataConfig:
-    """Build the API's data config from CLI values."""
+    """Build the API's data config from CLI values (``dataset`` None or "": the model's own)."""
     return DataConfig(
         dataset=dataset,
         data_dir=str(data_dir) if data_dir else None,

@@ -22,6 +22,7 @@ from modeconn.cli.common import (
     Seed,
     TestLimit,
     TrainLimit,
+    data_config,
     parse_int_list,
     print_summary,
 )
@@ -102,7 +103,6 @@ def repair_command(
 ) -> None:
     """Repair tampered model(s) with a curve trained on bonafide data; writes the repaired model."""
     from modeconn.defenses.repair import RepairConfig, run_repair
-    from modeconn.experiment import DataConfig
 
     if init not in ("random", "linear"):
         raise ModeconnError(f"--init must be random or linear, got '{init}'")
@@ -121,13 +121,7 @@ def repair_command(
     )
     config.curve.epochs, config.curve.lr, config.curve.batch_size = epochs, lr, batch_size
     config.finetune.epochs, config.finetune.batch_size = finetune_epochs, batch_size
-    data = DataConfig(
-        dataset=dataset,
-        data_dir=str(data_dir) if data_dir else None,
-        train_limit=train_limit,
-        test_limit=test_limit,
-        seed=seed,
-    )
+    data = data_config(dataset, data_dir, seed, train_limit=train_limit, test_limit=test_limit)
     spec = None
     if attack is not None:
         try:

@@ -435,7 +435,7 @@ def run_repair(
         )
     attack = attack if attack is not None else tampered.attack
     data = copy.deepcopy(data) if data is not None else DataConfig(dataset=None)
-    if data.dataset is None:  # the data set the model was trained on, from its sidecar
+    if not data.dataset:  # None or "": the data set the model was trained on, from its sidecar
         data.dataset = tampered.dataset or "fashion-mnist"
     data.bonafide, data.holdout_fraction, data.seed = (
         config.bonafide,
