@@ -86,12 +86,14 @@ class RobustMetric:
         """The test images this metric attacks."""
         return data.eval_loader("test", self.batch_size, device, limit=self.limit, seed=self.seed)
 
+    def on_loader(self, model: nn.Module, loader, device: torch.device | str) -> dict[str, float]:
+        """``robust_acc``/``robust_loss`` of ``model`` (attacked in eval mode) over ``loader``."""
+        return robust_metrics(model, loader, seed=self.seed, device=device, **self.settings)
+
     def __call__(
         self, model: nn.Module, data: PreparedData, device: torch.device | str
     ) -> dict[str, float]:
-        return robust_metrics(
-            model, self.loader(data, device), seed=self.seed, device=device, **self.settings
-        )
+        return self.on_loader(model, self.loader(data, device), device)
 
 
 PathMetricLike = AttackSuccessMetric | InjectionMetric | RobustMetric

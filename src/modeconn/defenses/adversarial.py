@@ -29,7 +29,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,9 @@ from modeconn.attacks.evasion import pgd
 from modeconn.distributed import unwrap
 from modeconn.errors import ModeconnError
 from modeconn.training import Objective
+
+if TYPE_CHECKING:
+    from modeconn.attacks.metrics import RobustMetric
 
 METHODS = ("pgd", "trades")
 NORMS = ("linf", "l2")
@@ -348,23 +351,24 @@ class RobustEvaluation:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def on_loader(self, model: nn.Module, loader, device: torch.device | str) -> dict[str, float]:
-        """``{"robust_acc", "robust_loss"}`` of ``model`` (in eval mode) over ``loader``."""
-        from modeconn.attacks.evasion import robust_metrics
+    def metric(self) -> RobustMetric:
+        """These settings as :class:`RobustMetric`, the one implementation of robust evaluation."""
+        from modeconn.attacks.metrics import RobustMetric
 
-        with eval_mode(model):
-            res = robust_metrics(
-                model,
-                loader,
-                eps=self.attack.eps,
-                alpha=self.attack.alpha,
-                steps=self.attack.steps,
-                norm=self.attack.norm,
-                device=device,
-            )
-        return {"robust_acc": float(res["robust_acc"]), "robust_loss": float(res["robust_loss"])}
+        a = self.attack
+        return RobustMetric(
+            eps=a.eps,
+            alpha=a.alpha,
+            steps=a.steps,
+            norm=a.norm,
+            limit=self.limit,
+            batch_size=self.batch_size,
+        )
+
+    def on_loader(self, model: nn.Module, loader, device: torch.device | str) -> dict[str, float]:
+        """``robust_acc``/``robust_loss`` of ``model`` (attacked in eval mode) over ``loader``."""
+        return self.metric().on_loader(model, loader, device)
 
     def __call__(self, model: nn.Module, data, device: torch.device | str) -> dict[str, float]:
         """Robust figures on the test split (the first ``limit`` of a stratified draw)."""
-        loader = data.eval_loader("test", self.batch_size, device, limit=self.limit)
-        return self.on_loader(model, loader, device)
+        return self.metric()(model, data, device)
