@@ -42,3 +42,23 @@ def digits_lenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
         force=True,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def digits_backdoor(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lenet on digits with a 2×2 patch backdoor to class 0 (20% poisoned); its run directory."""
+    from modeconn.attacks.api import poison_model
+    from modeconn.attacks.backdoor import TriggerSpec
+    from modeconn.experiment import DataConfig
+    from modeconn.training import TrainConfig
+
+    out = tmp_path_factory.mktemp("bd") / "bd"
+    poison_model(
+        out,
+        spec=TriggerSpec(type="patch", size=2, target=0, rate=0.2),
+        model="lenet",
+        data=DataConfig(dataset="digits"),
+        config=TrainConfig(epochs=8, batch_size=32, lr=0.05),
+        progress=False,
+    )
+    return out

@@ -10,8 +10,6 @@ import pytest
 import torch
 from cli_helpers import assert_one_line_error, run_cli
 
-from modeconn.attacks.api import poison_model
-from modeconn.attacks.backdoor import TriggerSpec
 from modeconn.checkpoints import load_model
 from modeconn.defenses.baselines import fine_prune, noisy_models, prune_channels
 from modeconn.defenses.repair import choose_t
@@ -36,20 +34,6 @@ def test_choose_t_keeps_a_margin_and_maximises_held_out_accuracy():
         choose_t(rows(accs), margin=0.7)
     with pytest.raises(ModeconnError, match="more --points"):
         choose_t(rows([0.9, 0.9]), margin=0.25)
-
-
-@pytest.fixture(scope="module")
-def digits_backdoor(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bd") / "bd"
-    poison_model(
-        out,
-        spec=TriggerSpec(type="patch", size=2, target=0, rate=0.2),
-        model="lenet",
-        data=DataConfig(dataset="digits"),
-        config=TrainConfig(epochs=8, batch_size=32, lr=0.05),
-        progress=False,
-    )
-    return out
 
 
 def test_backdoored_digits_model_is_tampered(digits_backdoor: Path):
@@ -108,18 +92,27 @@ def test_repair_cli_end_to_end(tmp_path: Path, capsys, digits_backdoor: Path):
         "5",
         "--baselines",
         "--sweep",
-        "100,300",
+        "200",
         "--batch-size",
         "32",
+        "--scan-steps",
+        "100",
         "-q",
     )
     assert res.code == 0, res.err
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 < summary["t"] < 1.0
-    assert {"asr", "tampered_asr", "clean_acc", "eot_asr", "fine_tuning_asr"} <= set(summary)
-    steps = ["endpoint_b", "curve_and_path", "evaluation_and_eot", "baselines", "sweep"]
+    assert summary["method"] in ("path repair", "NC-unlearning")
+    assert {"asr", "tampered_asr", "clean_acc", "fine_tuning_asr", "retuning_asr"} <= set(summary)
+    assert {"path_repair_eot_asr", "nc_unlearning_asr", "path_repair_max_anomaly_index"} <= set(
+        summary
+    )
+    assert summary["tampered_flagged_classes"] == [0]  # the scan finds the target
+    assert summary["repaired_flagged_classes"] == []  # and the chosen model passes it
+    steps = ["scan", "unlearning", "curve_and_path", "verification_scans", "baselines", "sweep"]
     assert all(summary[f"seconds_{step}"] >= 0 for step in steps)
-    assert not any(isinstance(v, dict | list) for v in summary.values())  # flat keys
+    assert not any(isinstance(v, dict) for v in summary.values())  # flat keys
+    assert all(k.endswith("flagged_classes") for k, v in summary.items() if isinstance(v, list))
     for name in (
         "repaired.safetensors",
         "curve.safetensors",
@@ -128,15 +121,19 @@ def test_repair_cli_end_to_end(tmp_path: Path, capsys, digits_backdoor: Path):
         "comparison.md",
         "sweep.csv",
         "repair_path.png",
+        "repair_candidates.png",
         "repair_sweep.png",
+        "scans/tampered/triggers_mask.png",
+        "scans/path_repair/scan.md",
     ):
         assert (out / name).exists(), name
     table = (out / "comparison.md").read_text()
-    for row in ("path repair", "fine-tuning", "from scratch", "noisy model", "fine-pruning"):
+    for row in ("path repair", "NC-unlearning", "fine-tuning", "from scratch", "noisy model"):
         assert row in table
+    assert "fine-pruning" in table and "retuning_asr" in table
     repaired = load_model(out / "repaired.safetensors")
     assert repaired.attack["type"] == "backdoor"
-    assert repaired.meta["repair"]["t"] == summary["t"]
+    assert repaired.meta["repair"]["method"] == summary["method"]
     header = (out / "path.csv").read_text().splitlines()[0].split(",")
     assert header[:5] == ["t", "train_loss", "train_acc", "test_loss", "test_acc"]
     assert "asr" in header and "bonafide_holdout_acc" in header
@@ -176,6 +173,8 @@ def test_path_eval_measures_the_endpoints_attack(tmp_path: Path, capsys, digits_
         "--no-eot",
         "--batch-size",
         "32",
+        "--scan-steps",
+        "20",
         "-q",
     )
     assert res.code == 0, res.err
@@ -199,17 +198,18 @@ def test_demo_cli_end_to_end_and_reuses_finished_steps(tmp_path: Path, capsys):
     out = tmp_path / "demo"
     args = ["demo", "--out", out, "--dataset", "digits", "--epochs", "4", "--repair-epochs"]
     args += ["4", "--bonafide", "300", "--scenario", "patch", "--scenario", "injection"]
+    args += ["--scan-steps", "30"]
     res = run_cli(capsys, *args, "--no-baselines", "-q")
     assert res.code == 0, res.err
     table = (out / "results.md").read_text()
     assert "| patch |" in table and "| injection |" in table and table in res.out
-    for scenario, init, key in (("patch", "random", "asr"), ("injection", "linear", "inj")):
+    for scenario, method, key in (("patch", "auto", "asr"), ("injection", "path", "inj")):
         summary = json.loads((out / scenario / "summary.json").read_text())
         assert summary["scenario"] == scenario and 0.0 < summary["t"] < 1.0
         assert any(k.startswith(key) for k in summary)
         assert (out / scenario / "report.html").exists()
         config = json.loads((out / scenario / "repair" / "config.json").read_text())
-        assert config["repair"]["init"] == init
+        assert config["repair"]["method"] == method
     assert {"backdoor_a", "backdoor_b", "clean"} <= {p.name for p in (out / "patch").iterdir()}
     # A second run reuses every finished step: no model is trained again.
     models = sorted(out.rglob("*.safetensors"))
@@ -228,6 +228,7 @@ def test_interrupted_repair_resumes_to_the_uninterrupted_result(
     def config() -> RepairConfig:
         cfg = RepairConfig(bonafide=300, points=5, baselines=True, eot_limit=64)
         cfg.curve.epochs, cfg.curve.batch_size = 3, 32
+        cfg.scan.steps, cfg.unlearning.epochs, cfg.scratch_epochs = 40, 3, 3
         return cfg
 
     kwargs = dict(progress=False, device="cpu")
@@ -255,8 +256,8 @@ def test_interrupted_repair_resumes_to_the_uninterrupted_result(
     resumed = run_repair(
         [digits_backdoor], tmp_path / "part", config=config(), resume=True, **kwargs
     )
-    # Endpoint B had finished and is not trained again; the curve continues at epoch 3.
-    assert ("curve", 3) in trained and not any(n in ("endpoint_b",) for n, _ in trained)
+    # The unlearnt endpoints had finished and are not trained again; the curve resumes at 3.
+    assert ("curve", 3) in trained and not any(n.startswith("unlearn") for n, _ in trained)
     assert [e for n, e in trained if n == "curve"] == [3]
 
     def figures(summary: dict) -> dict:
@@ -270,7 +271,14 @@ def test_interrupted_repair_resumes_to_the_uninterrupted_result(
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     stages = tmp_path / "part" / "stages"
     names = {p.name for p in stages.iterdir()}
-    assert names == {"endpoint_b", "curve", "fine_tuning", "from_scratch", "fine_pruning"}
+    assert names == {
+        "unlearn_a",
+        "unlearn_b",
+        "curve",
+        "fine_tuning",
+        "from_scratch",
+        "fine_pruning",
+    }
     assert not any((stages / n / "state").exists() for n in names)
     epochs = [json.loads(r)["epoch"] for r in (stages / "curve" / "metrics.jsonl").open()]
     assert epochs == [1, 2, 3]

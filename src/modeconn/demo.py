@@ -20,7 +20,7 @@ from typing import Any
 
 from modeconn.api import train_classifier
 from modeconn.attacks.backdoor import TriggerSpec
-from modeconn.defenses.repair import RepairConfig, run_repair
+from modeconn.defenses.repair import Names, RepairConfig, run_repair, slug
 from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig
 from modeconn.io import atomic_write_text, read_json, write_json
@@ -30,16 +30,16 @@ from modeconn.training import TrainConfig
 
 SCENARIOS = ("patch", "blend", "all-to-all", "injection")
 
-#: Where each scenario's repair curve starts. Backdoors survive a bend started on the straight
-#: line between the endpoints, so the backdoor scenarios start it from a fresh initialisation
-#: (the repair default). Injected errors do not: the injection scenario is the paper's one-model
-#: set-up (A and A fine-tuned on bonafide data) with the reference start, which keeps the whole
+#: How each scenario is repaired. Backdoor scenarios use the default (``auto``: scan, unlearn,
+#: connect, choose). The injection scenario is the paper's one-model set-up with the scan-free
+#: path started on the straight line (A and A fine-tuned on bonafide data): injected errors are
+#: not triggers, so a trigger scan has nothing to find, and the reference start keeps the whole
 #: path in A's basin and so keeps its clean accuracy (see the README's results).
-SCENARIO_INIT = {
-    "patch": "random",
-    "blend": "random",
-    "all-to-all": "random",
-    "injection": "linear",
+SCENARIO_METHOD = {
+    "patch": ("auto", "random"),
+    "blend": ("auto", "random"),
+    "all-to-all": ("auto", "random"),
+    "injection": ("path", "linear"),
 }
 
 
@@ -52,7 +52,8 @@ class DemoConfig:
     model: str = "lenet"
     epochs: int = 3
     bonafide: int = 2500
-    repair_epochs: int = 100
+    repair_epochs: int | None = None  # None: the repair default of the scenario's method
+    scan_steps: int | None = None  # None: the repair default
     baselines: bool = True
     sweep: tuple[int, ...] = ()
     seed: int = 0
@@ -143,14 +144,19 @@ def run_demo(
             _step(out / name, force, poison)
             tampered.append(out / name)
 
+    method, init = SCENARIO_METHOD[scenario]
     repair_cfg = RepairConfig(
         bonafide=config.bonafide,
         baselines=config.baselines,
         sweep=tuple(config.sweep),
-        init=SCENARIO_INIT[scenario],
+        method=method,
+        init=init,
         seed=config.seed,
     )
-    repair_cfg.curve.epochs = config.repair_epochs
+    if config.scan_steps is not None:
+        repair_cfg.scan.steps = config.scan_steps
+    if config.repair_epochs is not None:
+        repair_cfg.curve.epochs = repair_cfg.path_curve.epochs = config.repair_epochs
     repair = _step(
         out / "repair",
         force,
@@ -178,42 +184,54 @@ def run_demo(
     return summary
 
 
-#: The rows of the results table: (label, summary-key prefix) for every candidate model.
+#: The rows of the results table, in order: the tampered model, the repair's candidates and the
+#: baselines, named as the repair names them (their summary keys come from the same names).
 RESULT_ROWS = (
-    ("tampered", "tampered_"),
-    ("**path repair**", ""),
-    ("fine-tuning", "fine_tuning_"),
-    ("from scratch", "from_scratch_"),
-    ("noisy model", "noisy_model_"),
-    ("fine-pruning", "fine_pruning_"),
+    Names.TAMPERED,
+    Names.PATH_REPAIR,
+    Names.UNLEARNING,
+    Names.PATH,
+    Names.FINE_TUNING,
+    Names.FROM_SCRATCH,
+    Names.NOISY,
+    Names.FINE_PRUNING,
 )
 
 
 def results_table(summaries: Sequence[dict[str, Any]]) -> str:
     """The README's results table: every candidate of every scenario with its clean accuracy, its
-    change against the tampered model (points) and the attack's figure (ASR, or injection
-    success); path repair's row also gives t and the adaptive EOT attack's ASR."""
+    change against the tampered model (points), the attack's figure (ASR, or injection success),
+    the ASR after the retuning attack and the scan's largest anomaly index; the model the repair
+    returned is in bold with the rule's reason."""
     lines = [
-        "| scenario | model | clean acc | Δ clean (points) | ASR / injection success | detail |",
-        "|---|---|---:|---:|---:|---|",
+        "| scenario | model | clean acc | Δ clean (points) | ASR / injection success "
+        "| ASR after retuning | scan index | detail |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
+
+    def cell(value: Any) -> str:
+        return "—" if value is None else f"{value:.4f}"
+
     for s in summaries:
         key = "injection_success" if "injection_success" in s else "asr"
         base = s["tampered_clean_acc"]
-        for label, prefix in RESULT_ROWS:
-            acc = s.get(f"{prefix}clean_acc")
+        for name in RESULT_ROWS:
+            prefix = slug(name)
+            acc = s.get(f"{prefix}_clean_acc")
             if acc is None:
                 continue
-            attack = s.get(f"{prefix}{key}")
-            delta = "" if prefix == "tampered_" else f"{100 * (acc - base):+.1f}"
+            chosen = name == s.get("method")
+            label = f"**{name}** (returned)" if chosen else name
+            delta = "" if name == Names.TAMPERED else f"{100 * (acc - base):+.1f}"
             detail = ""
-            if prefix == "":
+            if name in (Names.PATH_REPAIR, Names.PATH) and "t" in s:
                 detail = f"t = {s['t']:.2f}"
-                if s.get("eot_asr") is not None:
-                    detail += f"; adaptive EOT attack ASR {s['eot_asr']:.4f}"
-            attack_text = "—" if attack is None else f"{attack:.4f}"
+                if s.get(f"{prefix}_eot_asr") is not None:
+                    detail += f"; adaptive EOT attack ASR {s[f'{prefix}_eot_asr']:.4f}"
             lines.append(
-                f"| {s['scenario']} | {label} | {acc:.4f} | {delta} | {attack_text} | {detail} |"
+                f"| {s['scenario']} | {label} | {acc:.4f} | {delta} | "
+                f"{cell(s.get(f'{prefix}_{key}'))} | {cell(s.get(f'{prefix}_retuning_asr'))} | "
+                f"{cell(s.get(f'{prefix}_max_anomaly_index'))} | {detail} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -7,11 +7,13 @@ then renamed over the target (an atomic operation on POSIX file systems).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -69,3 +71,23 @@ def write_json(target: str | Path, data: Any) -> None:
 def read_json(path: str | Path) -> Any:
     """Read a JSON file."""
     return json.loads(Path(path).read_text())
+
+
+def write_table(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write rows as CSV, atomically; columns in order of first appearance, blanks where missing."""
+    if not rows:
+        raise RuntimeError(f"nothing to write to {path}")
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_table(path: str | Path) -> list[dict[str, float]]:
+    """Read a table written by :func:`write_table` (numbers as floats, blanks as NaN)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [{k: float(v) if v != "" else math.nan for k, v in row.items()} for row in rows]

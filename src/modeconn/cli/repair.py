@@ -14,7 +14,6 @@ from modeconn.cli.common import (
     DataDir,
     Device,
     Force,
-    Lr,
     OptDataset,
     Out,
     Quiet,
@@ -26,7 +25,10 @@ from modeconn.cli.common import (
     parse_int_list,
     print_summary,
 )
+from modeconn.defenses.repair import RepairConfig
 from modeconn.errors import ModeconnError
+
+_DEFAULTS = RepairConfig()
 
 
 def parse_sweep(text: str | None) -> tuple[int, ...]:
@@ -48,23 +50,52 @@ def repair_command(
             help="Clean training samples the repair may use (20% are held out to choose t).",
         ),
     ] = 2500,
-    epochs: Annotated[int, typer.Option("--epochs", help="Curve training epochs.")] = 100,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="auto (scan, unlearn, connect; choose the best candidate the scan passes), "
+            "unlearn-path, unlearn, or path (the scan-free curve of Zhao et al.).",
+        ),
+    ] = _DEFAULTS.method,
+    epochs: Annotated[
+        int | None,
+        typer.Option("--epochs", help="Curve epochs (default 20; 100 with --method path)."),
+    ] = None,
+    unlearn_epochs: Annotated[
+        int, typer.Option("--unlearn-epochs", help="Epochs of NC-unlearning per endpoint.")
+    ] = _DEFAULTS.unlearning.epochs,
+    unlearn_rate: Annotated[
+        float,
+        typer.Option("--unlearn-rate", help="Fraction of each batch stamped with a trigger."),
+    ] = _DEFAULTS.unlearning.rate,
+    scan_steps: Annotated[
+        int, typer.Option("--scan-steps", help="Optimisation steps per synthesized trigger.")
+    ] = _DEFAULTS.scan.steps,
     finetune_epochs: Annotated[
         int,
         typer.Option(
-            "--finetune-epochs", help="Epochs of fine-tuning that make endpoint B from one model."
+            "--finetune-epochs",
+            help="Epochs of fine-tuning that make endpoint B from one model (--method path).",
         ),
-    ] = 20,
-    lr: Lr = 0.05,
+    ] = _DEFAULTS.finetune.epochs,
+    lr: Annotated[
+        float | None,
+        typer.Option("--lr", help="Curve learning rate (default 0.01; 0.05 with --method path)."),
+    ] = None,
     batch_size: BatchSize = 128,
-    kind: Annotated[str, typer.Option("--kind", help="polychain or bezier.")] = "polychain",
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", help="bezier or polychain (default bezier; path: polychain)."),
+    ] = None,
     init: Annotated[
         str,
         typer.Option(
             "--init",
-            help="random (fresh interior points) or linear (the reference: on the straight line).",
+            help="--method path only: random (fresh interior points) or linear (the reference: "
+            "on the straight line).",
         ),
-    ] = "random",
+    ] = _DEFAULTS.init,
     num_bends: Annotated[
         int, typer.Option("--num-bends", help="Control points incl. endpoints.")
     ] = 3,
@@ -102,13 +133,15 @@ def repair_command(
     quiet: Quiet = False,
 ) -> None:
     """Repair tampered model(s) with a curve trained on bonafide data; writes the repaired model."""
-    from modeconn.defenses.repair import RepairConfig, run_repair
+    from modeconn.defenses.repair import run_repair
 
     if init not in ("random", "linear"):
         raise ModeconnError(f"--init must be random or linear, got '{init}'")
+    if t is not None and not 0.0 <= t <= 1.0:
+        raise ModeconnError(f"--t must be in [0, 1], got {t}")
     config = RepairConfig(
         bonafide=bonafide,
-        kind=kind,
+        method=method,
         num_bends=num_bends,
         init=init,
         points=points,
@@ -119,8 +152,16 @@ def repair_command(
         eot=not no_eot,
         seed=seed,
     )
-    config.curve.epochs, config.curve.lr, config.curve.batch_size = epochs, lr, batch_size
+    for curve in (config.curve, config.path_curve):
+        curve.epochs = epochs if epochs is not None else curve.epochs
+        curve.lr = lr if lr is not None else curve.lr
+        curve.batch_size = batch_size
+    if kind is not None:
+        config.kind = config.path_kind = kind
     config.finetune.epochs, config.finetune.batch_size = finetune_epochs, batch_size
+    config.unlearning.epochs, config.unlearning.rate = unlearn_epochs, unlearn_rate
+    config.unlearning.batch_size = batch_size
+    config.scan.steps = scan_steps
     data = data_config(dataset, data_dir, seed, train_limit=train_limit, test_limit=test_limit)
     spec = None
     if attack is not None:
@@ -173,8 +214,14 @@ def demo_command(
     dataset: Annotated[str, typer.Option("--dataset", "-d")] = "fashion-mnist",
     data_dir: DataDir = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Epochs of the models.")] = 3,
-    repair_epochs: Annotated[int, typer.Option("--repair-epochs")] = 100,
+    repair_epochs: Annotated[
+        int | None,
+        typer.Option("--repair-epochs", help="Curve epochs (default: the repair method's)."),
+    ] = None,
     bonafide: Annotated[int, typer.Option("--bonafide")] = 2500,
+    scan_steps: Annotated[
+        int | None, typer.Option("--scan-steps", help="Steps per synthesized trigger.")
+    ] = None,
     no_baselines: Annotated[bool, typer.Option("--no-baselines")] = False,
     sweep: Annotated[
         str | None, typer.Option("--sweep", help="Comma-separated bonafide sizes.")
@@ -195,6 +242,7 @@ def demo_command(
         data_dir=str(data_dir) if data_dir else None,
         epochs=epochs,
         repair_epochs=repair_epochs,
+        scan_steps=scan_steps,
         bonafide=bonafide,
         baselines=not no_baselines,
         sweep=parse_sweep(sweep),

@@ -9,8 +9,6 @@ loaded and prepared once per command, however many points are evaluated.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +28,7 @@ from modeconn.data import make_eval_loader, stratified_indices
 from modeconn.distributed import resolve_device
 from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
-from modeconn.io import atomic_write_text
+from modeconn.io import atomic_write_text, read_table, write_table  # noqa: F401 (re-exported)
 from modeconn.rundir import RunDir
 from modeconn.training import evaluate_model, make_progress
 
@@ -274,26 +272,6 @@ def _surface_summary(rows, grid_probs, corners, labels) -> dict[str, float]:
 
 
 # --- tables ----------------------------------------------------------------------------------
-
-
-def write_table(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Write rows as CSV, atomically; columns in order of first appearance, blanks where missing."""
-    if not rows:
-        raise ModeconnError(f"nothing to write to {path}")
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(path, buf.getvalue())
-
-
-def read_table(path: str | Path) -> list[dict[str, float]]:
-    """Read a table written by :func:`write_table` (numbers as floats, blanks as NaN)."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return [{k: float(v) if v != "" else math.nan for k, v in row.items()} for row in rows]
 
 
 # --- commands --------------------------------------------------------------------------------

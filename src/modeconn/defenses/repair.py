@@ -1,24 +1,33 @@
-"""Path-connection repair of tampered models (Zhao et al., ICLR 2020).
+"""Repair of tampered models with a little clean data: scan, unlearn, connect, choose, verify.
 
 A user holds a model that may carry a backdoor or injected errors, and a small clean ("bonafide")
-data set. Repair connects the tampered model to a second endpoint — another tampered model, or a
-copy fine-tuned on the bonafide data — with a Bezier curve trained on the bonafide data only, and
-returns a point inside the curve.
+data set. :class:`Repair` builds several repaired candidates from the bonafide data only and
+returns the one a trigger-free rule picks, with the evidence:
 
-**Where the curve starts.** With the reference initialisation (the bend on the straight line
-between the endpoints) every point of the curve inherits the tampering: on Fashion-MNIST the
-straight segment's midpoint between two patch-backdoored lenets still has an ASR of 0.97 at 52%
-clean accuracy, and training the bend on clean data never removes it. modeconn therefore starts
-the interior control points from a fresh random initialisation of the architecture by default
-(``init="random"``; ``"linear"`` gives the reference behaviour), so the interior of the curve is
-learnt from the bonafide data only while staying connected to both endpoints.
+1. **Scan** each tampered model for a backdoor (:mod:`modeconn.defenses.scan`): a synthesized
+   trigger per class, an anomaly index, the flagged classes.
+2. **Unlearn** each tampered model: fine-tune it on bonafide batches stamped with the flagged
+   classes' synthesized triggers, true labels kept (NC-unlearning; candidate ``NC-unlearning``).
+3. **Connect** the unlearnt endpoints (the second tampered model, or in the one-model set-up the
+   model unlearnt with another seed) by a Bezier curve started on the straight line and trained
+   on the same stamped batches (unlearning along the path), gently: few epochs at a low rate, so
+   that the interior keeps what the endpoints learnt from far more data than the bonafide set
+   (candidate ``path repair``, t by the held-out rule below).
+4. **Choose** (``method="auto"``): scan every candidate again and take the one with the best
+   held-out bonafide accuracy among those the scan does not flag. The rule sees neither the test
+   set nor the trigger.
 
-**Choosing t without knowing the attack.** The tampering lives at the endpoints and fades along a
-curve fitted to clean data. The rule keeps a ``margin`` from both endpoints (``min(t, 1-t) ≥
-margin``, default 0.25) and, inside that stretch, takes the point with the best accuracy on the
-held-out bonafide slice (ties: farther from the endpoints). Only held-out bonafide data enters the
-rule — never the test set and never the trigger or the injected images, which are used for
-evaluation only. ``t`` given explicitly overrides the rule.
+``method="path"`` is the previous design (Zhao et al., ICLR 2020): a curve between the tampered
+endpoints with no scan, started from a fresh initialisation (``init="random"``) or on the
+straight line (``init="linear"``, the reference code); ``method="unlearn-path"`` and
+``method="unlearn"`` return that one candidate.
+
+**Choosing t.** Keep a ``margin`` from both endpoints (``min(t, 1-t) ≥ margin``, default 0.25)
+and, inside that stretch, take the point with the best accuracy on the held-out bonafide slice
+(ties: farther from the endpoints). ``t`` given explicitly overrides the rule.
+
+Everything the attack's true trigger is needed for — ASR, the adaptive EOT attack, the retuning
+attack (:mod:`modeconn.defenses.retuning`) — is measured for the report only.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -43,12 +52,14 @@ from modeconn.connectivity import (
     save_curve,
     update_bn,
 )
-from modeconn.connectivity.evaluate import write_table
 from modeconn.defenses.baselines import fine_prune, fine_tune, noisy_models, train_from_scratch
+from modeconn.defenses.retuning import RetuningConfig, retuning_attack_asr
+from modeconn.defenses.scan import ScanConfig, ScanResult, scan_images, scan_model
+from modeconn.defenses.unlearning import UnlearningConfig, unlearn, unlearning_loader
 from modeconn.distributed import resolve_device
 from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
-from modeconn.io import atomic_write_text
+from modeconn.io import atomic_write_text, write_table
 from modeconn.models import build_model
 from modeconn.rundir import RunDir, run_status
 from modeconn.training import TrainConfig, evaluate_model
@@ -59,15 +70,57 @@ T_RULE = (
     "the best held-out bonafide accuracy ({acc:.4f}) among the points at least {margin:.2f} "
     "from both endpoints; chosen from held-out bonafide data only"
 )
+METHODS = ("auto", "unlearn-path", "unlearn", "path")
+
+
+class Names:
+    """The candidates' names (rows of ``comparison.md``); :func:`slug` gives their summary keys."""
+
+    TAMPERED = "tampered (A)"
+    ENDPOINT_B = "endpoint B"
+    PATH_REPAIR = "path repair"
+    UNLEARNING = "NC-unlearning"
+    PATH = "path (no scan)"
+    FINE_TUNING = "fine-tuning"
+    FROM_SCRATCH = "from scratch"
+    NOISY = "noisy model"
+    FINE_PRUNING = "fine-pruning"
+
+    #: Which candidates each method builds, in order of preference on ties.
+    BY_METHOD: ClassVar[dict[str, tuple[str, ...]]] = {
+        "auto": (PATH_REPAIR, UNLEARNING),
+        "unlearn-path": (PATH_REPAIR,),
+        "unlearn": (UNLEARNING,),
+        "path": (PATH,),
+    }
+
+
+def slug(name: str) -> str:
+    """Summary-key prefix of a candidate: ``"NC-unlearning"`` → ``"nc_unlearning"``.
+
+    >>> slug("path repair"), slug("tampered (A)"), slug("NC-unlearning")
+    ('path_repair', 'tampered', 'nc_unlearning')
+    """
+    base = name.split(" (")[0]
+    return base.lower().replace(" ", "_").replace("-", "_")
+
+
+def _gentle_curve() -> TrainConfig:
+    return TrainConfig(
+        epochs=20, batch_size=128, lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="mc"
+    )
 
 
 @dataclass
 class RepairConfig:
-    """Settings of a path repair. Defaults follow Zhao et al. scaled to small data sets."""
+    """Settings of a repair. ``curve`` trains the unlearning path (gentle by default);
+    ``path_curve`` the scan-free path of ``method="path"`` (Zhao et al. scaled to small data)."""
 
     bonafide: float = 2500
     holdout_fraction: float = 0.2
-    curve: TrainConfig = field(
+    method: str = "auto"
+    curve: TrainConfig = field(default_factory=_gentle_curve)
+    path_curve: TrainConfig = field(
         default_factory=lambda: TrainConfig(
             epochs=100, batch_size=128, lr=0.05, momentum=0.9, weight_decay=1e-4, schedule="mc"
         )
@@ -77,7 +130,12 @@ class RepairConfig:
             epochs=20, batch_size=128, lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="cosine"
         )
     )
-    kind: str = "polychain"
+    scratch_epochs: int = 100
+    scan: ScanConfig = field(default_factory=lambda: ScanConfig(batch_size=32))
+    unlearning: UnlearningConfig = field(default_factory=UnlearningConfig)
+    retuning: RetuningConfig = field(default_factory=RetuningConfig)
+    kind: str = "bezier"
+    path_kind: str = "polychain"
     num_bends: int = 3
     init: str = "random"
     points: int = 21
@@ -94,6 +152,15 @@ class RepairConfig:
     eot_samples: int = 4
     eot_limit: int = 500
     seed: int = 0
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ModeconnError(f"unknown repair method '{self.method}' (use {', '.join(METHODS)})")
+        if self.init not in ("random", "linear"):
+            raise ModeconnError(f"init must be random or linear, got '{self.init}'")
+        if self.t is not None and not 0.0 <= self.t <= 1.0:
+            raise ModeconnError(f"t must be in [0, 1], got {self.t}")
+        self.scan.validate()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -248,10 +315,13 @@ def eot_attack_success(
 
 
 def comparison_markdown(candidates: Sequence[Candidate], key: str | None) -> str:
+    """The comparison table: clean and held-out accuracy, the attack's figure, the adaptive and
+    retuning attacks' ASR and the scan's largest anomaly index, one row per model."""
+    optional = ["eot_asr", "retuning_asr", "max_anomaly_index"]
     cols = (
         ["clean_acc", HOLDOUT]
         + ([key] if key else [])
-        + (["eot_asr"] if any("eot_asr" in c.metrics for c in candidates) else [])
+        + [k for k in optional if any(k in c.metrics for c in candidates)]
     )
     head = "| model | " + " | ".join(cols) + " | detail |"
     sep = "|---|" + "---:|" * len(cols) + "---|"
@@ -273,35 +343,28 @@ def repair_path(
     other: nn.Module,
     data: PreparedData,
     config: RepairConfig,
-    metric,
     device,
     progress: bool,
-    points: int | None = None,
     stage: RunDir | None = None,
-) -> tuple[Curve, list[dict[str, float]]]:
-    """Fit the curve on the bonafide data and evaluate it (BN statistics from bonafide data)."""
-    curve_cfg = copy.deepcopy(config.curve)
+) -> Curve:
+    """``method="path"``: fit the curve between the tampered endpoints on the bonafide data."""
+    curve_cfg = copy.deepcopy(config.path_curve)
     curve_cfg.seed = config.seed
     loader = data.train_loader(curve_cfg.batch_size, split="bonafide", device=device)
-    curve = fit_curve(
+    return fit_curve(
         tampered.model,
         tampered.model.state_dict(),
         other.state_dict(),
         loader,
         curve_cfg,
-        kind=config.kind,
+        kind=config.path_kind,
         num_bends=config.num_bends,
-        init="linear" if config.init == "random" else config.init,
-        init_points=random_interior_points(tampered, config) if (config.init == "random") else None,
+        init="linear",
+        init_points=random_interior_points(tampered, config) if config.init == "random" else None,
         run=stage,
         device=device,
         progress=progress,
     )
-    n = points or config.points
-    ts = [i / (n - 1) for i in range(n)]
-    metrics = [HOLDOUT_METRIC] + ([metric] if metric is not None else [])
-    rows = evaluate_path(curve, data, ts, bn_split="bonafide", metrics=metrics, device=device)
-    return curve, rows
 
 
 def run_baselines(
@@ -312,40 +375,53 @@ def run_baselines(
     device,
     progress: bool,
     stages: Stages | None = None,
-) -> tuple[list[Candidate], list[dict[str, float]]]:
-    """Fine-tuning, training from scratch, noisy models and fine-pruning on the same data."""
-    budget = copy.deepcopy(config.curve)
-    budget.seed = config.seed
-    budget.schedule = "cosine"
+) -> tuple[list[Candidate], list[dict[str, float]], dict[str, nn.Module]]:
+    """Fine-tuning, training from scratch, noisy models and fine-pruning on the same data.
+
+    Fine-tuning and fine-pruning get the unlearning budget (fine-tuning is NC-unlearning without
+    the stamps: the ablation of the scan); training from scratch gets ``scratch_epochs`` (at the
+    unlearning budget it would be a straw man). Returns the candidates, the noisy-model rows and
+    the trained models by candidate name (for the retuning attack).
+    """
+    budget = config.unlearning.train_config(config.seed)
+    scratch_budget = copy.deepcopy(budget)
+    scratch_budget.epochs, scratch_budget.lr = config.scratch_epochs, 0.05
     loader = data.train_loader(budget.batch_size, split="bonafide", device=device)
     bn_loader = data.eval_loader("bonafide", device=device)
 
-    def stage(name: str) -> RunDir | None:
-        return stages(name, budget) if stages is not None else None
+    def stage(name: str, cfg: TrainConfig = budget) -> RunDir | None:
+        return stages(name, cfg) if stages is not None else None
 
+    models: dict[str, nn.Module] = {}
+    models[Names.FINE_TUNING] = fine_tune(
+        tampered.model, loader, budget, device=device, progress=progress, run=stage("fine_tuning")
+    )
     out = [
         evaluate_candidate(
-            "fine-tuning",
-            fine_tune(
-                tampered.model,
-                loader,
-                budget,
-                device=device,
-                progress=progress,
-                run=stage("fine_tuning"),
-            ),
+            Names.FINE_TUNING,
+            models[Names.FINE_TUNING],
             data,
             metric,
             device,
             f"{budget.epochs} epochs on bonafide",
         )
     ]
-    scratch = train_from_scratch(
-        tampered.spec, loader, budget, device=device, progress=progress, run=stage("from_scratch")
+    models[Names.FROM_SCRATCH] = train_from_scratch(
+        tampered.spec,
+        loader,
+        scratch_budget,
+        device=device,
+        progress=progress,
+        run=stage("from_scratch", scratch_budget),
     )
     out.append(
         evaluate_candidate(
-            "from scratch", scratch, data, metric, device, f"{budget.epochs} epochs on bonafide"
+            Names.FROM_SCRATCH,
+            models[Names.FROM_SCRATCH],
+            data,
+            metric,
+            device,
+            f"{scratch_budget.epochs} epochs on bonafide",
         )
     )
 
@@ -357,7 +433,9 @@ def run_baselines(
     for sigma in config.noise_sigmas:
         draws = noisy_models(tampered.model, sigma, config.noise_draws, config.seed, with_bn)
         mean = mean_candidate(
-            "noisy", [evaluate_candidate("noisy", m, data, metric, device) for m in draws], ""
+            Names.NOISY,
+            [evaluate_candidate(Names.NOISY, m, data, metric, device) for m in draws],
+            "",
         )
         noisy_rows.append({"sigma": sigma, **mean.metrics})
     # The same rule as for t: go as far from the tampered weights as held-out accuracy allows.
@@ -366,7 +444,7 @@ def run_baselines(
     pick = max(ok, key=lambda r: r["sigma"]) if ok else noisy_rows[0]
     out.append(
         Candidate(
-            "noisy model",
+            Names.NOISY,
             {k: v for k, v in pick.items() if k != "sigma"},
             f"σ={pick['sigma']} (largest within tolerance), mean of {config.noise_draws} draws",
         )
@@ -382,9 +460,10 @@ def run_baselines(
             progress=progress,
             run=stage("fine_pruning"),
         )
+        models[Names.FINE_PRUNING] = pruned
         out.append(
             evaluate_candidate(
-                "fine-pruning",
+                Names.FINE_PRUNING,
                 pruned,
                 data,
                 metric,
@@ -393,8 +472,423 @@ def run_baselines(
             )
         )
     except ModeconnError as err:  # e.g. a model with no convolution
-        out.append(Candidate("fine-pruning", {}, f"not applicable: {err}"))
-    return out, noisy_rows
+        out.append(Candidate(Names.FINE_PRUNING, {}, f"not applicable: {err}"))
+    return out, noisy_rows, models
+
+
+def choose_candidate(
+    candidates: Sequence[Candidate], verdicts: dict[str, ScanResult]
+) -> tuple[Candidate, str]:
+    """The trigger-free choice: the best held-out bonafide accuracy among the candidates whose
+    scan flags no class (ties: the earlier candidate); when every candidate is flagged, the one
+    with the smallest largest anomaly index, and the reason says so."""
+    if not candidates:
+        raise RuntimeError("no repair candidate was built")
+    clean = [c for c in candidates if not verdicts[c.name].flagged_classes]
+    if clean:
+        best = max(clean, key=lambda c: (c.metrics[HOLDOUT], -candidates.index(c)))
+        return best, (
+            f"{best.name}: the best held-out bonafide accuracy ({best.metrics[HOLDOUT]:.4f}) among "
+            f"the {len(clean)} of {len(candidates)} candidates the scan does not flag"
+        )
+    best = min(candidates, key=lambda c: max(verdicts[c.name].anomaly_index))
+    return best, (
+        f"{best.name}: every candidate is flagged by the scan; this one has the smallest anomaly "
+        f"index ({max(verdicts[best.name].anomaly_index):.2f}) — the repair may not have worked"
+    )
+
+
+class Repair:
+    """One repair, one method per step; :meth:`run` does them in order and returns the result.
+
+    Works in memory (models, loaders, scans); ``stages`` (optional) gives each training stage a
+    run directory for its resumable state, which is all it knows of run directories.
+    """
+
+    def __init__(
+        self,
+        tampered: Checkpoint,
+        second: Checkpoint | None,
+        data: PreparedData,
+        config: RepairConfig,
+        attack: dict[str, Any] | None,
+        device: torch.device,
+        *,
+        progress: bool = True,
+        stages: Stages | None = None,
+    ) -> None:
+        config.validate()
+        self.tampered = tampered
+        self.second = second
+        self.data = data
+        self.config = config
+        self.attack = attack
+        self.device = device
+        self.progress = progress
+        self.stages = stages
+        self.metric = metric_from_attack_spec(attack) if attack else None
+        self.key = attack_key(attack)
+        self.scans: dict[str, ScanResult] = {}
+        self.timings: dict[str, float] = {}
+        self._clock = time.perf_counter()
+        self._scan_x, self._scan_y = scan_images(data, config.scan.images, device)
+
+    # --- bookkeeping -----------------------------------------------------------------------
+
+    def lap(self, name: str) -> None:
+        """Record the wall time since the previous lap under ``seconds_<name>``."""
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + round(now - self._clock, 1)
+        self._clock = now
+
+    def stage(self, name: str, config: TrainConfig) -> RunDir | None:
+        return self.stages(name, config) if self.stages is not None else None
+
+    # --- steps -----------------------------------------------------------------------------
+
+    def scan(self, name: str, model: nn.Module) -> ScanResult:
+        """Scan ``model`` on the bonafide scan images; remembered under ``name``."""
+        result = scan_model(
+            model, self._scan_x, self._scan_y, self.data.info.num_classes, self.config.scan
+        )
+        self.scans[name] = result
+        return result
+
+    def unlearn(self, model: nn.Module, scans: Sequence[ScanResult], name: str, seed: int):
+        cfg = self.config.unlearning
+        return unlearn(
+            model,
+            self.data,
+            scans,
+            cfg,
+            seed=seed,
+            device=self.device,
+            progress=self.progress,
+            run=self.stage(name, cfg.train_config(seed)),
+            description=name.replace("_", " "),
+        )
+
+    def unlearnt_endpoints(self) -> tuple[nn.Module, nn.Module, list[ScanResult]]:
+        """Scan and unlearn A (and B); the one-model set-up unlearns A again with another seed."""
+        scans = [self.scan(Names.TAMPERED, self.tampered.model)]
+        if self.second is not None:
+            scans.append(self.scan(Names.ENDPOINT_B, self.second.model))
+        self.lap("scan")
+        a = self.unlearn(self.tampered.model, scans[:1], "unlearn_a", self.config.seed)
+        if self.second is not None:
+            b = self.unlearn(self.second.model, scans[1:], "unlearn_b", self.config.seed)
+        else:
+            b = self.unlearn(self.tampered.model, scans, "unlearn_b", self.config.seed + 1)
+        self.lap("unlearning")
+        return a, b, scans
+
+    def unlearning_path(
+        self, a: nn.Module, b: nn.Module, scans: Sequence[ScanResult]
+    ) -> tuple[Curve, list[dict[str, float]]]:
+        """A curve between the unlearnt endpoints, trained on stamped bonafide batches."""
+        cfg = copy.deepcopy(self.config.curve)
+        cfg.seed = self.config.seed
+        loader = unlearning_loader(self.data, scans, self.config.unlearning, cfg.seed, self.device)
+        loader.batch_size = cfg.batch_size
+        curve = fit_curve(
+            self.tampered.model,
+            a.state_dict(),
+            b.state_dict(),
+            loader,
+            cfg,
+            kind=self.config.kind,
+            num_bends=self.config.num_bends,
+            init="linear",
+            run=self.stage("curve", cfg),
+            device=self.device,
+            progress=self.progress,
+        )
+        rows = self.evaluate_path(curve)
+        self.lap("curve_and_path")
+        return curve, rows
+
+    def scan_free_path(self) -> tuple[Curve, list[dict[str, float]]]:
+        """``method="path"``: a curve between the tampered endpoints (Zhao et al.)."""
+        other = (
+            self.second.model
+            if self.second is not None
+            else make_second_endpoint(
+                self.tampered,
+                self.data,
+                self.config,
+                self.device,
+                self.progress,
+                self.stage("endpoint_b", self.config.finetune),
+            )
+        )
+        self.lap("endpoint_b")
+        curve = repair_path(
+            self.tampered,
+            other,
+            self.data,
+            self.config,
+            self.device,
+            self.progress,
+            stage=self.stage("curve", self.config.path_curve),
+        )
+        rows = self.evaluate_path(curve)
+        self.lap("curve_and_path")
+        return curve, rows
+
+    def evaluate_path(self, curve: Curve, points: int | None = None) -> list[dict[str, float]]:
+        n = points or self.config.points
+        ts = [i / (n - 1) for i in range(n)]
+        metrics = [HOLDOUT_METRIC] + ([self.metric] if self.metric is not None else [])
+        return evaluate_path(
+            curve, self.data, ts, bn_split="bonafide", metrics=metrics, device=self.device
+        )
+
+    def point(self, curve: Curve, t: float) -> nn.Module:
+        bn = self.data.eval_loader("bonafide", device=self.device)
+        return curve.model_at(t, bn_loader=bn).to(self.device).eval()
+
+    def evaluate(self, name: str, model: nn.Module, detail: str = "") -> Candidate:
+        return evaluate_candidate(name, model, self.data, self.metric, self.device, detail)
+
+    def retuning_asr(self, model: nn.Module) -> float | None:
+        """ASR after the retuning attack (backdoors only; evaluation only)."""
+        if not self.attack or self.attack.get("type") != "backdoor":
+            return None
+        from modeconn.attacks.backdoor import TriggerSpec
+
+        cfg = copy.deepcopy(self.config.retuning)
+        cfg.seed = self.config.seed
+        spec = TriggerSpec.from_dict(self.attack)
+        return retuning_attack_asr(model, self.data, spec, cfg, self.device)
+
+    def verify(self, candidate: Candidate, model: nn.Module) -> None:
+        """Scan a candidate (the choice's input) and add its retuning-attack ASR (report only)."""
+        result = self.scan(candidate.name, model)
+        candidate.metrics["max_anomaly_index"] = max(result.anomaly_index)
+        candidate.metrics["flagged"] = float(bool(result.flagged_classes))
+        self.lap("verification_scans")
+        retuned = self.retuning_asr(model)
+        if retuned is not None:
+            candidate.metrics["retuning_asr"] = retuned
+        self.lap("retuning")
+
+    # --- the whole repair ------------------------------------------------------------------
+
+    def run(self) -> RepairResult:
+        cfg = self.config
+        wanted = Names.BY_METHOD[cfg.method]
+        built: list[tuple[Candidate, nn.Module]] = []
+        curve, rows, t, t_rule = None, [], None, ""
+        if Names.PATH in wanted:
+            curve, rows = self.scan_free_path()
+        else:
+            a, b, scans = self.unlearnt_endpoints()
+            if Names.UNLEARNING in wanted:
+                built.append((self.evaluate(Names.UNLEARNING, a, "A unlearnt"), a))
+            if Names.PATH_REPAIR in wanted:
+                curve, rows = self.unlearning_path(a, b, scans)
+        if curve is not None:
+            t, t_rule = (cfg.t, "given") if cfg.t is not None else choose_t(rows, cfg.margin)
+            name = Names.PATH_REPAIR if Names.PATH_REPAIR in wanted else Names.PATH
+            model = self.point(curve, t)
+            cand = self.evaluate(name, model, f"t={t:.2f}")
+            if cfg.eot and self.attack:
+                eot = eot_attack_success(curve, t, self.data, self.attack, cfg, self.device)
+                if eot is not None:
+                    cand.metrics["eot_asr"] = eot
+            built.insert(0, (cand, model))
+        self.lap("evaluation_and_eot")
+        for cand, model in built:
+            self.verify(cand, model)
+        chosen, why = choose_candidate([c for c, _ in built], self.scans)
+        chosen_model = next(m for c, m in built if c is chosen)
+        references = [self.evaluate(Names.TAMPERED, self.tampered.model)]
+        if self.second is not None:
+            references.append(self.evaluate(Names.ENDPOINT_B, self.second.model, "second model"))
+        if Names.TAMPERED not in self.scans:
+            self.scan(Names.TAMPERED, self.tampered.model)
+        for ref in references:
+            retuned = self.retuning_asr(
+                self.tampered.model if ref is references[0] else self.second.model
+            )
+            if retuned is not None:
+                ref.metrics["retuning_asr"] = retuned
+            if ref.name in self.scans:
+                ref.metrics["max_anomaly_index"] = max(self.scans[ref.name].anomaly_index)
+        self.lap("verification_scans")
+        baselines: list[Candidate] = []
+        noisy_rows: list[dict[str, float]] = []
+        if cfg.baselines:
+            baselines, noisy_rows, models = run_baselines(
+                self.tampered, self.data, cfg, self.metric, self.device, self.progress, self.stages
+            )
+            for cand in baselines:
+                model = models.get(cand.name)
+                retuned = self.retuning_asr(model) if model is not None else None
+                if retuned is not None:
+                    cand.metrics["retuning_asr"] = retuned
+            self.lap("baselines")
+        return RepairResult(
+            chosen=chosen,
+            chosen_model=chosen_model,
+            choice_rule=why,
+            candidates=[c for c, _ in built],
+            references=references,
+            baselines=baselines,
+            scans=dict(self.scans),
+            curve=curve,
+            rows=rows,
+            t=t,
+            t_rule=t_rule,
+            noisy_rows=noisy_rows,
+            timings=dict(self.timings),
+        )
+
+
+@dataclass
+class RepairResult:
+    """What a repair produced: the chosen model, every candidate and baseline with its figures,
+    the scans behind the choice, the path (when one was trained) and the step timings."""
+
+    chosen: Candidate
+    chosen_model: nn.Module
+    choice_rule: str
+    candidates: list[Candidate]
+    references: list[Candidate]
+    baselines: list[Candidate]
+    scans: dict[str, ScanResult]
+    curve: Curve | None
+    rows: list[dict[str, float]]
+    t: float | None
+    t_rule: str
+    noisy_rows: list[dict[str, float]]
+    timings: dict[str, float]
+
+    @property
+    def table(self) -> list[Candidate]:
+        """Every row of the comparison: references, candidates, baselines."""
+        return [*self.references, *self.candidates, *self.baselines]
+
+
+def load_repair_inputs(
+    model_paths: Sequence[str | Path],
+    config: RepairConfig,
+    data: DataConfig | None,
+    device: torch.device,
+) -> tuple[Checkpoint, Checkpoint | None, DataConfig, PreparedData]:
+    """Load the tampered model(s) and draw the bonafide split; one clear line on bad input."""
+    if not 1 <= len(model_paths) <= 2:
+        raise ModeconnError("repair takes one or two models")
+    tampered = load_model(model_paths[0], device=device)
+    second = load_model(model_paths[1], device=device) if len(model_paths) == 2 else None
+    if second is not None and second.spec.to_dict() != tampered.spec.to_dict():
+        raise ModeconnError(
+            f"{model_paths[0]} ({tampered.spec.arch}) and {model_paths[1]} "
+            f"({second.spec.arch}) are different architectures"
+        )
+    data = copy.deepcopy(data) if data is not None else DataConfig(dataset=None)
+    if not data.dataset:  # None or "": the data set the model was trained on, from its sidecar
+        data.dataset = tampered.dataset or "fashion-mnist"
+    data.bonafide, data.holdout_fraction = config.bonafide, config.holdout_fraction
+    data.seed, data.augment = config.seed, False
+    prepared = prepare_data(data)
+    check_compatible(tampered.spec, prepared, str(model_paths[0]))
+    return tampered, second, data, prepared
+
+
+def repair_summary(result: RepairResult, key: str | None, bonafide: int) -> dict[str, Any]:
+    """Flat summary keys: the chosen model's figures, then every row's under its slug."""
+    chosen = result.chosen
+    tampered = result.references[0]
+    summary: dict[str, Any] = {
+        "method": chosen.name,
+        "choice_rule": result.choice_rule,
+        "clean_acc": chosen.metrics["clean_acc"],
+        "clean_loss": chosen.metrics["clean_loss"],
+        "tampered_clean_acc": tampered.metrics["clean_acc"],
+        "bonafide": bonafide,
+    }
+    if result.t is not None:
+        summary["t"] = result.t
+        summary["t_rule"] = result.t_rule
+    if key:
+        summary[key] = chosen.metrics[key]
+    for name in ("eot_asr", "retuning_asr", "max_anomaly_index"):
+        if name in chosen.metrics:
+            summary[name] = chosen.metrics[name]
+    tampered_scan = result.scans.get(Names.TAMPERED)
+    if tampered_scan is not None:
+        summary["tampered_flagged_classes"] = list(tampered_scan.flagged_classes)
+    summary["repaired_flagged_classes"] = list(result.scans[chosen.name].flagged_classes)
+    for row in result.table:
+        prefix = slug(row.name)
+        for k in ("clean_acc", key, "retuning_asr", "eot_asr", "max_anomaly_index"):
+            if k and k in row.metrics:
+                summary[f"{prefix}_{k}"] = row.metrics[k]
+    summary.update({f"seconds_{step}": value for step, value in result.timings.items()})
+    return summary
+
+
+def write_repair_outputs(
+    run: RunDir,
+    result: RepairResult,
+    key: str | None,
+    sweep_rows: list[dict[str, float]],
+    spec,
+    dataset: str,
+    attack: dict[str, Any] | None,
+    model_paths: Sequence[str | Path],
+    data: DataConfig,
+) -> None:
+    """The repaired model, the curve, the tables, the scans and the figures of a repair."""
+    from modeconn.commands.scan import write_scan_outputs
+    from modeconn.report.repair_plots import plot_repair
+
+    save_model(
+        run.file("repaired.safetensors"),
+        result.chosen_model,
+        spec,
+        dataset=dataset,
+        attack=attack,
+        metrics=result.chosen.metrics,
+        extra={
+            "repair": {
+                "method": result.chosen.name,
+                "rule": result.choice_rule,
+                "t": result.t if result.chosen.name in (Names.PATH_REPAIR, Names.PATH) else None,
+                "sources": [str(p) for p in model_paths],
+            }
+        },
+    )
+    if result.curve is not None:
+        save_curve(
+            run.file("curve.safetensors"),
+            result.curve,
+            spec,
+            dataset,
+            {  # path-eval redraws the same bonafide split from this and measures the attack
+                "endpoints": [str(p) for p in model_paths],
+                "endpoint_attacks": [attack, attack],
+                "data": data.to_dict(),
+                "train_split": "bonafide",
+            },
+        )
+        write_table(run.file("path.csv"), result.rows)
+    table = result.table
+    write_table(
+        run.file("comparison.csv"),
+        [{"model": c.name, **c.metrics, "detail": c.detail} for c in table],
+    )
+    atomic_write_text(run.file("comparison.md"), comparison_markdown(table, key))
+    for name, scan in result.scans.items():
+        sub = RunDir(run.path / "scans" / slug(name), force=True)
+        write_scan_outputs(sub, scan, None)
+        sub.write_summary({"model": name, "verdict": scan.verdict(), **scan.summary()})
+    if result.noisy_rows:
+        write_table(run.file("noisy.csv"), result.noisy_rows)
+    if sweep_rows:
+        write_table(run.file("sweep.csv"), sweep_rows)
+    plot_repair(run.path, result, key, sweep_rows)
 
 
 def run_repair(
@@ -409,42 +903,23 @@ def run_repair(
     resume: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Repair one or two tampered models with a curve trained on bonafide data; see module doc.
+    """Repair one or two tampered models (see the module doc) into the run directory ``out``.
 
-    Writes ``repaired.safetensors`` (+ sidecar), ``curve.safetensors``, ``path.csv``,
-    ``comparison.csv``/``.md``, plots and ``summary.json`` to ``out``; returns the summary.
+    Writes ``repaired.safetensors`` (+ sidecar: the chosen candidate), ``curve.safetensors`` and
+    ``path.csv`` (when a path was trained), ``comparison.csv``/``.md``, ``scans/NAME/`` (every
+    scan: verdict, table, trigger images), plots and ``summary.json``; returns the summary.
     ``attack`` overrides the sidecar's attack spec (evaluation only). ``resume`` continues an
     interrupted repair in ``out`` (see :class:`Stages`); the result equals an uninterrupted run's.
     """
-    config = config or RepairConfig()
-    if not 1 <= len(model_paths) <= 2:
-        raise ModeconnError("repair takes one or two models")
-    if config.t is not None and not 0.0 <= config.t <= 1.0:
-        raise ModeconnError(f"--t must be in [0, 1], got {config.t}")
+    config = copy.deepcopy(config) if config is not None else RepairConfig()
+    config.validate()
     dev = resolve_device(device)
     if resume and not force and run_status(out) == "finished":
-        raise ModeconnError(f"{out} holds a finished repair; nothing to resume (--force redoes it)")
-    run = RunDir(out, force=force, resume=resume and not force)
-    stages = Stages(run)
-    tampered = load_model(model_paths[0], device=dev)
-    second = load_model(model_paths[1], device=dev) if len(model_paths) == 2 else None
-    if second is not None and second.spec.to_dict() != tampered.spec.to_dict():
-        raise ModeconnError(
-            f"{model_paths[0]} ({tampered.spec.arch}) and {model_paths[1]} "
-            f"({second.spec.arch}) are different architectures"
-        )
+        raise ModeconnError(f"{out} holds a finished repair; nothing to resume (force redoes it)")
+    tampered, second, data, prepared = load_repair_inputs(model_paths, config, data, dev)
     attack = attack if attack is not None else tampered.attack
-    data = copy.deepcopy(data) if data is not None else DataConfig(dataset=None)
-    if not data.dataset:  # None or "": the data set the model was trained on, from its sidecar
-        data.dataset = tampered.dataset or "fashion-mnist"
-    data.bonafide, data.holdout_fraction, data.seed = (
-        config.bonafide,
-        config.holdout_fraction,
-        config.seed,
-    )
-    data.augment = False
-    prepared = prepare_data(data)
-    check_compatible(tampered.spec, prepared, str(model_paths[0]))
+    repair = None
+    run = RunDir(out, force=force, resume=resume and not force)
     run.write_config(
         {
             "command": "repair",
@@ -455,127 +930,31 @@ def run_repair(
             "device": str(dev),
         }
     )
-    metric = metric_from_attack_spec(attack) if attack else None
-    key = attack_key(attack)
-
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(now - clock, 1)
-        clock = now
-
-    other = (
-        second.model
-        if second is not None
-        else make_second_endpoint(
-            tampered, prepared, config, dev, progress, stages("endpoint_b", config.finetune)
-        )
+    stages = Stages(run)
+    repair = Repair(
+        tampered, second, prepared, config, attack, dev, progress=progress, stages=stages
     )
-    lap("endpoint_b")
-    curve, rows = repair_path(
-        tampered,
-        other,
-        prepared,
-        config,
-        metric,
-        dev,
-        progress,
-        stage=stages("curve", config.curve),
-    )
-    lap("curve_and_path")
-    t, why = (config.t, "given with --t") if config.t is not None else choose_t(rows, config.margin)
-    repaired = curve.model_at(t, bn_loader=prepared.eval_loader("bonafide", device=dev))
-    repaired = repaired.to(dev).eval()
-
-    candidates = [evaluate_candidate("tampered (A)", tampered.model, prepared, metric, dev)]
-    candidates.append(
-        evaluate_candidate(
-            "endpoint B",
-            other,
-            prepared,
-            metric,
-            dev,
-            "second tampered model" if second is not None else "A fine-tuned on bonafide",
-        )
-    )
-    path_repair = evaluate_candidate("path repair", repaired, prepared, metric, dev, f"t={t:.2f}")
-    if config.eot and attack:
-        eot = eot_attack_success(curve, t, prepared, attack, config, dev)
-        if eot is not None:
-            path_repair.metrics["eot_asr"] = eot
-    candidates.append(path_repair)
-    lap("evaluation_and_eot")
-    noisy_rows: list[dict[str, float]] = []
-    if config.baselines:
-        extra, noisy_rows = run_baselines(tampered, prepared, config, metric, dev, progress, stages)
-        candidates += extra
-        lap("baselines")
-
+    result = repair.run()
     sweep_rows = (
         run_sweep(tampered, second, data, config, dev, progress, attack, stages)
         if config.sweep
         else []
     )
     if sweep_rows:
-        lap("sweep")
-
-    save_model(
-        run.file("repaired.safetensors"),
-        repaired,
-        tampered.spec,
-        dataset=data.dataset,
-        attack=attack,
-        metrics=path_repair.metrics,
-        extra={"repair": {"t": t, "rule": why, "sources": [str(p) for p in model_paths]}},
-    )
-    save_curve(
-        run.file("curve.safetensors"),
-        curve,
+        result.timings["sweep"] = round(time.perf_counter() - repair._clock, 1)
+    write_repair_outputs(
+        run,
+        result,
+        repair.key,
+        sweep_rows,
         tampered.spec,
         data.dataset,
-        {  # path-eval redraws the same bonafide split from this and measures the attack
-            "endpoints": [str(p) for p in model_paths],
-            "endpoint_attacks": [attack, attack],
-            "data": data.to_dict(),
-            "train_split": "bonafide",
-        },
+        attack,
+        model_paths,
+        data,
     )
-    write_table(run.file("path.csv"), rows)
-    write_table(
-        run.file("comparison.csv"),
-        [{"model": c.name, **c.metrics, "detail": c.detail} for c in candidates],
-    )
-    atomic_write_text(run.file("comparison.md"), comparison_markdown(candidates, key))
-    if noisy_rows:
-        write_table(run.file("noisy.csv"), noisy_rows)
-    if sweep_rows:
-        write_table(run.file("sweep.csv"), sweep_rows)
-    from modeconn.report.repair_plots import plot_repair
-
-    plot_repair(run.path, rows, candidates, key, t, sweep_rows)
-    summary: dict[str, Any] = {
-        "t": t,
-        "t_rule": why,
-        "clean_acc": path_repair.metrics["clean_acc"],
-        "clean_loss": path_repair.metrics["clean_loss"],
-        "tampered_clean_acc": candidates[0].metrics["clean_acc"],
-        "bonafide": len(prepared.indices("bonafide")) + len(prepared.indices("bonafide_holdout")),
-    }
-    if key:
-        summary[key] = path_repair.metrics[key]
-        summary[f"tampered_{key}"] = candidates[0].metrics[key]
-    if "eot_asr" in path_repair.metrics:
-        summary["eot_asr"] = path_repair.metrics["eot_asr"]
-    for c in candidates[3:]:
-        slug = c.name.replace(" ", "_").replace("-", "_")
-        for k in ("clean_acc", key):
-            if k and k in c.metrics:
-                summary[f"{slug}_{k}"] = c.metrics[k]
-    # Wall time of each step (flat keys, like every summary figure), to see where the time goes.
-    summary.update({f"seconds_{step}": value for step, value in timings.items()})
+    bonafide = len(prepared.indices("bonafide")) + len(prepared.indices("bonafide_holdout"))
+    summary = repair_summary(result, repair.key, bonafide)
     stages.finish()
     run.write_summary(summary)
     return summary
@@ -591,46 +970,44 @@ def run_sweep(
     attack,
     stages: Stages | None = None,
 ) -> list[dict[str, float]]:
-    """Repair again with several bonafide sizes (same rule, fewer path points)."""
+    """Repair again with several bonafide sizes (same method and rule, no baselines, no EOT,
+    fewer path points); one row per size with the chosen candidate's figures."""
     rows = []
-    metric = metric_from_attack_spec(attack) if attack else None
-    key = attack_key(attack)
     for n in config.sweep:
         cfg = copy.deepcopy(config)
-        cfg.bonafide = n
+        cfg.bonafide, cfg.baselines, cfg.eot, cfg.points = n, False, False, 11
         sub = copy.deepcopy(data)
         sub.bonafide = n
         prepared = prepare_data(sub)
-        other = (
-            second.model
-            if second is not None
-            else make_second_endpoint(
-                tampered,
-                prepared,
-                cfg,
-                device,
-                progress,
-                stages(f"sweep{n}_endpoint_b", cfg.finetune) if stages else None,
-            )
-        )
-        _, path_rows = repair_path(
-            tampered,
-            other,
-            prepared,
-            cfg,
-            metric,
-            device,
-            progress,
-            points=11,
-            stage=stages(f"sweep{n}_curve", cfg.curve) if stages else None,
-        )
-        t, _ = choose_t(path_rows, cfg.margin)
-        row = next(r for r in path_rows if abs(r["t"] - t) < 1e-9)
-        entry = {"bonafide": n, "t": t, "clean_acc": row["test_acc"]}
+        prefixed = None
+        if stages is not None:
+
+            def prefixed(name: str, train_cfg: TrainConfig, n: int = n) -> RunDir:
+                return stages(f"sweep{n}_{name}", train_cfg)
+
+        result = Repair(
+            tampered, second, prepared, cfg, attack, device, progress=progress, stages=prefixed
+        ).run()
+        key = attack_key(attack)
+        entry = {"bonafide": n, "clean_acc": result.chosen.metrics["clean_acc"]}
+        if result.t is not None:
+            entry["t"] = result.t
         if key:
-            entry[key] = row[key]
+            entry[key] = result.chosen.metrics[key]
+        for cand in result.candidates:
+            entry[f"{slug(cand.name)}_clean_acc"] = cand.metrics["clean_acc"]
+            if key:
+                entry[f"{slug(cand.name)}_{key}"] = cand.metrics[key]
         rows.append(entry)
     return rows
 
 
-__all__ = ["RepairConfig", "choose_t", "run_repair"]
+__all__ = [
+    "Names",
+    "Repair",
+    "RepairConfig",
+    "RepairResult",
+    "choose_candidate",
+    "choose_t",
+    "run_repair",
+]

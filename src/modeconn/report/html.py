@@ -87,6 +87,49 @@ def embedded_figure(path: Path) -> str:
     )
 
 
+def _pct(value: Any) -> str:
+    return "—" if value is None else f"{100 * float(value):.1f}%"
+
+
+def repair_verdict(run: Path, summary: dict[str, Any]) -> str:
+    """The repair page's lead: the scan's verdict on the tampered and the returned model, the
+    returned candidate and why, and the headline figures in percent."""
+    scans = {}
+    for side in sorted((run / "scans").glob("*/summary.json")):
+        scans[side.parent.name] = _read_json(side)
+    chosen = str(summary.get("method", ""))
+    chosen_slug = chosen.split(" (")[0].lower().replace(" ", "_").replace("-", "_")
+    items = []
+    if "tampered" in scans:
+        items.append(f"<li><b>Tampered model</b>: {html.escape(scans['tampered']['verdict'])}</li>")
+    if chosen_slug in scans:
+        items.append(
+            f"<li><b>Returned model ({html.escape(chosen)})</b>: "
+            f"{html.escape(scans[chosen_slug]['verdict'])}</li>"
+        )
+    items.append(
+        f"<li><b>Why this model</b>: {html.escape(str(summary.get('choice_rule', '')))}</li>"
+    )
+    key = (
+        "asr"
+        if "asr" in summary
+        else ("injection_success" if "injection_success" in summary else None)
+    )
+    figures = (
+        f"clean accuracy {_pct(summary.get('clean_acc'))} "
+        f"(tampered {_pct(summary.get('tampered_clean_acc'))})"
+    )
+    if key:
+        label = "attack success" if key == "asr" else "injection success"
+        figures += (
+            f"; {label} {_pct(summary.get(key))} (tampered {_pct(summary.get('tampered_' + key))})"
+        )
+    if "retuning_asr" in summary:
+        figures += f"; after the retuning attack {_pct(summary['retuning_asr'])}"
+    items.append(f"<li><b>Measured on the test set</b> (never used to choose): {figures}</li>")
+    return '<h2>Verdict</h2><div class="why"><ul>' + "".join(items) + "</ul></div>"
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -102,6 +145,13 @@ def render_report(run_dir: str | Path, title: str | None = None) -> str:
         raise ModeconnError(f"{run} has no summary.json: the run has not finished")
     command = config.get("command", "run")
     parts = [f"<h1>{html.escape(title or f'modeconn {command}: {run.name}')}</h1>"]
+    if command == "repair" and "method" in summary:
+        parts.append(repair_verdict(run, summary))
+        lead = run / "repair_candidates.png"
+        if lead.exists():
+            parts.append(embedded_figure(lead))
+    elif command == "scan" and "verdict" in summary:
+        parts.append(f'<h2>Verdict</h2><div class="why">{html.escape(summary["verdict"])}</div>')
     why = summary.get("t_rule") or summary.get("why")
     if "t" in summary and why:
         parts.append("<h2>Chosen point</h2>")
@@ -110,7 +160,7 @@ def render_report(run_dir: str | Path, title: str | None = None) -> str:
     for name, heading in TABLES:
         if (run / name).exists():
             parts.append(f"<h2>{heading}</h2>" + csv_table(run / name))
-    figures = sorted(run.glob("*.png"))
+    figures = [p for p in sorted(run.glob("*.png")) if p.name != "repair_candidates.png"]
     if figures:
         parts.append("<h2>Figures</h2>" + "".join(embedded_figure(p) for p in figures))
     if config:

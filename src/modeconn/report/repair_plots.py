@@ -22,43 +22,35 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_repair(
-    run_dir: Path,
-    rows: Sequence[dict[str, float]],
-    candidates: Sequence[Any],
-    key: str | None,
-    t: float,
-    sweep: Sequence[dict[str, float]] = (),
-) -> None:
-    """Write ``repair_path.png`` (and ``repair_sweep.png`` when a sweep ran)."""
-    ts = [r["t"] for r in rows]
-    panels = [("test_acc", "clean accuracy (test)")] + ([(key, LABELS[key])] if key else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+def plot_candidates(path: Path, table: Sequence[Any], key: str | None, chosen: str) -> None:
+    """Clean accuracy against the attack's figure for every candidate and baseline — the repair's
+    frontier at a glance (up and to the left is better); the chosen model is circled."""
+    if not key:
+        return
+    rows = [c for c in table if "clean_acc" in c.metrics and key in c.metrics]
+    fig, ax = plt.subplots(figsize=(6.0, 4.4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (col, label) in zip(axes[0], panels, strict=True):
-        ax.plot(ts, [r[col] for r in rows], "o-", color="k", ms=3, label="path repair")
-        if col == "test_acc":
-            ax.plot(
-                ts,
-                [r["bonafide_holdout_acc"] for r in rows],
-                "s--",
-                color="0.5",
-                ms=3,
-                label="held-out bonafide",
-            )
-        metric_key = "clean_acc" if col == "test_acc" else col
-        for i, cand in enumerate(c for c in candidates[3:] if metric_key in c.metrics):
-            ax.axhline(
-                cand.metrics[metric_key], ls=":", color=colors[i % len(colors)], label=cand.name
-            )
-        ax.axvline(t, color="tab:green", lw=1, label=f"chosen t={t:.2f}")
-        ax.set_xlabel("t")
-        ax.set_ylabel(label)
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.suptitle("Path repair: the curve trained on bonafide data")
-    _save(fig, run_dir / "repair_path.png")
+    for i, c in enumerate(rows):
+        x, y = 100 * c.metrics[key], 100 * c.metrics["clean_acc"]
+        ax.scatter([x], [y], s=40, color=colors[i % len(colors)], label=c.name, zorder=3)
+        if c.name == chosen:
+            ax.scatter([x], [y], s=220, facecolors="none", edgecolors="k", lw=1.5, zorder=4)
+    ax.set_xlabel(f"{LABELS[key]} (%)")
+    ax.set_ylabel("clean accuracy, test (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(f"Every candidate and baseline; circled: the chosen one ({chosen})", fontsize=9)
+    _save(fig, path)
+
+
+def plot_repair(run_dir: Path, result: Any, key: str | None, sweep: Sequence[dict] = ()) -> None:
+    """Write ``repair_candidates.png``, ``repair_path.png`` (when a path was trained) and
+    ``repair_sweep.png`` (when a sweep ran)."""
+    plot_candidates(run_dir / "repair_candidates.png", result.table, key, result.chosen.name)
+    rows, t = result.rows, result.t
+    others = [*result.references, *result.baselines]
+    if rows:
+        _plot_path(run_dir / "repair_path.png", rows, others, key, t)
     if sweep:
         fig, ax = plt.subplots(figsize=(5.2, 3.8))
         ns = [r["bonafide"] for r in sweep]
@@ -72,3 +64,40 @@ def plot_repair(
         ax.legend(fontsize=8)
         ax.set_title("Repair against the size of the clean data")
         _save(fig, run_dir / "repair_sweep.png")
+
+
+def _plot_path(
+    path: Path,
+    rows: Sequence[dict[str, float]],
+    others: Sequence[Any],
+    key: str | None,
+    t: float,
+) -> None:
+    ts = [r["t"] for r in rows]
+    panels = [("test_acc", "clean accuracy (test)")] + ([(key, LABELS[key])] if key else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (col, label) in zip(axes[0], panels, strict=True):
+        ax.plot(ts, [r[col] for r in rows], "o-", color="k", ms=3, label="path")
+        if col == "test_acc":
+            ax.plot(
+                ts,
+                [r["bonafide_holdout_acc"] for r in rows],
+                "s--",
+                color="0.5",
+                ms=3,
+                label="held-out bonafide",
+            )
+        metric_key = "clean_acc" if col == "test_acc" else col
+        for i, cand in enumerate(c for c in others if metric_key in c.metrics):
+            ax.axhline(
+                cand.metrics[metric_key], ls=":", color=colors[i % len(colors)], label=cand.name
+            )
+        ax.axvline(t, color="tab:green", lw=1, label=f"chosen t={t:.2f}")
+        ax.set_xlabel("t")
+        ax.set_ylabel(label)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.suptitle("The repair path: a curve trained on bonafide data")
+    _save(fig, path)

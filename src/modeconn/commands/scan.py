@@ -1,0 +1,181 @@
+"""``modeconn scan``: is this model backdoored? Answered from bonafide data only.
+
+Loads the model, draws the bonafide subset of the training split (never the test set), optionally
+trains a reference model from scratch on it (or loads the one given), synthesizes a trigger per
+class in the model (and the reference) (:mod:`modeconn.defenses.scan`) and writes the verdict:
+``summary.json`` (``flagged_classes``, ``anomaly_index``, per kind sizes and indices),
+``scan.csv``/``scan.md`` (one row per class), ``triggers_<kind>.png`` (the synthesized triggers)
+and ``triggers.safetensors`` (for unlearning elsewhere).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from modeconn.checkpoints import load_model, write_tensors
+from modeconn.defenses.baselines import train_from_scratch
+from modeconn.defenses.scan import ScanConfig, ScanResult, scan_images, scan_model
+from modeconn.distributed import resolve_device
+from modeconn.errors import ModeconnError
+from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
+from modeconn.io import atomic_write_text, write_table
+from modeconn.models import ModelSpec
+from modeconn.rundir import RunDir
+from modeconn.training import TrainConfig
+
+#: How the reference model is trained from scratch on the bonafide data. It only needs to know
+#: the classes' natural trigger sizes, so a short run is enough.
+REFERENCE_TRAINING = TrainConfig(
+    epochs=30, batch_size=128, lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="cosine"
+)
+
+
+def reference_model(
+    spec: ModelSpec,
+    data: PreparedData,
+    config: TrainConfig,
+    device: torch.device | str,
+    progress: bool,
+) -> nn.Module:
+    """A model of the same architecture trained from scratch on the bonafide data only."""
+    cfg = copy.deepcopy(config)
+    loader = data.train_loader(cfg.batch_size, split="bonafide", augment=False, device=device)
+    return train_from_scratch(spec, loader, cfg, device=device, progress=progress)
+
+
+def scan_rows(result: ScanResult) -> list[dict[str, Any]]:
+    """One row per class: index, flag and per kind size, reference size, success, index."""
+    rows = []
+    for k, value in enumerate(result.anomaly_index):
+        row: dict[str, Any] = {
+            "class": k,
+            "anomaly_index": value,
+            "flagged": k in result.flagged_classes,
+        }
+        for kind, trig in result.triggers.items():
+            row[f"{kind}_size"] = float(trig.size[k])
+            if result.reference_sizes is not None:
+                row[f"{kind}_reference_size"] = result.reference_sizes[kind][k]
+            row[f"{kind}_success"] = float(trig.success[k])
+            row[f"{kind}_index"] = result.index[kind][k]
+        rows.append(row)
+    return rows
+
+
+def scan_markdown(result: ScanResult, class_names: list[str] | None = None) -> str:
+    kinds = list(result.triggers)
+    head = (
+        "| class | anomaly index | flagged | "
+        + " | ".join(f"{k} size (reference) | {k} index" for k in kinds)
+        + " |"
+    )
+    sep = "|---|---:|---|" + "---:|---:|" * len(kinds)
+    lines = [f"Verdict: {result.verdict()}", "", head, sep]
+    for k, value in enumerate(result.anomaly_index):
+        name = f"{k} {class_names[k]}" if class_names else str(k)
+        cells = []
+        for kind in kinds:
+            size = float(result.triggers[kind].size[k])
+            ref = result.reference_sizes[kind][k] if result.reference_sizes else None
+            cells.append(f"{size:.2f}" + (f" ({ref:.2f})" if ref is not None else ""))
+            cells.append(f"{result.index[kind][k]:.2f}")
+        flag = "**yes**" if k in result.flagged_classes else ""
+        lines.append(f"| {name} | {value:.2f} | {flag} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save_triggers(path: Path, result: ScanResult) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    for kind, trig in result.triggers.items():
+        tensors[f"{kind}.size"] = trig.size
+        tensors[f"{kind}.success"] = trig.success
+        for name in ("mask", "pattern", "delta"):
+            value = getattr(trig, name)
+            if value is not None:
+                tensors[f"{kind}.{name}"] = value
+    write_tensors(path, tensors)
+
+
+def write_scan_outputs(run: RunDir, result: ScanResult, class_names: list[str] | None) -> None:
+    """Tables, trigger images and tensors of one scan into ``run``."""
+    from modeconn.report.scan_plots import plot_triggers
+
+    write_table(run.file("scan.csv"), scan_rows(result))
+    atomic_write_text(run.file("scan.md"), scan_markdown(result, class_names))
+    save_triggers(run.file("triggers.safetensors"), result)
+    for kind in result.triggers:
+        plot_triggers(run.file(f"triggers_{kind}.png"), result, kind, class_names)
+
+
+def run_scan(
+    model_path: str | Path,
+    out: str | Path,
+    *,
+    config: ScanConfig | None = None,
+    data: DataConfig | None = None,
+    bonafide: float = 2500,
+    reference: str | Path | None = None,
+    reference_training: TrainConfig | None = None,
+    device: str = "auto",
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Scan one model for a backdoor; see the module doc. ``reference``: ``"scratch"`` (train
+    one on the bonafide data), a checkpoint path, or None (compare raw sizes across classes)."""
+    config = copy.deepcopy(config) if config is not None else ScanConfig()
+    config.validate()
+    dev = resolve_device(device)
+    checkpoint = load_model(model_path, device=dev)
+    ref_checkpoint = None
+    if reference not in (None, "scratch"):
+        ref_checkpoint = load_model(reference, device=dev)
+        if ref_checkpoint.spec.num_classes != checkpoint.spec.num_classes:
+            raise ModeconnError(
+                f"reference {reference} has {ref_checkpoint.spec.num_classes} classes, "
+                f"{model_path} has {checkpoint.spec.num_classes}"
+            )
+    data = copy.deepcopy(data) if data is not None else DataConfig(dataset=None)
+    if not data.dataset:
+        data.dataset = checkpoint.dataset or "fashion-mnist"
+    data.bonafide, data.augment, data.seed = bonafide, False, config.seed
+    prepared = prepare_data(data)
+    check_compatible(checkpoint.spec, prepared, str(model_path))
+    x, y = scan_images(prepared, config.images, dev)
+    ref_cfg = copy.deepcopy(reference_training or REFERENCE_TRAINING)
+    ref_cfg.seed = config.seed
+    run = RunDir(out, force=force)
+    run.write_config(
+        {
+            "command": "scan",
+            "model": str(model_path),
+            "reference": str(reference) if reference is not None else None,
+            "reference_training": ref_cfg.to_dict() if reference == "scratch" else None,
+            "scan": config.to_dict(),
+            "data": data.to_dict(),
+            "device": str(dev),
+        }
+    )
+    ref_model = None
+    if reference == "scratch":
+        ref_model = reference_model(checkpoint.spec, prepared, ref_cfg, dev, progress)
+    elif ref_checkpoint is not None:
+        check_compatible(ref_checkpoint.spec, prepared, str(reference))
+        ref_model = ref_checkpoint.model
+    result = scan_model(
+        checkpoint.model, x, y, prepared.info.num_classes, config, reference=ref_model
+    )
+    write_scan_outputs(run, result, None)
+    summary = {
+        "verdict": result.verdict(),
+        "backdoor_found": result.backdoor_found,
+        **result.summary(),
+        "threshold": config.threshold,
+        "images": len(y),
+    }
+    run.write_summary(summary)
+    return summary

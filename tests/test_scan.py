@@ -1,0 +1,193 @@
+"""Backdoor scan: trigger synthesis, the anomaly index, unlearning batches, ``modeconn scan``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from cli_helpers import assert_one_line_error, run_cli
+from torch import nn
+
+from modeconn.defenses.scan import (
+    ScanConfig,
+    TriggerSet,
+    UnlearningTransform,
+    anomaly_index,
+    scan_model,
+    synthesize_triggers,
+)
+from modeconn.errors import ModeconnError
+from modeconn.experiment import DataConfig, prepare_data
+
+
+class PixelBackdoor(nn.Module):
+    """Class k's logit is the mean of image row k; one pixel (bottom-right) forces class 0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x[:, 0].mean(dim=2)[:, :4]  # 4 classes from rows 0..3
+        rows = rows.clone()
+        rows[:, 0] = rows[:, 0] + 50.0 * x[:, 0, -1, -1]
+        return 10.0 * rows
+
+
+def _images(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 1, 8, 8, generator=g) * 0.2
+    y = torch.arange(n) % 4
+    for i in range(n):
+        x[i, 0, y[i]] += 0.6  # the true class's row is bright
+    x[:, 0, -1, -1] = 0.0
+    return x, y
+
+
+def test_mask_trigger_of_the_backdoor_class_is_one_pixel():
+    x, y = _images()
+    model = PixelBackdoor()
+    assert (model(x).argmax(1) == y).all()
+    trig = synthesize_triggers(model, x, y, 4, "mask", ScanConfig(steps=120, batch_size=32))
+    assert trig.success[0] >= 0.95
+    assert trig.size[0] < 3.0  # about one pixel
+    assert trig.size[0] < 0.5 * trig.size[1:].min()
+    assert int(trig.mask[0].flatten().argmax()) == 63  # it found the pixel (bottom-right)
+    stamped = trig.apply(x[y != 0], 0)
+    assert (model(stamped).argmax(1) == 0).float().mean() >= 0.95
+
+
+def test_scan_flags_the_backdoor_class_against_a_clean_reference():
+    x, y = _images()
+
+    class Clean(PixelBackdoor):
+        def forward(self, x):
+            return 10.0 * x[:, 0].mean(dim=2)[:, :4]
+
+    cfg = ScanConfig(steps=120, batch_size=32)
+    result = scan_model(PixelBackdoor(), x, y, 4, cfg, reference=Clean())
+    assert result.flagged_classes == [0]
+    assert result.anomaly_index[0] > cfg.threshold
+    assert result.reference_sizes is not None and set(result.reference_sizes) == set(cfg.kinds)
+    clean = scan_model(Clean(), x, y, 4, cfg, reference=Clean())
+    assert clean.flagged_classes == []
+    summary = result.summary()
+    assert summary["flagged_classes"] == [0] and len(summary["anomaly_index"]) == 4
+    assert "class 0" in result.verdict() and "no class" in clean.verdict()
+
+
+def test_anomaly_index_uses_the_low_side_and_the_reference():
+    assert anomaly_index([5.0, 5.0, 5.0, 5.0]) == [0.0, 0.0, 0.0, 0.0]
+    idx = anomaly_index([50.0, 60.0, 55.0, 5.0, 500.0])
+    assert idx[3] > 2 and idx[4] < 0  # a huge trigger is not suspicious
+    # a class that is naturally small is small in the reference too: no anomaly
+    natural = anomaly_index([50.0, 60.0, 55.0, 5.0, 52.0], reference=[50.0, 60.0, 55.0, 5.0, 52.0])
+    assert max(natural) == 0.0
+    with pytest.raises(ModeconnError, match="same classes"):
+        anomaly_index([1.0, 2.0], reference=[1.0, 2.0, 3.0])
+
+
+def test_unlearning_transform_keeps_labels_and_never_uses_the_own_class():
+    k, n = 4, 400
+    mask = torch.zeros(k, 1, 8, 8)
+    pattern = torch.zeros(k, 1, 8, 8)
+    for c in range(k):  # class c's trigger writes value (c+1)/10 into pixel (0, 0)
+        mask[c, 0, 0, 0] = 1.0
+        pattern[c, 0, 0, 0] = (c + 1) / 10
+    trig = TriggerSet("mask", torch.ones(k), torch.ones(k), mask=mask, pattern=pattern)
+    x = torch.zeros(n, 1, 8, 8)
+    y = torch.arange(n) % k
+    torch.manual_seed(0)
+    xs, ys = UnlearningTransform([trig], rate=0.5)(x, y)
+    assert torch.equal(ys, y)
+    stamped = xs[:, 0, 0, 0] > 0
+    assert 0.4 < stamped.float().mean() < 0.6
+    used = (xs[stamped, 0, 0, 0] * 10).round().long() - 1
+    assert (used != y[stamped]).all()
+    xs, _ = UnlearningTransform([trig], rate=1.0, classes=[2])(x, y)
+    assert torch.allclose(xs[:, 0, 0, 0], torch.full((n,), 0.3))
+    with pytest.raises(ModeconnError, match="rate"):
+        UnlearningTransform([trig], rate=0.0)
+
+
+def test_perturbation_trigger_clamps_to_the_image_range():
+    delta = torch.full((2, 1, 4, 4), 0.8)
+    trig = TriggerSet("perturbation", torch.ones(2), torch.ones(2), delta=delta)
+    out = trig.apply(torch.full((3, 1, 4, 4), 0.5), torch.tensor([0, 1, 0]))
+    assert out.max() == 1.0 and out.min() == 1.0
+    assert trig.image(0).shape == (1, 4, 4)
+
+
+@pytest.fixture(scope="module")
+def digits_scan(digits_backdoor: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("scan") / "scan"
+    from modeconn.commands import run_scan
+
+    run_scan(
+        digits_backdoor,
+        out,
+        config=ScanConfig(images=300, steps=100, batch_size=24),
+        bonafide=600,
+        progress=False,
+    )
+    return out
+
+
+def test_scan_command_flags_the_digits_backdoor(digits_scan: Path):
+    summary = json.loads((digits_scan / "summary.json").read_text())
+    assert summary["flagged_classes"] == [0], summary
+    assert len(summary["anomaly_index"]) == 10
+    for name in ("triggers_mask.png", "triggers_perturbation.png", "scan.csv", "scan.md"):
+        assert (digits_scan / name).stat().st_size > 0
+    config = json.loads((digits_scan / "config.json").read_text())
+    assert config["reference"] is None and config["data"]["bonafide"] == 600
+
+
+def test_scan_command_passes_a_clean_digits_model(digits_lenet: Path, tmp_path: Path, capsys):
+    result = run_cli(
+        capsys,
+        "scan",
+        digits_lenet,
+        "--out",
+        tmp_path / "clean",
+        "--bonafide",
+        600,
+        "--images",
+        300,
+        "--steps",
+        100,
+        "--batch-size",
+        24,
+        "--reference",
+        "scratch",
+        "--quiet",
+    )
+    assert result.code == 0, result.err
+    summary = json.loads((tmp_path / "clean" / "summary.json").read_text())
+    assert summary["flagged_classes"] == [], summary
+    config = json.loads((tmp_path / "clean" / "config.json").read_text())
+    assert config["reference"] == "scratch" and config["reference_training"]["epochs"] == 30
+    header = (tmp_path / "clean" / "scan.csv").read_text().splitlines()[0]
+    assert "mask_reference_size" in header
+    assert "no class flagged" in result.out
+
+
+def test_scan_bad_input_is_one_line(digits_lenet: Path, tmp_path: Path, capsys):
+    result = run_cli(capsys, "scan", tmp_path / "missing", "--out", tmp_path / "a")
+    assert_one_line_error(result)
+    result = run_cli(
+        capsys, "scan", digits_lenet, "--out", tmp_path / "b", "--bonafide", 12, "--quiet"
+    )
+    assert_one_line_error(result, "fewer than 2 images of class")
+    assert not (tmp_path / "b" / "summary.json").exists()
+    result = run_cli(capsys, "scan", digits_lenet, "--out", tmp_path / "c", "--kinds", "blob")
+    assert_one_line_error(result, "unknown trigger kind")
+
+
+def test_scan_images_are_bonafide_only():
+    from modeconn.commands.scan import scan_images
+
+    data = prepare_data(DataConfig("digits", bonafide=200, seed=0))
+    x, y = scan_images(data, 100)
+    bonafide = data.tensors("bonafide")[0][data.indices("bonafide")].float().div(255)
+    flat = {tuple(row.tolist()) for row in (bonafide.flatten(1) * 255).round().int()}
+    assert all(tuple(row.tolist()) in flat for row in (x.flatten(1) * 255).round().int())
+    assert len(y) == 100 and x.max() <= 1.0
