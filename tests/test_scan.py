@@ -104,8 +104,15 @@ def test_unlearning_transform_keeps_labels_and_never_uses_the_own_class():
     assert (used != y[stamped]).all()
     xs, _ = UnlearningTransform([trig], rate=1.0, classes=[2])(x, y)
     assert torch.allclose(xs[:, 0, 0, 0], torch.full((n,), 0.3))
+    # flagged class 2 on 30%, any other class on 20% more
+    xs, _ = UnlearningTransform([trig], rate=0.3, classes=[2], uniform_rate=0.2)(x, y)
+    value = (xs[:, 0, 0, 0] * 10).round()
+    assert 0.2 < (value == 3).float().mean() < 0.45
+    assert 0.4 < (value > 0).float().mean() < 0.6
     with pytest.raises(ModeconnError, match="rate"):
         UnlearningTransform([trig], rate=0.0)
+    with pytest.raises(ModeconnError, match="rate"):
+        UnlearningTransform([trig], rate=0.8, uniform_rate=0.4)
 
 
 def test_perturbation_trigger_clamps_to_the_image_range():

@@ -99,7 +99,9 @@ def repair_command(
     num_bends: Annotated[
         int, typer.Option("--num-bends", help="Control points incl. endpoints.")
     ] = 3,
-    points: Annotated[int, typer.Option("--points", help="Points evaluated along the path.")] = 21,
+    points: Annotated[
+        int, typer.Option("--points", help="Points evaluated along the path.")
+    ] = _DEFAULTS.points,
     margin: Annotated[
         float,
         typer.Option("--margin", help="t is chosen among points at least this far from both ends."),

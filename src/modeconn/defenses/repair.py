@@ -131,14 +131,14 @@ class RepairConfig:
         )
     )
     scratch_epochs: int = 100
-    scan: ScanConfig = field(default_factory=lambda: ScanConfig(batch_size=32))
+    scan: ScanConfig = field(default_factory=ScanConfig)
     unlearning: UnlearningConfig = field(default_factory=UnlearningConfig)
     retuning: RetuningConfig = field(default_factory=RetuningConfig)
     kind: str = "bezier"
     path_kind: str = "polychain"
     num_bends: int = 3
     init: str = "random"
-    points: int = 21
+    points: int = 11
     margin: float = 0.25
     tolerance: float = 0.02
     t: float | None = None

@@ -60,7 +60,7 @@ class ScanConfig:
 
     images: int = 512
     steps: int = 150
-    batch_size: int = 64
+    batch_size: int = 24
     kinds: tuple[str, ...] = TRIGGER_KINDS
     mask_lr: float = 0.1
     perturbation_lr: float = 0.02
@@ -398,42 +398,53 @@ def scan_images(
 
 
 class UnlearningTransform:
-    """A loader transform for trigger unlearning: stamps a ``rate`` fraction of each batch with a
-    synthesized trigger and keeps the true labels, so training teaches the model to ignore it.
+    """A loader transform for trigger unlearning: stamps synthesized triggers on part of each
+    batch and keeps the true labels, so training teaches the model to ignore them.
 
-    ``classes`` limits the stamped triggers to some classes (the flagged ones); by default every
-    class's trigger is used (a class is drawn per image), which needs no verdict and also covers
-    all-to-all backdoors, whose target depends on the label. An image is never stamped with the
-    trigger of its own class (that would teach nothing). ``triggers`` may be replaced between
-    epochs (re-synthesis against the current model). Draws use the global RNG, which the
-    training loop re-seeds every epoch.
+    A ``rate`` fraction of the images gets the trigger of one of ``classes`` (the flagged ones;
+    every class when None) and a further ``uniform_rate`` fraction the trigger of a random class
+    other than the image's own (stamping an image with its own class's trigger teaches nothing).
+    The uniform part needs no verdict and covers backdoors whose target depends on the label
+    (all-to-all), which flag no single class. ``triggers`` may be replaced between epochs. Draws
+    use the global RNG, which the training loop re-seeds every epoch.
     """
 
     def __init__(
         self,
         triggers: Sequence[TriggerSet],
-        rate: float = 0.2,
+        rate: float = 0.3,
         classes: Sequence[int] | None = None,
+        uniform_rate: float = 0.0,
     ) -> None:
-        if not 0.0 < rate <= 1.0:
-            raise ModeconnError(f"unlearning rate must lie in (0, 1], got {rate}")
+        if not 0.0 < rate <= 1.0 or not 0.0 <= uniform_rate <= 1.0 - rate:
+            raise ModeconnError(
+                f"unlearning rate must lie in (0, 1] and rate + uniform_rate ≤ 1, got "
+                f"{rate} and {uniform_rate}"
+            )
         if not triggers:
             raise ModeconnError("unlearning needs at least one set of synthesized triggers")
         self.triggers = list(triggers)
         self.rate = rate
-        self.classes = None if classes is None else list(classes)
+        self.uniform_rate = uniform_rate
+        self.classes = list(classes) if classes else None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        stamp = torch.rand(x.shape[0]) < self.rate
+        draw = torch.rand(x.shape[0])
+        targeted = draw < self.rate if self.classes else torch.zeros_like(draw, dtype=bool)
+        uniform = (draw < self.rate + self.uniform_rate) & ~targeted
+        if not self.classes:
+            uniform = draw < self.rate + self.uniform_rate
+        stamp = targeted | uniform
         if not bool(stamp.any()):
             return x, y
         num_classes = self.triggers[0].num_classes
         idx = stamp.nonzero().squeeze(1)
+        # any class but the image's own: draw from the other K−1
+        k = (y[idx].cpu() + torch.randint(1, num_classes, (idx.numel(),))) % num_classes
         if self.classes:
             pool = torch.tensor(self.classes)
-            k = pool[torch.randint(0, len(pool), (idx.numel(),))]
-        else:  # any class but the image's own: draw from the other K−1
-            k = (y[idx].cpu() + torch.randint(1, num_classes, (idx.numel(),))) % num_classes
+            chosen = pool[torch.randint(0, len(pool), (idx.numel(),))]
+            k = torch.where(targeted[idx], chosen, k)
         which = torch.randint(0, len(self.triggers), (idx.numel(),))
         x = x.clone()
         for j, trig in enumerate(self.triggers):

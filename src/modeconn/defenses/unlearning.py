@@ -2,12 +2,18 @@
 fraction carries a synthesized trigger, with their true labels.
 
 The triggers come from a backdoor scan (:mod:`modeconn.defenses.scan`) of the model being
-repaired. Only the flagged classes' triggers are stamped — unlearning every class's trigger is
-universal adversarial training, which costs clean accuracy for nothing when there is no backdoor
-(measured on Fashion-MNIST: 0.875 against 0.903 for the flagged class only, README); when no class
-is flagged, every class's trigger is used, which is the only choice that needs no verdict (an
-all-to-all backdoor flags no single class). Triggers are stamped ``strength`` times stronger than
-synthesized (see :meth:`TriggerSet.scaled`).
+repaired, stamped ``strength`` times stronger than synthesized (see :meth:`TriggerSet.scaled`).
+Which classes' triggers are stamped follows the scan's verdict:
+
+- a *confident* verdict (a flagged class with anomaly index ≥ ``confident_index``, 4): only the
+  flagged classes' triggers, on ``rate`` of each batch. Unlearning every class's trigger as well
+  is universal adversarial training, which costs clean accuracy (Fashion-MNIST patch backdoor:
+  0.879 against 0.896, README);
+- a weak verdict (flags below 4) or none: the flagged classes' triggers (if any) on ``rate`` of
+  each batch and every class's trigger on ``uniform_rate`` more (none flagged: every class on
+  both). An all-to-all backdoor flags no single class — on Fashion-MNIST the scan even flags
+  class 8, which it flags weakly on clean models too — and only the uniform part removes it
+  (ASR 0.69 with the flagged class alone, 0.03 with the uniform part).
 
 The same loader transform serves a single model (the NC-unlearning baseline) and a curve
 (unlearning along the path): both go through the one training loop.
@@ -35,6 +41,8 @@ class UnlearningConfig:
     """How much of each batch is stamped, how strongly, and the optimisation."""
 
     rate: float = 0.3
+    uniform_rate: float = 0.2
+    confident_index: float = 4.0
     strength: float = 2.0
     epochs: int = 20
     lr: float = 0.01
