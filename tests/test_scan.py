@@ -198,3 +198,29 @@ def test_scan_images_are_bonafide_only():
     flat = {tuple(row.tolist()) for row in (bonafide.flatten(1) * 255).round().int()}
     assert all(tuple(row.tolist()) in flat for row in (x.flatten(1) * 255).round().int())
     assert len(y) == 100 and x.max() <= 1.0
+
+
+def test_unlearning_follows_the_confidence_of_the_verdict():
+    from modeconn.defenses.scan import ScanResult
+    from modeconn.defenses.unlearning import UnlearningConfig, unlearning_transform
+
+    k = 4
+    trig = TriggerSet(
+        "mask",
+        torch.ones(k),
+        torch.ones(k),
+        mask=torch.zeros(k, 1, 8, 8),
+        pattern=torch.zeros(k, 1, 8, 8),
+    )
+
+    def result(index: list[float], flagged: list[int]) -> ScanResult:
+        return ScanResult({"mask": trig}, {"mask": index}, index, flagged, 3.0)
+
+    cfg = UnlearningConfig()
+    strong = unlearning_transform([result([9.0, 0, 0, 0], [0])], cfg)
+    assert strong.classes == [0] and strong.uniform_rate == 0.0
+    weak = unlearning_transform([result([3.3, 0, 0, 0], [0])], cfg)
+    assert weak.classes == [0] and weak.uniform_rate == cfg.uniform_rate
+    none = unlearning_transform([result([1.0, 0, 0, 0], [])], cfg)
+    assert none.classes is None and none.rate + none.uniform_rate == cfg.rate + cfg.uniform_rate
+    assert strong.triggers[0].mask.shape == (k, 1, 8, 8)

@@ -70,12 +70,23 @@ def unlearning_classes(scans: Sequence[ScanResult]) -> list[int] | None:
     return flagged or None
 
 
+def confident(scans: Sequence[ScanResult], config: UnlearningConfig) -> bool:
+    """True when a flagged class stands out clearly enough to explain the backdoor alone."""
+    return any(
+        scan.anomaly_index[k] >= config.confident_index
+        for scan in scans
+        for k in scan.flagged_classes
+    )
+
+
 def unlearning_transform(
     scans: Sequence[ScanResult], config: UnlearningConfig
 ) -> UnlearningTransform:
-    """The batch transform stamping the scans' triggers (every kind, strengthened)."""
+    """The batch transform stamping the scans' triggers (every kind, strengthened); see the
+    module doc for which classes."""
     triggers = [t.scaled(config.strength) for scan in scans for t in scan.triggers.values()]
-    return UnlearningTransform(triggers, config.rate, unlearning_classes(scans))
+    uniform = 0.0 if confident(scans, config) else config.uniform_rate
+    return UnlearningTransform(triggers, config.rate, unlearning_classes(scans), uniform)
 
 
 def unlearning_loader(
@@ -121,4 +132,11 @@ def unlearn(
     )
 
 
-__all__ = ["UnlearningConfig", "unlearn", "unlearning_classes", "unlearning_loader"]
+__all__ = [
+    "UnlearningConfig",
+    "confident",
+    "unlearn",
+    "unlearning_classes",
+    "unlearning_loader",
+    "unlearning_transform",
+]
