@@ -588,8 +588,9 @@ class Repair:
         """A curve between the unlearnt endpoints, trained on stamped bonafide batches."""
         cfg = copy.deepcopy(self.config.curve)
         cfg.seed = self.config.seed
-        loader = unlearning_loader(self.data, scans, self.config.unlearning, cfg.seed, self.device)
-        loader.batch_size = cfg.batch_size
+        loader = unlearning_loader(
+            self.data, scans, self.config.unlearning, cfg.seed, self.device, cfg.batch_size
+        )
         curve = fit_curve(
             self.tampered.model,
             a.state_dict(),
@@ -702,15 +703,16 @@ class Repair:
             self.verify(cand, model)
         chosen, why = choose_candidate([c for c, _ in built], self.scans)
         chosen_model = next(m for c, m in built if c is chosen)
-        references = [self.evaluate(Names.TAMPERED, self.tampered.model)]
+        tampered_models = [(Names.TAMPERED, self.tampered.model, "")]
         if self.second is not None:
-            references.append(self.evaluate(Names.ENDPOINT_B, self.second.model, "second model"))
-        if Names.TAMPERED not in self.scans:
+            tampered_models.append((Names.ENDPOINT_B, self.second.model, "second model"))
+        if Names.TAMPERED not in self.scans:  # method "path" has not scanned it yet
             self.scan(Names.TAMPERED, self.tampered.model)
-        for ref in references:
-            retuned = self.retuning_asr(
-                self.tampered.model if ref is references[0] else self.second.model
-            )
+        references = []
+        for name, model, detail in tampered_models:
+            ref = self.evaluate(name, model, detail)
+            references.append(ref)
+            retuned = self.retuning_asr(model)
             if retuned is not None:
                 ref.metrics["retuning_asr"] = retuned
             if ref.name in self.scans:
@@ -918,7 +920,6 @@ def run_repair(
         raise ModeconnError(f"{out} holds a finished repair; nothing to resume (force redoes it)")
     tampered, second, data, prepared = load_repair_inputs(model_paths, config, data, dev)
     attack = attack if attack is not None else tampered.attack
-    repair = None
     run = RunDir(out, force=force, resume=resume and not force)
     run.write_config(
         {
@@ -935,13 +936,11 @@ def run_repair(
         tampered, second, prepared, config, attack, dev, progress=progress, stages=stages
     )
     result = repair.run()
-    sweep_rows = (
-        run_sweep(tampered, second, data, config, dev, progress, attack, stages)
-        if config.sweep
-        else []
-    )
-    if sweep_rows:
-        result.timings["sweep"] = round(time.perf_counter() - repair._clock, 1)
+    sweep_rows: list[dict[str, float]] = []
+    if config.sweep:
+        started = time.perf_counter()
+        sweep_rows = run_sweep(tampered, second, data, config, dev, progress, attack, stages)
+        result.timings["sweep"] = round(time.perf_counter() - started, 1)
     write_repair_outputs(
         run,
         result,

@@ -95,10 +95,12 @@ def unlearning_loader(
     config: UnlearningConfig,
     seed: int,
     device: torch.device | str = "cpu",
+    batch_size: int | None = None,
 ) -> TensorLoader:
-    """Shuffled bonafide batches with the scans' triggers stamped on a ``rate`` fraction."""
+    """Shuffled bonafide batches with the scans' triggers stamped on a ``rate`` fraction
+    (``batch_size``: the config's unless given, e.g. by a curve's own training settings)."""
     return data.train_loader(
-        config.batch_size,
+        batch_size or config.batch_size,
         split="bonafide",
         seed=seed,
         augment=False,
