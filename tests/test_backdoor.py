@@ -243,3 +243,7 @@ def test_poison_model_on_digits(tmp_path: Path):
     assert isinstance(metric, AttackSuccessMetric)
     data = prepare_data(DataConfig(dataset="digits"))
     assert metric(ckpt.model, data, "cpu")["asr"] == pytest.approx(summary["asr"])
+    # On a test subset: the same figure as backdoor_metrics on those images.
+    subset = AttackSuccessMetric(spec, limit=90)(ckpt.model, data, "cpu")
+    loader = data.eval_loader("test", limit=90)
+    assert subset == pytest.approx(backdoor_metrics(ckpt.model, loader, spec))

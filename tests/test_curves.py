@@ -265,6 +265,19 @@ def test_path_metrics_add_columns(digits):
     )
 
 
+def test_path_test_columns_on_a_test_subset(digits):
+    from modeconn.training import evaluate_model
+
+    spec, (a, b) = _models(digits, "mlp", {"hidden": [16]})
+    curve = Curve.from_endpoints(build_model(spec), a.state_dict(), b.state_dict())
+    rows = evaluate_path(curve, digits, [0.0, 1.0], test_limit=60)
+    subset = evaluate_model(a, digits.eval_loader("test", limit=60))
+    full = evaluate_model(a, digits.eval_loader("test"))
+    assert rows[0]["test_acc"] == pytest.approx(subset["acc"])
+    assert rows[0]["test_loss"] == pytest.approx(subset["loss"], rel=1e-5)
+    assert subset["loss"] != pytest.approx(full["loss"])  # a different set of images indeed
+
+
 # --- checkpoints -----------------------------------------------------------------------------
 
 

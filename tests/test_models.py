@@ -263,3 +263,18 @@ def test_vgg_pools_until_one_pixel() -> None:
     pools = [m for m in model.net.features if isinstance(m, nn.MaxPool2d)]
     assert len(pools) == 3  # 8 -> 4 -> 2 -> 1, then no more pooling
     assert model.net.classifier[2].in_features == 8 * 4  # 512 * width / 64 channels, 1×1
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 8, 8), (2, 3, 7, 9), (4, 6, 6), (1, 2, 2, 5)])
+def test_fast_max_pool_equals_torch(shape) -> None:
+    from modeconn.models.pooling import MaxPool2x2
+
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(shape, generator=gen) * 2).round().relu()  # ties and odd sizes
+    with torch.no_grad():  # the fast path
+        assert torch.equal(MaxPool2x2()(x), F.max_pool2d(x, 2))
+    x.requires_grad_()  # with gradients: PyTorch's kernel, gradients included
+    grad = torch.randn(F.max_pool2d(x, 2).shape, generator=gen)
+    (ours,) = torch.autograd.grad(MaxPool2x2()(x), x, grad)
+    (theirs,) = torch.autograd.grad(F.max_pool2d(x, 2), x, grad)
+    assert torch.equal(ours, theirs)

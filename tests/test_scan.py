@@ -224,3 +224,10 @@ def test_unlearning_follows_the_confidence_of_the_verdict():
     none = unlearning_transform([result([1.0, 0, 0, 0], [])], cfg)
     assert none.classes is None and none.rate + none.uniform_rate == cfg.rate + cfg.uniform_rate
     assert strong.triggers[0].mask.shape == (k, 1, 8, 8)
+    # A weak flag next to a confident one (a naturally small class) is not stamped.
+    mixed = unlearning_transform([result([9.0, 0, 0, 3.4], [0, 3])], cfg)
+    assert mixed.classes == [0] and mixed.uniform_rate == 0.0
+    # Two scans (the two endpoints): one confident verdict decides for both; every scan's
+    # triggers are stamped.
+    both = unlearning_transform([result([3.3, 0, 0, 0], [0]), result([0, 0, 5.0, 0], [2])], cfg)
+    assert both.classes == [2] and both.uniform_rate == 0.0 and len(both.triggers) == 2

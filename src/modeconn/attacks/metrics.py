@@ -23,18 +23,20 @@ from modeconn.experiment import PreparedData
 
 
 class AttackSuccessMetric:
-    """``asr`` and ``poisoned_acc`` of a backdoor on the test split."""
+    """``asr`` and ``poisoned_acc`` of a backdoor on the test split, or on a class-stratified
+    subset of ``limit`` test images (the data's seed: the same images at every t)."""
 
     name = "backdoor"
 
-    def __init__(self, spec: TriggerSpec, batch_size: int = 512) -> None:
+    def __init__(self, spec: TriggerSpec, batch_size: int = 512, limit: int | None = None) -> None:
         self.spec = spec
         self.batch_size = batch_size
+        self.limit = limit
 
     def __call__(
         self, model: nn.Module, data: PreparedData, device: torch.device | str
     ) -> dict[str, float]:
-        loader = data.eval_loader("test", self.batch_size, device)
+        loader = data.eval_loader("test", self.batch_size, device, limit=self.limit)
         return backdoor_metrics(model, loader, self.spec, device)
 
 

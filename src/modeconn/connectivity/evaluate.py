@@ -44,7 +44,8 @@ class PointData:
 
     ``own`` iterates over ``split`` — the family's own training data, for BatchNorm statistics and
     the "train" columns — or, with ``own_limit``, over a seeded class-stratified subset of it
-    (cheaper on large data sets); ``test`` over the test split.
+    (cheaper on large data sets); ``test`` over the test split, or with ``test_limit`` over a
+    seeded class-stratified subset of it (the same images at every point).
     """
 
     data: PreparedData
@@ -52,6 +53,7 @@ class PointData:
     device: torch.device
     batch_size: int = EVAL_BATCH
     own_limit: int | None = None
+    test_limit: int | None = None
     own: Any = field(init=False)
     test: Any = field(init=False)
 
@@ -64,7 +66,9 @@ class PointData:
             keep = stratified_indices(labels[indices], self.own_limit, self.data.config.seed)
             indices = indices[keep]
         self.own = make_eval_loader(images, labels, indices, self.batch_size, self.device)
-        self.test = self.data.eval_loader("test", self.batch_size, self.device)
+        self.test = self.data.eval_loader(
+            "test", self.batch_size, self.device, limit=self.test_limit
+        )
 
 
 @torch.no_grad()
@@ -129,6 +133,7 @@ def evaluate_path(
     device: torch.device | str = "cpu",
     batch_size: int = EVAL_BATCH,
     train_eval_limit: int | None = None,
+    test_limit: int | None = None,
     progress: bool = False,
     description: str = "path",
 ) -> list[dict[str, float]]:
@@ -136,11 +141,13 @@ def evaluate_path(
 
     The "train" columns are measured on ``bn_split``, the data the curve was trained on, which
     is also where BatchNorm statistics come from; ``train_eval_limit`` uses a stratified subset
-    of it. The straight segment is evaluated the same way: ``evaluate_path(segment(curve), ...)``.
+    of it; ``test_limit`` measures the test columns on a stratified subset of the test split
+    (give the metrics the same limit). The straight segment is evaluated the same way:
+    ``evaluate_path(segment(curve), ...)``.
     """
     dev = torch.device(device)
     curve.to(dev)
-    point_data = PointData(data, bn_split, dev, batch_size, train_eval_limit)
+    point_data = PointData(data, bn_split, dev, batch_size, train_eval_limit, test_limit)
     rows = []
     with make_progress(progress) as bar:
         task = bar.add_task(description, total=len(ts), status="")

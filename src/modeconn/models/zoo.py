@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from modeconn.errors import ModeconnError
+from modeconn.models.pooling import MaxPool2x2
 from modeconn.models.registry import register_model
 
 
@@ -38,7 +39,7 @@ def _pool(size: int) -> tuple[nn.Module, int]:
     """2×2 max pooling and the size after it, or nothing once the map is 1×1."""
     if size < 2:
         return nn.Identity(), size
-    return nn.MaxPool2d(2), size // 2
+    return MaxPool2x2(), size // 2
 
 
 def _stride(size: int, stride: int) -> tuple[int, int]:
@@ -159,7 +160,7 @@ class VGG(nn.Module):
                 layers.append(nn.ReLU())
                 channels = out
             if size >= 2:  # pool while the map is larger than 1×1
-                layers.append(nn.MaxPool2d(2))
+                layers.append(MaxPool2x2())
                 size //= 2
         self.features = nn.Sequential(*layers)
         hidden = 8 * width
