@@ -24,6 +24,7 @@ app = typer.Typer(
 def _register_commands() -> None:
     """Import the command modules; each adds its commands to :data:`app`."""
     from modeconn.cli import (
+        align,  # noqa: F401
         attack,  # noqa: F401
         connect,  # noqa: F401
         landscape,  # noqa: F401

@@ -5,6 +5,7 @@ Each ``run_<command>`` takes plain options, writes a run directory (``config.jso
 packages below (``connectivity``, ``attacks``, ``defenses``, ``landscape``) work in memory only.
 """
 
+from modeconn.commands.align import run_align
 from modeconn.commands.scan import run_scan
 
-__all__ = ["run_scan"]
+__all__ = ["run_align", "run_scan"]

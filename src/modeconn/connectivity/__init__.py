@@ -1,12 +1,19 @@
 """Mode connectivity: curves and Bezier surfaces over any model, BatchNorm along a path, path
-evaluation.
+evaluation, alignment.
 
 ``Curve``/``Surface`` span families of parameter sets evaluated with
 :func:`torch.func.functional_call`; :func:`update_bn` recomputes BatchNorm statistics at a point;
 :func:`fit_curve`/:func:`train_curve`/:func:`train_surface` train them through the one training
-loop; :func:`evaluate_path`/:func:`run_path_eval`/:func:`run_extract` evaluate and extract points.
+loop; :func:`evaluate_path`/:func:`run_path_eval`/:func:`run_extract` evaluate and extract points;
+:func:`weight_matching`/:func:`activation_matching` permute one model onto another and
+:func:`segment_barrier` measures the straight line between them.
 """
 
+from modeconn.connectivity.alignment import (
+    activation_matching,
+    segment_barrier,
+    weight_matching,
+)
 from modeconn.connectivity.bn import has_batchnorm, update_bn
 from modeconn.connectivity.checkpoints import (
     load_curve,
@@ -50,6 +57,7 @@ __all__ = [
     "PointObjective",
     "SplitLossAccuracy",
     "Surface",
+    "activation_matching",
     "bezier_coefficients",
     "curve_train_config",
     "evaluate_path",
@@ -67,9 +75,11 @@ __all__ = [
     "save_curve",
     "save_surface",
     "segment",
+    "segment_barrier",
     "surface_coefficients",
     "train_curve",
     "train_family",
     "train_surface",
     "update_bn",
+    "weight_matching",
 ]

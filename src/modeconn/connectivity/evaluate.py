@@ -159,6 +159,11 @@ def evaluate_path(
     return rows
 
 
+def barrier_height(errors: Sequence[float]) -> float:
+    """The barrier of a path: its largest test error minus the larger of its endpoints' errors."""
+    return max(errors) - max(errors[0], errors[-1])
+
+
 def path_summary(
     rows: Sequence[dict[str, float]], segment_rows: Sequence[dict[str, float]] | None = None
 ) -> dict[str, float]:
@@ -177,7 +182,7 @@ def path_summary(
         "endpoint_a_test_error": err[0],
         "endpoint_b_test_error": err[-1],
         "endpoint_max_test_error": max(err[0], err[-1]),
-        "barrier_test_error": err[worst] - max(err[0], err[-1]),
+        "barrier_test_error": barrier_height(err),
         "max_train_loss": max(r["train_loss"] for r in rows),
         "max_test_loss": max(r["test_loss"] for r in rows),
     }
@@ -188,7 +193,7 @@ def path_summary(
             segment_mid_test_error=1.0 - seg_mid["test_acc"],
             segment_max_test_error=max(seg_err),
             segment_max_train_loss=max(r["train_loss"] for r in segment_rows),
-            segment_barrier_test_error=max(seg_err) - max(seg_err[0], seg_err[-1]),
+            segment_barrier_test_error=barrier_height(seg_err),
         )
     return summary
 

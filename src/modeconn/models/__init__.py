@@ -2,11 +2,12 @@
 
 Build a model from a :class:`ModelSpec` with :func:`build_model`; it takes images in [0, 1] and
 normalises them itself. ``model_names()`` lists the registered architectures; a user's own is given
-as ``"package.module:factory"``.
+as ``"package.module:factory"``. :func:`permutation_spec` describes a model's weight-space symmetry.
 """
 
 from modeconn.models import zoo  # registers the built-in architectures
 from modeconn.models.normalize import Normalize, NormalizedModel
+from modeconn.models.permutation import PermutationSpec, apply_permutation, permutation_spec
 from modeconn.models.registry import (
     ModelSpec,
     build_model,
@@ -22,11 +23,14 @@ __all__ = [
     "ModelSpec",
     "Normalize",
     "NormalizedModel",
+    "PermutationSpec",
+    "apply_permutation",
     "build_model",
     "build_network",
     "last_conv_name",
     "last_linear_name",
     "model_names",
+    "permutation_spec",
     "register_model",
     "resolve_factory",
     "zoo",
