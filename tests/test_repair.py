@@ -131,6 +131,8 @@ def test_repair_cli_end_to_end(tmp_path: Path, capsys, digits_backdoor: Path):
     for row in ("path repair", "NC-unlearning", "fine-tuning", "from scratch", "noisy model"):
         assert row in table
     assert "fine-pruning" in table and "retuning_asr" in table
+    assert "| FST |" in table and "| ANP |" in table
+    assert {"fst_asr", "anp_asr", "fst_retuning_asr", "anp_clean_acc"} <= set(summary)
     repaired = load_model(out / "repaired.safetensors")
     assert repaired.attack["type"] == "backdoor"
     assert repaired.meta["repair"]["method"] == summary["method"]

@@ -210,6 +210,8 @@ RESULT_ROWS = (
     Names.FROM_SCRATCH,
     Names.NOISY,
     Names.FINE_PRUNING,
+    Names.FST,
+    Names.ANP,
 )
 
 

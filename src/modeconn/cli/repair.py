@@ -110,7 +110,8 @@ def repair_command(
     baselines: Annotated[
         bool,
         typer.Option(
-            "--baselines", help="Also run fine-tuning, from-scratch, noisy and fine-pruning."
+            "--baselines",
+            help="Also run fine-tuning, from scratch, noisy models, fine-pruning, FST and ANP.",
         ),
     ] = False,
     sweep: Annotated[
@@ -163,6 +164,9 @@ def repair_command(
     config.finetune.epochs, config.finetune.batch_size = finetune_epochs, batch_size
     config.unlearning.epochs, config.unlearning.rate = unlearn_epochs, unlearn_rate
     config.unlearning.batch_size = batch_size
+    # FST gets the budget of the fine-tuning baseline (the unlearning's epochs).
+    config.fst.epochs, config.fst.batch_size = unlearn_epochs, batch_size
+    config.anp.batch_size = batch_size
     config.scan.steps = scan_steps
     data = data_config(dataset, data_dir, seed, train_limit=train_limit, test_limit=test_limit)
     spec = None

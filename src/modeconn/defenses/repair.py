@@ -52,7 +52,9 @@ from modeconn.connectivity import (
     save_curve,
     update_bn,
 )
+from modeconn.defenses.anp import ANPConfig, adversarial_neuron_pruning
 from modeconn.defenses.baselines import fine_prune, fine_tune, noisy_models, train_from_scratch
+from modeconn.defenses.fst import FSTConfig, feature_shift_tuning
 from modeconn.defenses.retuning import RetuningConfig, retuning_attack_asr
 from modeconn.defenses.scan import ScanConfig, ScanResult, scan_images, scan_model
 from modeconn.defenses.unlearning import UnlearningConfig, unlearn, unlearning_loader
@@ -85,6 +87,8 @@ class Names:
     FROM_SCRATCH = "from scratch"
     NOISY = "noisy model"
     FINE_PRUNING = "fine-pruning"
+    FST = "FST"
+    ANP = "ANP"
 
     #: Which candidates each method builds, in order of preference on ties.
     BY_METHOD: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -134,6 +138,8 @@ class RepairConfig:
     scan: ScanConfig = field(default_factory=ScanConfig)
     unlearning: UnlearningConfig = field(default_factory=UnlearningConfig)
     retuning: RetuningConfig = field(default_factory=RetuningConfig)
+    fst: FSTConfig = field(default_factory=FSTConfig)
+    anp: ANPConfig = field(default_factory=ANPConfig)
     kind: str = "bezier"
     path_kind: str = "polychain"
     num_bends: int = 3
@@ -164,6 +170,8 @@ class RepairConfig:
         if self.path_test_limit is not None and self.path_test_limit < 1:
             raise ModeconnError(f"path_test_limit must be at least 1, got {self.path_test_limit}")
         self.scan.validate()
+        self.fst.validate()
+        self.anp.validate()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -379,12 +387,15 @@ def run_baselines(
     progress: bool,
     stages: Stages | None = None,
 ) -> tuple[list[Candidate], list[dict[str, float]], dict[str, nn.Module]]:
-    """Fine-tuning, training from scratch, noisy models and fine-pruning on the same data.
+    """Fine-tuning, training from scratch, noisy models, fine-pruning, FST and ANP on the same
+    bonafide data.
 
     Fine-tuning and fine-pruning get the unlearning budget (fine-tuning is NC-unlearning without
     the stamps: the ablation of the scan); training from scratch gets ``scratch_epochs`` (at the
-    unlearning budget it would be a straw man). Returns the candidates, the noisy-model rows and
-    the trained models by candidate name (for the retuning attack).
+    unlearning budget it would be a straw man); FST gets the same 20 epochs at lr 0.01 (its
+    ``config.fst``), ANP ``config.anp.steps`` mask rounds, its pruned count chosen on the held-out
+    bonafide split. Returns the candidates, the noisy-model rows and the trained models by
+    candidate name (for the retuning attack).
     """
     budget = config.unlearning.train_config(config.seed)
     scratch_budget = copy.deepcopy(budget)
@@ -476,6 +487,55 @@ def run_baselines(
         )
     except ModeconnError as err:  # e.g. a model with no convolution
         out.append(Candidate(Names.FINE_PRUNING, {}, f"not applicable: {err}"))
+    fst_cfg = config.fst
+    try:
+        fst_model = feature_shift_tuning(
+            tampered.model,
+            data.train_loader(fst_cfg.batch_size, split="bonafide", device=device),
+            fst_cfg,
+            seed=config.seed,
+            device=device,
+            progress=progress,
+            run=stage("fst", fst_cfg.train_config(config.seed)),
+        )
+        models[Names.FST] = fst_model
+        out.append(
+            evaluate_candidate(
+                Names.FST,
+                fst_model,
+                data,
+                metric,
+                device,
+                f"head re-initialised, {fst_cfg.epochs} epochs, α={fst_cfg.alpha}",
+            )
+        )
+    except ModeconnError as err:  # a model without a linear head
+        out.append(Candidate(Names.FST, {}, f"not applicable: {err}"))
+    anp_cfg = config.anp
+    try:
+        anp_model, info = adversarial_neuron_pruning(
+            tampered.model,
+            data.train_loader(anp_cfg.batch_size, split="bonafide", device=device),
+            data.eval_loader("bonafide_holdout", device=device),
+            anp_cfg,
+            seed=config.seed,
+            device=device,
+            progress=progress,
+        )
+        models[Names.ANP] = anp_model
+        out.append(
+            evaluate_candidate(
+                Names.ANP,
+                anp_model,
+                data,
+                metric,
+                device,
+                f"{info['pruned']} of {info['neurons']} neurons pruned (held-out bonafide "
+                f"within {anp_cfg.tolerance:.0%})",
+            )
+        )
+    except ModeconnError as err:  # a model with nothing to mask
+        out.append(Candidate(Names.ANP, {}, f"not applicable: {err}"))
     return out, noisy_rows, models
 
 
