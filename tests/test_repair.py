@@ -223,6 +223,20 @@ def test_demo_cli_end_to_end_and_reuses_finished_steps(tmp_path: Path, capsys):
     assert [p.stat().st_mtime_ns for p in models] == stamps
 
 
+def test_repair_method_tsc_builds_only_the_symmetry_candidate(tmp_path: Path, digits_backdoor):
+    from modeconn.defenses.repair import RepairConfig, run_repair
+
+    cfg = RepairConfig(bonafide=300, method="tsc", points=5, eot=False)
+    cfg.tsc.curve.epochs, cfg.tsc.curve.batch_size, cfg.scan.steps = 4, 32, 40
+    summary = run_repair([digits_backdoor], tmp_path / "r", config=cfg, progress=False)
+    assert summary["method"] == "TSC"
+    assert summary["tsc_asr"] == summary["asr"] < summary["tampered_asr"]
+    assert "nc_unlearning_clean_acc" not in summary and "path_repair_clean_acc" not in summary
+    stages = {p.name for p in (tmp_path / "r" / "stages").iterdir()}
+    assert stages == {"tsc_r0_away", "tsc_r0_back"}  # no unlearning, no other curve
+    assert "| TSC |" in (tmp_path / "r" / "comparison.md").read_text()
+
+
 def test_interrupted_repair_resumes_to_the_uninterrupted_result(
     tmp_path: Path, monkeypatch, digits_backdoor: Path
 ):
@@ -233,6 +247,7 @@ def test_interrupted_repair_resumes_to_the_uninterrupted_result(
         cfg = RepairConfig(bonafide=300, points=5, baselines=True, eot_limit=64)
         cfg.curve.epochs, cfg.curve.batch_size = 3, 32
         cfg.scan.steps, cfg.unlearning.epochs, cfg.scratch_epochs = 40, 3, 3
+        cfg.fst.epochs, cfg.fst.batch_size, cfg.anp.steps = 3, 32, 30
         return cfg
 
     kwargs = dict(progress=False, device="cpu")
@@ -282,9 +297,32 @@ def test_interrupted_repair_resumes_to_the_uninterrupted_result(
         "fine_tuning",
         "from_scratch",
         "fine_pruning",
+        "fst",
     }
     assert not any((stages / n / "state").exists() for n in names)
     epochs = [json.loads(r)["epoch"] for r in (stages / "curve" / "metrics.jsonl").open()]
     assert epochs == [1, 2, 3]
     with pytest.raises(ModeconnError, match="finished repair"):
         run_repair([digits_backdoor], tmp_path / "part", config=config(), resume=True, **kwargs)
+
+
+def test_unlearning_path_endpoint_b_is_aligned_onto_a(digits_backdoor: Path, digits_lenet: Path):
+    from modeconn.connectivity.alignment import weight_distance
+    from modeconn.defenses.repair import Repair, RepairConfig
+    from modeconn.models.permutation import apply_permutation, permutation_spec, random_permutations
+
+    a, b = load_model(digits_backdoor), load_model(digits_lenet)
+    spec = permutation_spec(b.model)  # both fixtures start from one seed: scramble B's units
+    scrambled = apply_permutation(spec, b.model.state_dict(), random_permutations(spec, 3))
+    b.model.load_state_dict(scrambled)
+    data = prepare_data(DataConfig(dataset="digits", bonafide=300))
+    repair = Repair(a, b, data, RepairConfig(bonafide=300), a.attack, torch.device("cpu"))
+    aligned = repair.aligned_endpoint(a.model, b.model)
+    assert repair.path_alignment == "B aligned to A by weight matching"
+    permuted = copy.deepcopy(b.model)
+    permuted.load_state_dict(aligned)
+    x = next(iter(data.eval_loader("test", 64)))[0]
+    with torch.no_grad():
+        assert torch.allclose(permuted(x), b.model(x), atol=1e-5)  # the same function
+    sa = a.model.state_dict()
+    assert weight_distance(sa, aligned) < 0.7 * weight_distance(sa, b.model.state_dict())

@@ -206,6 +206,7 @@ RESULT_ROWS = (
     Names.PATH_REPAIR,
     Names.UNLEARNING,
     Names.PATH,
+    Names.TSC,
     Names.FINE_TUNING,
     Names.FROM_SCRATCH,
     Names.NOISY,

@@ -55,12 +55,15 @@ def repair_command(
         typer.Option(
             "--method",
             help="auto (scan, unlearn, connect; choose the best candidate the scan passes), "
-            "unlearn-path, unlearn, or path (the scan-free curve of Zhao et al.).",
+            "unlearn-path, unlearn, path (the scan-free curve of Zhao et al.) or tsc (two-stage "
+            "symmetry connectivity on stamped batches).",
         ),
     ] = _DEFAULTS.method,
     epochs: Annotated[
         int | None,
-        typer.Option("--epochs", help="Curve epochs (default 20; 100 with --method path)."),
+        typer.Option(
+            "--epochs", help="Curve epochs (default 20; 100 with --method path; 40 per TSC stage)."
+        ),
     ] = None,
     unlearn_epochs: Annotated[
         int, typer.Option("--unlearn-epochs", help="Epochs of NC-unlearning per endpoint.")
@@ -81,7 +84,9 @@ def repair_command(
     ] = _DEFAULTS.finetune.epochs,
     lr: Annotated[
         float | None,
-        typer.Option("--lr", help="Curve learning rate (default 0.01; 0.05 with --method path)."),
+        typer.Option(
+            "--lr", help="Curve learning rate (default 0.01; 0.05 with --method path; 0.02 TSC)."
+        ),
     ] = None,
     batch_size: BatchSize = 128,
     kind: Annotated[
@@ -119,6 +124,12 @@ def repair_command(
         typer.Option("--sweep", help="Comma-separated bonafide sizes to repeat the repair with."),
     ] = None,
     no_eot: Annotated[bool, typer.Option("--no-eot", help="Skip the adaptive EOT attack.")] = False,
+    no_align: Annotated[
+        bool,
+        typer.Option(
+            "--no-align", help="Connect endpoint B as trained (default: permuted onto A first)."
+        ),
+    ] = False,
     attack: Annotated[
         Path | None,
         typer.Option(
@@ -153,9 +164,10 @@ def repair_command(
         baselines=baselines,
         sweep=parse_sweep(sweep),
         eot=not no_eot,
+        align_endpoints=not no_align,
         seed=seed,
     )
-    for curve in (config.curve, config.path_curve):
+    for curve in (config.curve, config.path_curve, config.tsc.curve):
         curve.epochs = epochs if epochs is not None else curve.epochs
         curve.lr = lr if lr is not None else curve.lr
         curve.batch_size = batch_size

@@ -52,17 +52,20 @@ from modeconn.connectivity import (
     save_curve,
     update_bn,
 )
+from modeconn.connectivity.alignment import weight_matching
 from modeconn.defenses.anp import ANPConfig, adversarial_neuron_pruning
 from modeconn.defenses.baselines import fine_prune, fine_tune, noisy_models, train_from_scratch
 from modeconn.defenses.fst import FSTConfig, feature_shift_tuning
 from modeconn.defenses.retuning import RetuningConfig, retuning_attack_asr
 from modeconn.defenses.scan import ScanConfig, ScanResult, scan_images, scan_model
+from modeconn.defenses.tsc import TSCConfig, symmetry_connectivity
 from modeconn.defenses.unlearning import UnlearningConfig, unlearn, unlearning_loader
 from modeconn.distributed import resolve_device
 from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
 from modeconn.io import atomic_write_text, write_table
 from modeconn.models import build_model
+from modeconn.models.permutation import apply_permutation, permutation_spec
 from modeconn.rundir import RunDir, run_status
 from modeconn.training import TrainConfig, evaluate_model
 
@@ -72,7 +75,7 @@ T_RULE = (
     "the best held-out bonafide accuracy ({acc:.4f}) among the points at least {margin:.2f} "
     "from both endpoints; chosen from held-out bonafide data only"
 )
-METHODS = ("auto", "unlearn-path", "unlearn", "path")
+METHODS = ("auto", "unlearn-path", "unlearn", "path", "tsc")
 
 
 class Names:
@@ -83,6 +86,7 @@ class Names:
     PATH_REPAIR = "path repair"
     UNLEARNING = "NC-unlearning"
     PATH = "path (no scan)"
+    TSC = "TSC"
     FINE_TUNING = "fine-tuning"
     FROM_SCRATCH = "from scratch"
     NOISY = "noisy model"
@@ -96,6 +100,7 @@ class Names:
         "unlearn-path": (PATH_REPAIR,),
         "unlearn": (UNLEARNING,),
         "path": (PATH,),
+        "tsc": (TSC,),
     }
 
 
@@ -140,6 +145,8 @@ class RepairConfig:
     retuning: RetuningConfig = field(default_factory=RetuningConfig)
     fst: FSTConfig = field(default_factory=FSTConfig)
     anp: ANPConfig = field(default_factory=ANPConfig)
+    tsc: TSCConfig = field(default_factory=TSCConfig)
+    align_endpoints: bool = True  # permute B onto A before the unlearning path
     kind: str = "bezier"
     path_kind: str = "polychain"
     num_bends: int = 3
@@ -172,6 +179,7 @@ class RepairConfig:
         self.scan.validate()
         self.fst.validate()
         self.anp.validate()
+        self.tsc.validate()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -592,6 +600,7 @@ class Repair:
         self.metric = metric_from_attack_spec(attack) if attack else None
         self.key = attack_key(attack)
         self.scans: dict[str, ScanResult] = {}
+        self.path_alignment = ""  # how the unlearning path's endpoint B was aligned, if it was
         self.timings: dict[str, float] = {}
         self._clock = time.perf_counter()
         self._scan_x, self._scan_y = scan_images(data, config.scan.images, device)
@@ -631,8 +640,16 @@ class Repair:
             description=name.replace("_", " "),
         )
 
-    def unlearnt_endpoints(self) -> tuple[nn.Module, nn.Module, list[ScanResult]]:
-        """Scan A (and B) and unlearn each with the triggers of both scans; the one-model set-up
+    def scan_endpoints(self) -> list[ScanResult]:
+        """Scan A (and B): the verdicts behind every stamped batch."""
+        scans = [self.scan(Names.TAMPERED, self.tampered.model)]
+        if self.second is not None:
+            scans.append(self.scan(Names.ENDPOINT_B, self.second.model))
+        self.lap("scan")
+        return scans
+
+    def unlearnt_endpoints(self, scans: Sequence[ScanResult]) -> tuple[nn.Module, nn.Module]:
+        """Unlearn A (and B) with the triggers of both endpoints' scans; the one-model set-up
         unlearns A again with another seed.
 
         The two tampered models of the paper's set-up carry the same attack, and one scan may
@@ -642,31 +659,29 @@ class Repair:
         0.894 / ASR 0.015 against 0.909 tampered. On a patch pair both scans were confident and
         the union changed nothing (0.895 / 0.016 either way).
         """
-        scans = [self.scan(Names.TAMPERED, self.tampered.model)]
-        if self.second is not None:
-            scans.append(self.scan(Names.ENDPOINT_B, self.second.model))
-        self.lap("scan")
         a = self.unlearn(self.tampered.model, scans, "unlearn_a", self.config.seed)
         if self.second is not None:
             b = self.unlearn(self.second.model, scans, "unlearn_b", self.config.seed)
         else:
             b = self.unlearn(self.tampered.model, scans, "unlearn_b", self.config.seed + 1)
         self.lap("unlearning")
-        return a, b, scans
+        return a, b
 
     def unlearning_path(
         self, a: nn.Module, b: nn.Module, scans: Sequence[ScanResult]
     ) -> tuple[Curve, list[dict[str, float]]]:
-        """A curve between the unlearnt endpoints, trained on stamped bonafide batches."""
+        """A curve between the unlearnt endpoints, trained on stamped bonafide batches; B's
+        hidden units are first permuted onto A's (``align_endpoints``)."""
         cfg = copy.deepcopy(self.config.curve)
         cfg.seed = self.config.seed
         loader = unlearning_loader(
             self.data, scans, self.config.unlearning, cfg.seed, self.device, cfg.batch_size
         )
+        end = self.aligned_endpoint(a, b) if self.config.align_endpoints else b.state_dict()
         curve = fit_curve(
             self.tampered.model,
             a.state_dict(),
-            b.state_dict(),
+            end,
             loader,
             cfg,
             kind=self.config.kind,
@@ -679,6 +694,46 @@ class Repair:
         rows = self.evaluate_path(curve)
         self.lap("curve_and_path")
         return curve, rows
+
+    def aligned_endpoint(self, a: nn.Module, b: nn.Module) -> dict[str, torch.Tensor]:
+        """B's state with its hidden units permuted onto A's by weight matching (the same
+        function). Two independently trained lenets sit in different basins and the curve
+        between their unlearnt versions dipped at its middle (patch: test accuracy 0.902 /
+        0.854 / 0.905 at t = 0 / 0.5 / 1); aligned first, 0.894 / 0.888 / 0.896. A model without
+        a permutation spec keeps B as it is (``path_alignment`` says so)."""
+        state_a, state_b = a.state_dict(), b.state_dict()
+        try:
+            spec = permutation_spec(a)
+        except ModeconnError as err:
+            self.path_alignment = f"not aligned ({err})"
+            return state_b
+        perms = weight_matching(spec, state_a, state_b, seed=self.config.seed)
+        self.path_alignment = "B aligned to A by weight matching"
+        return apply_permutation(spec, state_b, perms)
+
+    def symmetry_candidate(self, scans: Sequence[ScanResult]) -> nn.Module:
+        """``method="tsc"``: TSC from the tampered A, its curves trained on the unlearning
+        batches (``config.tsc.stamped``) or on plain bonafide batches (the paper)."""
+        cfg = self.config.tsc
+        batch = cfg.curve.batch_size
+        if cfg.stamped:
+            loader = unlearning_loader(
+                self.data, scans, self.config.unlearning, self.config.seed, self.device, batch
+            )
+        else:
+            loader = self.data.train_loader(batch, split="bonafide", device=self.device)
+        model, _ = symmetry_connectivity(
+            self.tampered.model,
+            loader,
+            self.data.eval_loader("bonafide", device=self.device),
+            cfg,
+            seed=self.config.seed,
+            device=self.device,
+            progress=self.progress,
+            stage=self.stage,
+        )
+        self.lap("tsc")
+        return model
 
     def scan_free_path(self) -> tuple[Curve, list[dict[str, float]]]:
         """``method="path"``: a curve between the tampered endpoints (Zhao et al.)."""
@@ -769,16 +824,24 @@ class Repair:
         if Names.PATH in wanted:
             curve, rows = self.scan_free_path()
         else:
-            a, b, scans = self.unlearnt_endpoints()
+            scans = self.scan_endpoints()
+            if Names.UNLEARNING in wanted or Names.PATH_REPAIR in wanted:
+                a, b = self.unlearnt_endpoints(scans)
             if Names.UNLEARNING in wanted:
                 built.append((self.evaluate(Names.UNLEARNING, a, "A unlearnt"), a))
             if Names.PATH_REPAIR in wanted:
                 curve, rows = self.unlearning_path(a, b, scans)
+            if Names.TSC in wanted:
+                tsc = self.symmetry_candidate(scans)
+                detail = f"two stages at t={cfg.tsc.t}, {cfg.tsc.rounds} round(s)"
+                detail += ", stamped batches" if cfg.tsc.stamped else ", plain bonafide batches"
+                built.append((self.evaluate(Names.TSC, tsc, detail), tsc))
         if curve is not None:
             t, t_rule = (cfg.t, "given") if cfg.t is not None else choose_t(rows, cfg.margin)
             name = Names.PATH_REPAIR if Names.PATH_REPAIR in wanted else Names.PATH
             model = self.point(curve, t)
-            cand = self.evaluate(name, model, f"t={t:.2f}")
+            detail = f"t={t:.2f}" + (f"; {self.path_alignment}" if self.path_alignment else "")
+            cand = self.evaluate(name, model, detail)
             if cfg.eot and self.attack:
                 eot = eot_attack_success(curve, t, self.data, self.attack, cfg, self.device)
                 if eot is not None:
