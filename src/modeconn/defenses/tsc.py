@@ -10,7 +10,7 @@ narrow feature of θ's basin:
    bonafide data with both endpoints fixed, and take θ₁ = the curve at ``t``. The curve keeps
    the bonafide loss low but has no reason to keep the backdoor, which lives in directions the
    bonafide data never constrains.
-2. **Stage 2 (back).** Permute θ to be *aligned* with θ₁, train a curve between that and θ₁,
+2. **Stage 2 (back).** Permute θ to be *aligned* with θ₁, train a curve from that to θ₁,
    and take θ₂ = the curve at ``t``: back near the original basin (accuracy recovers) with the
    backdoor's directions still scrambled.
 
@@ -101,38 +101,20 @@ def symmetry_connectivity(
     norm = weight_distance(start, {k: torch.zeros_like(v) for k, v in start.items()})
     current = model
     log: list[dict[str, float]] = []
+
+    def point(base: nn.Module, state_a: dict, state_b: dict, name: str) -> nn.Module:
+        return _point(
+            base, state_a, state_b, loader, bn_loader, cfg, config.t, device, progress, stage, name
+        )
+
     for r in range(config.rounds):
         theta = {k: v.detach().clone() for k, v in current.state_dict().items()}
         away = weight_matching(spec, theta, theta, misalign=True, seed=seed + r)
         far = apply_permutation(spec, theta, away)
-        first = _point(
-            current,
-            theta,
-            far,
-            loader,
-            bn_loader,
-            cfg,
-            config.t,
-            device,
-            progress,
-            stage,
-            f"tsc_r{r}_away",
-        )
+        first = point(current, theta, far, f"tsc_r{r}_away")
         s1 = first.state_dict()
-        back = apply_permutation(spec, start, weight_matching(spec, s1, start, seed=seed + r))
-        second = _point(
-            current,
-            back,
-            s1,
-            loader,
-            bn_loader,
-            cfg,
-            config.t,
-            device,
-            progress,
-            stage,
-            f"tsc_r{r}_back",
-        )
+        back = apply_permutation(spec, theta, weight_matching(spec, s1, theta, seed=seed + r))
+        second = point(current, back, s1, f"tsc_r{r}_back")
         log.append(
             {
                 "round": float(r),
