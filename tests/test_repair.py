@@ -36,6 +36,26 @@ def test_choose_t_keeps_a_margin_and_maximises_held_out_accuracy():
         choose_t(rows([0.9, 0.9]), margin=0.25)
 
 
+def test_choice_takes_the_best_held_out_accuracy_the_scan_passes_and_breaks_ties_by_loss():
+    from modeconn.defenses.repair import Candidate, choose_candidate
+    from modeconn.defenses.scan import ScanResult
+
+    def verdict(flagged: list[int], top: float) -> ScanResult:
+        return ScanResult({}, {}, [top, 1.0], flagged, 3.0)
+
+    def cand(name: str, acc: float, loss: float) -> Candidate:
+        return Candidate(name, {"bonafide_holdout_acc": acc, "bonafide_holdout_loss": loss})
+
+    path, unlearnt, best = cand("path", 0.914, 0.269), cand("unl", 0.914, 0.262), cand("b", 0.95, 1)
+    scans = {"path": verdict([], 1.2), "unl": verdict([], 1.3), "b": verdict([0], 5.0)}
+    chosen, why = choose_candidate([path, unlearnt, best], scans)
+    assert chosen is unlearnt  # "b" is flagged; the tie on accuracy goes to the lower loss
+    assert "2 of 3 candidates" in why
+    scans["path"], scans["unl"] = verdict([1], 4.0), verdict([0], 3.5)
+    chosen, why = choose_candidate([path, unlearnt, best], scans)
+    assert chosen is unlearnt and "may not have worked" in why  # all flagged: least anomalous
+
+
 def test_backdoored_digits_model_is_tampered(digits_backdoor: Path):
     summary = json.loads((digits_backdoor / "summary.json").read_text())
     assert summary["asr"] > 0.8 and summary["clean_acc"] > 0.8

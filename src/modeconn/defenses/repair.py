@@ -70,6 +70,7 @@ from modeconn.rundir import RunDir, run_status
 from modeconn.training import TrainConfig, evaluate_model
 
 HOLDOUT = "bonafide_holdout_acc"
+HOLDOUT_LOSS = "bonafide_holdout_loss"
 HOLDOUT_METRIC = SplitLossAccuracy("bonafide_holdout")
 T_RULE = (
     "the best held-out bonafide accuracy ({acc:.4f}) among the points at least {margin:.2f} "
@@ -551,13 +552,25 @@ def choose_candidate(
     candidates: Sequence[Candidate], verdicts: dict[str, ScanResult]
 ) -> tuple[Candidate, str]:
     """The trigger-free choice: the best held-out bonafide accuracy among the candidates whose
-    scan flags no class (ties: the earlier candidate); when every candidate is flagged, the one
-    with the smallest largest anomaly index, and the reason says so."""
+    scan flags no class; when every candidate is flagged, the one with the smallest largest
+    anomaly index, and the reason says so.
+
+    Ties on accuracy go to the lower held-out loss (then the earlier candidate): 500 held-out
+    images resolve accuracy to 0.2 points, and the demo's path repair and NC-unlearning tied on
+    it in two of three scenarios (blend: 0.914 both; held-out loss 0.269 against 0.262, test
+    accuracy 0.889 against 0.896)."""
     if not candidates:
         raise RuntimeError("no repair candidate was built")
     clean = [c for c in candidates if not verdicts[c.name].flagged_classes]
     if clean:
-        best = max(clean, key=lambda c: (c.metrics[HOLDOUT], -candidates.index(c)))
+        best = max(
+            clean,
+            key=lambda c: (
+                c.metrics[HOLDOUT],
+                -c.metrics.get(HOLDOUT_LOSS, 0.0),
+                -candidates.index(c),
+            ),
+        )
         return best, (
             f"{best.name}: the best held-out bonafide accuracy ({best.metrics[HOLDOUT]:.4f}) among "
             f"the {len(clean)} of {len(candidates)} candidates the scan does not flag"
