@@ -231,3 +231,7 @@ def test_unlearning_follows_the_confidence_of_the_verdict():
     # triggers are stamped.
     both = unlearning_transform([result([3.3, 0, 0, 0], [0]), result([0, 0, 5.0, 0], [2])], cfg)
     assert both.classes == [2] and both.uniform_rate == 0.0 and len(both.triggers) == 2
+    # Two flags of similar size (an all-to-all model: 4.43 and 3.61) are no confident verdict:
+    # the flagged classes and the uniform part are stamped.
+    close = unlearning_transform([result([0, 3.61, 0, 4.43], [1, 3])], cfg)
+    assert close.classes == [1, 3] and close.uniform_rate == cfg.uniform_rate
