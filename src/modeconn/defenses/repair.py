@@ -472,7 +472,19 @@ def run_baselines(
             f"σ={pick['sigma']} (largest within tolerance), mean of {config.noise_draws} draws",
         )
     )
-    try:
+
+    def add(name: str, build) -> None:
+        """Build a baseline (``build()`` → model, detail) and evaluate it; a model the method
+        cannot handle gets a "not applicable" row instead."""
+        try:
+            model, detail = build()
+        except ModeconnError as err:
+            out.append(Candidate(name, {}, f"not applicable: {err}"))
+            return
+        models[name] = model
+        out.append(evaluate_candidate(name, model, data, metric, device, detail))
+
+    def fine_pruning() -> tuple[nn.Module, str]:
         pruned, fraction = fine_prune(
             tampered.model,
             bn_loader,
@@ -483,68 +495,40 @@ def run_baselines(
             progress=progress,
             run=stage("fine_pruning"),
         )
-        models[Names.FINE_PRUNING] = pruned
-        out.append(
-            evaluate_candidate(
-                Names.FINE_PRUNING,
-                pruned,
-                data,
-                metric,
-                device,
-                f"{fraction:.0%} of last-conv channels pruned",
-            )
-        )
-    except ModeconnError as err:  # e.g. a model with no convolution
-        out.append(Candidate(Names.FINE_PRUNING, {}, f"not applicable: {err}"))
-    fst_cfg = config.fst
-    try:
-        fst_model = feature_shift_tuning(
+        return pruned, f"{fraction:.0%} of last-conv channels pruned"
+
+    def fst() -> tuple[nn.Module, str]:
+        cfg = config.fst
+        model = feature_shift_tuning(
             tampered.model,
-            data.train_loader(fst_cfg.batch_size, split="bonafide", device=device),
-            fst_cfg,
+            data.train_loader(cfg.batch_size, split="bonafide", device=device),
+            cfg,
             seed=config.seed,
             device=device,
             progress=progress,
-            run=stage("fst", fst_cfg.train_config(config.seed)),
+            run=stage("fst", cfg.train_config(config.seed)),
         )
-        models[Names.FST] = fst_model
-        out.append(
-            evaluate_candidate(
-                Names.FST,
-                fst_model,
-                data,
-                metric,
-                device,
-                f"head re-initialised, {fst_cfg.epochs} epochs, α={fst_cfg.alpha}",
-            )
-        )
-    except ModeconnError as err:  # a model without a linear head
-        out.append(Candidate(Names.FST, {}, f"not applicable: {err}"))
-    anp_cfg = config.anp
-    try:
-        anp_model, info = adversarial_neuron_pruning(
+        return model, f"head re-initialised, {cfg.epochs} epochs, α={cfg.alpha}"
+
+    def anp() -> tuple[nn.Module, str]:
+        cfg = config.anp
+        model, info = adversarial_neuron_pruning(
             tampered.model,
-            data.train_loader(anp_cfg.batch_size, split="bonafide", device=device),
+            data.train_loader(cfg.batch_size, split="bonafide", device=device),
             data.eval_loader("bonafide_holdout", device=device),
-            anp_cfg,
+            cfg,
             seed=config.seed,
             device=device,
             progress=progress,
         )
-        models[Names.ANP] = anp_model
-        out.append(
-            evaluate_candidate(
-                Names.ANP,
-                anp_model,
-                data,
-                metric,
-                device,
-                f"{info['pruned']} of {info['neurons']} neurons pruned (held-out bonafide "
-                f"within {anp_cfg.tolerance:.0%})",
-            )
+        return model, (
+            f"{info['pruned']} of {info['neurons']} neurons pruned (held-out bonafide "
+            f"within {cfg.tolerance:.0%})"
         )
-    except ModeconnError as err:  # a model with nothing to mask
-        out.append(Candidate(Names.ANP, {}, f"not applicable: {err}"))
+
+    add(Names.FINE_PRUNING, fine_pruning)  # not applicable: e.g. a model with no convolution
+    add(Names.FST, fst)  # a model without a linear head
+    add(Names.ANP, anp)  # a model with nothing to mask
     return out, noisy_rows, models
 
 
