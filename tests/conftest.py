@@ -28,12 +28,12 @@ def _seed() -> None:
 @pytest.fixture(scope="session")
 def digits_lenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small lenet trained briefly on sklearn digits; its run directory (shared, read-only)."""
-    from modeconn.api import train_classifier
+    from modeconn.commands.train import run_train
     from modeconn.experiment import DataConfig
     from modeconn.training import TrainConfig
 
     out = tmp_path_factory.mktemp("digits_lenet")
-    train_classifier(
+    run_train(
         out,
         model="lenet",
         data=DataConfig(dataset="digits"),
@@ -47,13 +47,13 @@ def digits_lenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def digits_backdoor(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A lenet on digits with a 2×2 patch backdoor to class 0 (20% poisoned); its run directory."""
-    from modeconn.attacks.api import poison_model
     from modeconn.attacks.backdoor import TriggerSpec
+    from modeconn.commands.attack import run_poison
     from modeconn.experiment import DataConfig
     from modeconn.training import TrainConfig
 
     out = tmp_path_factory.mktemp("bd") / "bd"
-    poison_model(
+    run_poison(
         out,
         spec=TriggerSpec(type="patch", size=2, target=0, rate=0.2),
         model="lenet",

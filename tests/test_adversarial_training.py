@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from modeconn.api import train_classifier
+from modeconn.commands.train import run_train
 from modeconn.defenses.adversarial import (
     TRADES,
     AdversarialConfig,
@@ -169,11 +169,9 @@ def test_adversarial_training_raises_robust_accuracy(tmp_path: Path, digits):
         robust=RobustEvaluation(attack=ATTACK, limit=None),
         progress=False,
     )
-    plain = train_classifier(tmp_path / "plain", **common)
-    pgd_at = train_classifier(
-        tmp_path / "pgd", adversarial=AdversarialConfig("pgd", ATTACK), **common
-    )
-    trades_awp = train_classifier(
+    plain = run_train(tmp_path / "plain", **common)
+    pgd_at = run_train(tmp_path / "pgd", adversarial=AdversarialConfig("pgd", ATTACK), **common)
+    trades_awp = run_train(
         tmp_path / "trades",
         adversarial=AdversarialConfig("trades", ATTACK, trades_beta=3.0, awp=True),
         **common,

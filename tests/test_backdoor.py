@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from modeconn.attacks.api import poison_model
 from modeconn.attacks.backdoor import (
     PoisonTransform,
     TriggerSpec,
@@ -24,6 +23,7 @@ from modeconn.attacks.backdoor import (
 )
 from modeconn.attacks.metrics import AttackSuccessMetric, metric_from_attack_spec
 from modeconn.checkpoints import load_model
+from modeconn.commands.attack import run_poison
 from modeconn.data import TensorLoader
 from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig, prepare_data
@@ -224,7 +224,7 @@ def test_all_to_all_asr(digits):
 
 def test_poison_model_on_digits(tmp_path: Path):
     spec = TriggerSpec(rate=0.1, target=0)
-    summary = poison_model(
+    summary = run_poison(
         tmp_path / "run",
         spec=spec,
         model="mlp",

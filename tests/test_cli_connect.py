@@ -10,8 +10,8 @@ import pytest
 import torch
 from cli_helpers import assert_one_line_error, run_cli
 
-from modeconn.api import train_classifier
 from modeconn.checkpoints import load_model
+from modeconn.commands.train import run_train
 from modeconn.experiment import DataConfig
 from modeconn.training import TrainConfig
 
@@ -24,7 +24,7 @@ def two_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     paths = []
     for seed in (1, 2):
         out = tmp_path_factory.mktemp(f"mlp{seed}")
-        train_classifier(
+        run_train(
             out,
             model="mlp",
             model_kwargs={"hidden": [32]},

@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
+from modeconn.commands.connect import run_connect
 from modeconn.connectivity import (
     Curve,
     bezier_coefficients,
@@ -25,7 +26,7 @@ from modeconn.connectivity import (
     segment,
     update_bn,
 )
-from modeconn.connectivity.train import PointObjective, curve_train_config, train_curve
+from modeconn.connectivity.train import PointObjective, curve_train_config
 from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig, model_spec_for, prepare_data
 from modeconn.models import build_model
@@ -319,7 +320,7 @@ def test_train_curve_resumes_exactly(tmp_path: Path, digits_lenet: Path, monkeyp
     config = curve_train_config(epochs=2, batch_size=64, lr=0.05)
     kwargs = dict(data=data, config=config, progress=False, t_per_batch=2)
     a = digits_lenet / "model.safetensors"
-    full = train_curve(a, a, tmp_path / "full", **kwargs)
+    full = run_connect(a, a, tmp_path / "full", **kwargs)
     assert full["epochs"] == 2
     real = training.save_state
 
@@ -329,9 +330,9 @@ def test_train_curve_resumes_exactly(tmp_path: Path, digits_lenet: Path, monkeyp
 
     monkeypatch.setattr(training, "save_state", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        train_curve(a, a, tmp_path / "part", **kwargs)
+        run_connect(a, a, tmp_path / "part", **kwargs)
     monkeypatch.setattr(training, "save_state", real)
-    train_curve(a, a, tmp_path / "part", resume=True, **kwargs)
+    run_connect(a, a, tmp_path / "part", resume=True, **kwargs)
     c1, _, m1 = load_curve(tmp_path / "full")
     c2, _, _ = load_curve(tmp_path / "part")
     assert m1["train_split"] == "bonafide"

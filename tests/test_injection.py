@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from modeconn.attacks.api import inject_model
 from modeconn.attacks.injection import (
     InjectionSpec,
     _logits_fn,
@@ -21,6 +20,7 @@ from modeconn.attacks.injection import (
 )
 from modeconn.attacks.metrics import InjectionMetric, metric_from_attack_spec
 from modeconn.checkpoints import load_model
+from modeconn.commands.attack import run_inject
 from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig, prepare_data
 
@@ -124,7 +124,7 @@ def test_l0_injection_respects_its_budget(digits_lenet: Path, digits):
 
 
 def test_inject_model_writes_the_spec_and_summary(digits_lenet: Path, tmp_path: Path):
-    summary = inject_model(
+    summary = run_inject(
         digits_lenet, tmp_path / "inj", num_targets=2, num_keep=500, seed=3, device="cpu"
     )
     assert summary["injection_success"] == 1.0

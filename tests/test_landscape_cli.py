@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
 
-from modeconn.landscape.api import input_hessian_report
+from modeconn.commands.landscape import run_hessian
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -26,12 +26,12 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def digits_mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second small digits model (another architecture) for mismatch errors."""
-    from modeconn.api import train_classifier
+    from modeconn.commands.train import run_train
     from modeconn.experiment import DataConfig
     from modeconn.training import TrainConfig
 
     out = tmp_path_factory.mktemp("digits_mlp")
-    train_classifier(
+    run_train(
         out,
         model="mlp",
         model_kwargs={"hidden": [16]},
@@ -100,7 +100,7 @@ def test_hessian_command(tmp_path: Path, capsys, digits_lenet):
     assert mean == pytest.approx(summary["input_hessian_lmax"], rel=1e-4)
     assert (out / "input_hessian.png").stat().st_size > 0
     # the power method agrees with Lanczos (same images, same tolerance)
-    power = input_hessian_report(digits_lenet, limit=40, method="power", tol=1e-4)
+    power = run_hessian(digits_lenet, limit=40, method="power", tol=1e-4)
     assert power["input_hessian_lmax"] == pytest.approx(summary["input_hessian_lmax"], rel=1e-2)
 
 

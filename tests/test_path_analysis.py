@@ -7,15 +7,15 @@ from pathlib import Path
 
 from cli_helpers import assert_one_line_error, run_cli
 
-from modeconn.api import train_classifier
-from modeconn.connectivity.evaluate import read_table
+from modeconn.commands.train import run_train
 from modeconn.experiment import DataConfig
+from modeconn.io import read_table
 from modeconn.training import TrainConfig
 
 
 def test_robust_path_eval_of_a_segment(tmp_path: Path, capsys, digits_lenet: Path):
     other = tmp_path / "other"
-    train_classifier(
+    run_train(
         other,
         model="lenet",
         data=DataConfig(dataset="digits"),

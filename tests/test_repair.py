@@ -244,7 +244,8 @@ def test_demo_cli_end_to_end_and_reuses_finished_steps(tmp_path: Path, capsys):
 
 
 def test_repair_method_tsc_builds_only_the_symmetry_candidate(tmp_path: Path, digits_backdoor):
-    from modeconn.defenses.repair import RepairConfig, run_repair
+    from modeconn.commands.repair import run_repair
+    from modeconn.defenses.repair import RepairConfig
 
     cfg = RepairConfig(bonafide=300, method="tsc", points=5, eot=False)
     cfg.tsc.curve.epochs, cfg.tsc.curve.batch_size, cfg.scan.steps = 4, 32, 40
@@ -261,7 +262,8 @@ def test_interrupted_repair_resumes_to_the_uninterrupted_result(
     tmp_path: Path, monkeypatch, digits_backdoor: Path
 ):
     import modeconn.training as training
-    from modeconn.defenses.repair import RepairConfig, run_repair
+    from modeconn.commands.repair import run_repair
+    from modeconn.defenses.repair import RepairConfig
 
     def config() -> RepairConfig:
         cfg = RepairConfig(bonafide=300, points=5, baselines=True, eot_limit=64)

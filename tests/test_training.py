@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from modeconn.api import train_classifier
+from modeconn.commands.train import run_train
 from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig, model_spec_for, prepare_data
 from modeconn.models import build_model
@@ -94,7 +94,7 @@ def test_nan_loss_is_a_clear_error():
 
 def test_train_classifier_writes_run_directory(tmp_path: Path):
     out = tmp_path / "run"
-    summary = train_classifier(
+    summary = run_train(
         out,
         model="mlp",
         data=DataConfig(dataset="digits", val_size=100),
@@ -110,7 +110,7 @@ def test_train_classifier_writes_run_directory(tmp_path: Path):
     assert [r["epoch"] for r in rows] == [1, 2]
     assert {"train_loss", "train_acc", "test_loss", "test_acc", "val_acc"} <= set(rows[0])
     with pytest.raises(ModeconnError, match="finished run"):
-        train_classifier(
+        run_train(
             out,
             model="mlp",
             data=DataConfig(dataset="digits"),
@@ -139,7 +139,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
     train(model, loader, TrainConfig(epochs=1, batch_size=32), dist_ctx=ctx, progress=False)
     write_tensors(Path(out) / f"rank{rank}.safetensors", model.state_dict())
     (Path(out) / f"batches{rank}").write_text(str(len(loader)))
-    train_classifier(
+    run_train(
         Path(out) / "run",
         model="mlp",
         model_kwargs={"hidden": [32]},

@@ -16,18 +16,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from modeconn.checkpoints import write_tensors
 from modeconn.distributed import DistContext, unwrap, wrap_ddp
 from modeconn.errors import ModeconnError
 from modeconn.io import read_json, write_json
-from modeconn.rundir import RunDir
+from modeconn.progress import make_progress
 
 SCHEDULES = ("cosine", "step", "mc", "constant")
 OPTIMIZERS = ("sgd", "adamw")
@@ -126,6 +126,23 @@ EvalFn = Callable[[nn.Module], dict[str, float]]
 EpochEndFn = Callable[[nn.Module, int, dict[str, float]], None]
 
 
+class TrainingRun(Protocol):
+    """Where the loop keeps a run's resumable state and per-epoch metrics.
+
+    :class:`modeconn.rundir.RunDir` is the implementation the commands use; the algorithm
+    packages only see this interface, so they stay free of run-directory code.
+    """
+
+    resuming: bool
+
+    @property
+    def state_dir(self) -> Path: ...
+
+    def append_metrics(self, record: dict[str, Any]) -> None: ...
+
+    def truncate_metrics(self, epochs_done: int) -> None: ...
+
+
 @dataclass
 class TrainResult:
     """Per-epoch history and the last epoch's record."""
@@ -156,7 +173,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def save_state(
-    run: RunDir,
+    run: TrainingRun,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     epoch: int,
@@ -190,7 +207,7 @@ def save_state(
 
 
 def load_state(
-    run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer
+    run: TrainingRun, model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> tuple[int, list[dict[str, float]]]:
     """Restore the state written by :func:`save_state`; returns (epochs done, history)."""
     from modeconn.checkpoints import read_state_dict
@@ -215,25 +232,13 @@ def load_state(
 # --- the loop --------------------------------------------------------------------------------
 
 
-def make_progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=False,
-    )
-
-
 def train(
     model: nn.Module,
     loader: BatchSource,
     config: TrainConfig,
     *,
     objective: Objective | None = None,
-    run: RunDir | None = None,
+    run: TrainingRun | None = None,
     evaluate: EvalFn | None = None,
     on_epoch_end: EpochEndFn | None = None,
     device: torch.device | str = "cpu",

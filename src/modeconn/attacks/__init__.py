@@ -3,7 +3,7 @@
 Algorithms live in :mod:`~modeconn.attacks.evasion`, :mod:`~modeconn.attacks.backdoor` and
 :mod:`~modeconn.attacks.injection`; the figures measured along paths in
 :mod:`~modeconn.attacks.metrics`; the run-directory commands (``poison``, ``inject``, ``attack``)
-in :mod:`~modeconn.attacks.api`.
+in :mod:`~modeconn.commands.attack`.
 """
 
 from modeconn.attacks.backdoor import (

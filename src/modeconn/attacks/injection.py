@@ -32,7 +32,7 @@ index ``data.raw.test_x``): a repair draws its bonafide data from the training s
 never see S with their true labels. R are correctly classified images of the **training** split
 (``keep`` index ``data.raw.train_x`` as loaded, i.e. after ``train_limit``), so the clean test
 accuracy is not measured on images the attack held in place. Flipping S moves the test accuracy
-by |S| / |test| by itself; ``inject_model`` also reports the accuracy on the other test images.
+by |S| / |test| by itself; ``run_inject`` also reports the accuracy on the other test images.
 """
 
 from __future__ import annotations

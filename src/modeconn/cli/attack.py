@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from modeconn.attacks import api
+from modeconn.commands import attack as api
 from modeconn.attacks.backdoor import TriggerSpec
 from modeconn.cli import app
 from modeconn.cli.common import (
@@ -118,7 +118,7 @@ def poison_command(
         seed=seed,
         **({"pattern": pattern} if pattern is not None else {}),
     )
-    summary = api.poison_model(
+    summary = api.run_poison(
         out,
         spec=spec,
         model=model,
@@ -186,7 +186,7 @@ def inject_command(
     force: Force = False,
 ) -> None:
     """Fault-sneaking error injection into one tensor; summary.json holds injection_success."""
-    summary = api.inject_model(
+    summary = api.run_inject(
         model_path,
         out,
         num_targets=num_targets,
@@ -246,7 +246,7 @@ def attack_command(
     force: Force = False,
 ) -> None:
     """Evasion attack on a checkpoint; summary.json holds robust_acc, robust_loss, clean_acc."""
-    summary = api.attack_model(
+    summary = api.run_attack(
         model_path,
         out,
         attack=attack,

@@ -35,10 +35,11 @@ from modeconn.cli.common import (
     print_summary,
     train_config,
 )
-from modeconn.connectivity import evaluate as conn_eval
-from modeconn.connectivity import train as conn_train
+from modeconn.commands import connect as connect_commands
+from modeconn.connectivity.evaluate import EVAL_BATCH
+from modeconn.connectivity.train import CURVE_DEFAULTS
 
-_REF = conn_train.CURVE_DEFAULTS
+_REF = CURVE_DEFAULTS
 
 ModelArg = Annotated[
     Path, typer.Argument(help="Model checkpoint (.safetensors, its .json, or a run directory).")
@@ -111,7 +112,7 @@ def connect_command(
     quiet: Quiet = False,
 ) -> None:
     """Train a curve from model A to model B; writes curve.safetensors and summary.json to --out."""
-    summary = conn_train.train_curve(
+    summary = connect_commands.run_connect(
         model_a,
         model_b,
         out,
@@ -188,13 +189,13 @@ def path_eval_command(
             help="Train columns and BatchNorm from a stratified subset of this many images.",
         ),
     ] = None,
-    batch_size: EvalBatch = conn_eval.EVAL_BATCH,
+    batch_size: EvalBatch = EVAL_BATCH,
     device: Device = "auto",
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
     """Evaluate a curve along t (BatchNorm recomputed at each point); writes path.csv, path.png."""
-    from modeconn.path_analysis import run_path_analysis
+    from modeconn.commands.path_analysis import run_path_analysis
 
     summary = run_path_analysis(
         list(sources),
@@ -232,7 +233,7 @@ def extract_command(
     force: Force = False,
 ) -> None:
     """Write the model at a point of a curve or surface as an ordinary checkpoint."""
-    summary = conn_eval.run_extract(
+    summary = connect_commands.run_extract(
         source,
         out,
         t=t,
@@ -284,7 +285,7 @@ def surface_command(
     A, B, C, D sit at (u, v) = (0,0), (1,0), (0,1), (1,1). Writes surface.safetensors, grid.csv,
     surface.png, best.safetensors and summary.json (grid ensemble vs the corners' ensemble).
     """
-    summary = conn_train.train_surface(
+    summary = connect_commands.run_surface(
         [model_a, model_b, model_c, model_d],
         out,
         data=data_config(

@@ -23,7 +23,7 @@ from modeconn.cli.common import (
     print_summary,
 )
 from modeconn.cli.train import pgd_config
-from modeconn.landscape.api import LandscapeConfig, input_hessian_report, landscape_report
+from modeconn.commands.landscape import LandscapeConfig, run_hessian, run_landscape
 
 ModelArg = Annotated[
     Path, typer.Argument(help="Checkpoint (.safetensors, its .json, or a run directory).")
@@ -55,7 +55,7 @@ def hessian_command(
     force: Force = False,
 ) -> None:
     """Largest input-Hessian eigenvalue of every image (batched); mean and max over the set."""
-    summary = input_hessian_report(
+    summary = run_hessian(
         model_path,
         dataset=dataset,
         data_dir=str(data_dir) if data_dir else None,
@@ -155,7 +155,7 @@ def landscape_command(
         robust_limit=robust_limit,
         seed=seed,
     )
-    summary = landscape_report(
+    summary = run_landscape(
         model_path,
         out,
         through=through or [],

@@ -147,7 +147,7 @@ def repair_command(
     quiet: Quiet = False,
 ) -> None:
     """Repair tampered model(s) with a curve trained on bonafide data; writes the repaired model."""
-    from modeconn.defenses.repair import run_repair
+    from modeconn.commands.repair import run_repair
 
     if init not in ("random", "linear"):
         raise ModeconnError(f"--init must be random or linear, got '{init}'")
@@ -252,7 +252,7 @@ def demo_command(
     quiet: Quiet = False,
 ) -> None:
     """The main job: train, tamper, repair, compare with baselines, report."""
-    from modeconn.demo import SCENARIOS, DemoConfig, results_table, run_demos
+    from modeconn.commands.demo import SCENARIOS, DemoConfig, results_table, run_demos
 
     chosen = list(SCENARIOS) if all_scenarios else (scenario or ["patch"])
     config = DemoConfig(

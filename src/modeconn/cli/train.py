@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from modeconn import api
+from modeconn.commands import train as api
 from modeconn.cli import app
 from modeconn.cli.common import (
     Alpha,
@@ -133,7 +133,7 @@ def train_command(
         raise ModeconnError("--awp perturbs adversarial training: add --adversarial pgd|trades")
     if robust is None:
         robust = adversarial is not None
-    summary = api.train_classifier(
+    summary = api.run_train(
         out,
         model=model,
         model_kwargs=parse_json_kwargs(model_kwargs),
@@ -172,7 +172,7 @@ def evaluate_command(
     force: Force = False,
 ) -> None:
     """Clean loss and accuracy of a checkpoint on its data set's test split."""
-    summary = api.evaluate_checkpoint(
+    summary = api.run_evaluate(
         model_path,
         dataset=dataset,
         data_dir=str(data_dir) if data_dir else None,

@@ -3,8 +3,9 @@ evaluation, alignment.
 
 ``Curve``/``Surface`` span families of parameter sets evaluated with
 :func:`torch.func.functional_call`; :func:`update_bn` recomputes BatchNorm statistics at a point;
-:func:`fit_curve`/:func:`train_curve`/:func:`train_surface` train them through the one training
-loop; :func:`evaluate_path`/:func:`run_path_eval`/:func:`run_extract` evaluate and extract points;
+:func:`fit_curve`/:func:`train_family` train them through the one training loop;
+:func:`evaluate_path`/:func:`evaluate_surface` evaluate them point by point (the commands that
+save and load them live in :mod:`modeconn.commands.connect`);
 :func:`weight_matching`/:func:`activation_matching` permute one model onto another and
 :func:`segment_barrier` measures the straight line between them.
 """
@@ -33,9 +34,6 @@ from modeconn.connectivity.evaluate import (
     evaluate_path,
     evaluate_surface,
     path_summary,
-    run_extract,
-    run_path_eval,
-    run_surface_eval,
 )
 from modeconn.connectivity.metrics import PathMetric, SplitLossAccuracy
 from modeconn.connectivity.surfaces import Surface, surface_coefficients
@@ -44,9 +42,7 @@ from modeconn.connectivity.train import (
     PointObjective,
     curve_train_config,
     fit_curve,
-    train_curve,
     train_family,
-    train_surface,
 )
 
 __all__ = [
@@ -69,17 +65,12 @@ __all__ = [
     "load_surface",
     "path_summary",
     "polychain_coefficients",
-    "run_extract",
-    "run_path_eval",
-    "run_surface_eval",
     "save_curve",
     "save_surface",
     "segment",
     "segment_barrier",
     "surface_coefficients",
-    "train_curve",
     "train_family",
-    "train_surface",
     "update_bn",
     "weight_matching",
 ]

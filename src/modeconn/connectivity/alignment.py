@@ -48,7 +48,8 @@ from modeconn.models.permutation import (
     identity_permutations,
     permuted_view,
 )
-from modeconn.training import evaluate_model, make_progress
+from modeconn.progress import make_progress
+from modeconn.training import evaluate_model
 
 StateDict = Mapping[str, torch.Tensor]
 

@@ -9,28 +9,23 @@ loaded and prepared once per command, however many points are evaluated.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modeconn.checkpoints import save_model
-from modeconn.connectivity.checkpoints import family_kind, load_curve, load_family
-from modeconn.connectivity.curves import ControlPointModel, Curve, segment
+from modeconn.connectivity.curves import ControlPointModel, Curve
 from modeconn.connectivity.metrics import PathMetric
 from modeconn.connectivity.surfaces import CORNER_NAMES, CORNERS_UV, Surface
 from modeconn.data import make_eval_loader, stratified_indices
-from modeconn.distributed import resolve_device
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
+from modeconn.experiment import PreparedData
 from modeconn.io import atomic_write_text, read_table, write_table  # noqa: F401 (re-exported)
-from modeconn.rundir import RunDir
-from modeconn.training import evaluate_model, make_progress
+from modeconn.progress import make_progress
+from modeconn.training import evaluate_model
 
 EVAL_BATCH = 512
 
@@ -286,25 +281,6 @@ def _surface_summary(rows, grid_probs, corners, labels) -> dict[str, float]:
 # --- tables ----------------------------------------------------------------------------------
 
 
-# --- commands --------------------------------------------------------------------------------
-
-
-def data_from_meta(
-    meta: dict[str, Any], *, data_dir: str | None = None, test_limit: int | None = None
-) -> DataConfig:
-    """The data config a curve or surface was trained with (so its bonafide split is redrawn
-    exactly), with the data directory and test subset optionally replaced."""
-    stored = dict(meta.get("data") or {})
-    if not stored:
-        stored = {"dataset": meta.get("dataset") or "fashion-mnist"}
-    config = DataConfig(**stored)
-    if data_dir is not None:
-        config.data_dir = str(data_dir)
-    if test_limit is not None:
-        config.test_limit = test_limit
-    return config
-
-
 def ts_grid(points: int) -> list[float]:
     """``points`` equally spaced values of t from 0 to 1."""
     if points < 2:
@@ -312,262 +288,6 @@ def ts_grid(points: int) -> list[float]:
     return [i / (points - 1) for i in range(points)]
 
 
-def _prepare(meta, spec, source, data, data_dir, test_limit) -> PreparedData:
-    config = data or data_from_meta(meta, data_dir=data_dir, test_limit=test_limit)
-    prepared = prepare_data(config)
-    check_compatible(spec, prepared, str(source))
-    return prepared
-
-
-def run_path_eval(
-    curve_path: str | Path,
-    out: str | Path,
-    *,
-    points: int = 21,
-    metrics: Sequence[PathMetric] = (),
-    data: DataConfig | None = None,
-    data_dir: str | None = None,
-    test_limit: int | None = None,
-    bn_split: str | None = None,
-    train_eval_limit: int | None = None,
-    with_segment: bool = True,
-    batch_size: int = EVAL_BATCH,
-    device: str = "auto",
-    force: bool = False,
-    progress: bool = True,
-    extra_config: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Evaluate a saved curve at ``points`` values of t into run directory ``out``.
-
-    Writes ``path.csv`` (and ``segment.csv`` for the straight segment between the endpoints),
-    ``path.png`` and ``summary.json``; returns the summary. ``data`` defaults to the curve's own
-    data config (``data_dir``/``test_limit`` replace parts of it) and ``bn_split`` to the split it
-    was trained on; ``train_eval_limit`` evaluates the "train" columns (and recomputes BatchNorm)
-    on a stratified subset of that many of its images. ``metrics`` add columns (ASR, robust
-    accuracy, input-Hessian eigenvalue, …).
-    """
-    from modeconn.report.plots import plot_path
-
-    ts = ts_grid(points)
-    dev = resolve_device(device)
-    curve, spec, meta = load_curve(curve_path, dev)
-    run = RunDir(out, force=force)
-    prepared = _prepare(meta, spec, curve_path, data, data_dir, test_limit)
-    split = bn_split or meta.get("train_split", "train")
-    run.write_config(
-        {
-            "command": "path-eval",
-            "curve": str(curve_path),
-            "points": points,
-            "metrics": [m.name for m in metrics],
-            "data": prepared.config.to_dict(),
-            "bn_split": split,
-            "train_eval_limit": train_eval_limit,
-            "segment": with_segment,
-            "device": str(dev),
-            **(extra_config or {}),
-        }
-    )
-    common = dict(
-        bn_split=split,
-        metrics=metrics,
-        device=dev,
-        batch_size=batch_size,
-        train_eval_limit=train_eval_limit,
-    )
-    rows = evaluate_path(curve, prepared, ts, progress=progress, description="curve", **common)
-    write_table(run.file("path.csv"), rows)
-    seg_rows = None
-    if with_segment:
-        seg_ts = sorted(set(ts) | {0.5})
-        seg = segment(curve)
-        seg_rows = evaluate_path(
-            seg, prepared, seg_ts, progress=progress, description="segment", **common
-        )
-        write_table(run.file("segment.csv"), seg_rows)
-    plot_path(run.file("path.png"), rows, seg_rows, title=f"{curve.kind} curve, {spec.arch}")
-    summary = path_summary(rows, seg_rows)
-    run.write_summary(summary)
-    return summary
-
-
-def run_extract(
-    path: str | Path,
-    out: str | Path,
-    *,
-    t: float | None = None,
-    u: float | None = None,
-    v: float | None = None,
-    data: DataConfig | None = None,
-    data_dir: str | None = None,
-    test_limit: int | None = None,
-    bn_split: str | None = None,
-    device: str = "auto",
-    force: bool = False,
-) -> dict[str, Any]:
-    """Write the model at ``t`` on a curve (or ``(u, v)`` on a surface) as an ordinary checkpoint.
-
-    BatchNorm statistics are recomputed at that point from the family's training data. The
-    run directory gets ``model.safetensors`` + ``model.json`` (which records the source and the
-    endpoints' attack specs) and a summary with the model's test loss and accuracy.
-    """
-    kind = family_kind(path)
-    coords = _coordinates(kind, t, u, v)
-    dev = resolve_device(device)
-    family, spec, meta = load_family(path, dev)
-    run = RunDir(out, force=force)
-    prepared = _prepare(meta, spec, path, data, data_dir, test_limit)
-    split = bn_split or meta.get("train_split", "train")
-    run.write_config(
-        {"command": "extract", "source": str(path), **coords, "bn_split": split, "device": str(dev)}
-    )
-    point_data = PointData(prepared, split, dev)
-    model = family.model_from_coefficients(
-        family.coefficients(*coords.values()), point_data.own, dev
-    )
-    res = evaluate_model(model, point_data.test, dev)
-    summary = {**coords, "clean_loss": res["loss"], "clean_acc": res["acc"]}
-    save_model(
-        run.file("model.safetensors"),
-        model,
-        spec,
-        dataset=prepared.config.dataset,
-        metrics=summary,
-        extra={
-            "source": {"kind": kind, "path": str(path), **coords, "bn_split": split},
-            "endpoints": meta.get("endpoints"),
-            "endpoint_attacks": meta.get("endpoint_attacks"),
-        },
-    )
-    run.write_summary(summary)
-    return summary
-
-
-def _coordinates(kind: str, t, u, v) -> dict[str, float]:
-    if kind == "curve":
-        if t is None or u is not None or v is not None:
-            raise ModeconnError("a point on a curve is given by --t (and not --u/--v)")
-        coords = {"t": float(t)}
-    elif kind == "surface":
-        if u is None or v is None or t is not None:
-            raise ModeconnError("a point on a surface is given by --u and --v (and not --t)")
-        coords = {"u": float(u), "v": float(v)}
-    else:
-        raise ModeconnError(f"this is a {kind} checkpoint, not a curve or surface")
-    for name, value in coords.items():
-        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-            raise ModeconnError(f"--{name} must lie in [0, 1], got {value}")
-    return coords
-
-
 def center_coefficients(family: ControlPointModel) -> torch.Tensor:
     """Coefficients of the family's middle point: t = 0.5, or (u, v) = (0.5, 0.5)."""
     return family.coefficients(*([0.5] * family.coordinates))
-
-
-def report_surface(
-    run: RunDir,
-    surface: Surface,
-    spec,
-    meta: dict[str, Any],
-    data: PreparedData,
-    *,
-    grid: int = 11,
-    bn_split: str = "train",
-    metrics: Sequence[PathMetric] = (),
-    device: torch.device | str = "cpu",
-    batch_size: int = EVAL_BATCH,
-    progress: bool = False,
-) -> dict[str, float]:
-    """Evaluate ``surface`` on a grid; write ``grid.csv``, ``surface.png`` and the best point
-    (``best.safetensors`` + ``best.json``, BatchNorm recomputed) into ``run``; return figures."""
-    from modeconn.report.plots import plot_surface
-
-    dev = torch.device(device)
-    evaluation = evaluate_surface(
-        surface,
-        data,
-        grid,
-        bn_split=bn_split,
-        metrics=metrics,
-        device=dev,
-        batch_size=batch_size,
-        progress=progress,
-    )
-    write_table(run.file("grid.csv"), evaluation.rows)
-    summary = evaluation.summary
-    plot_surface(
-        run.file("surface.png"), evaluation.rows, best=(summary["best_u"], summary["best_v"])
-    )
-    point_data = PointData(data, bn_split, dev, batch_size)
-    best = surface.model_at(summary["best_u"], summary["best_v"], point_data.own, dev)
-    save_model(
-        run.file("best.safetensors"),
-        best,
-        spec,
-        dataset=data.config.dataset,
-        metrics={k: summary[k] for k in ("best_u", "best_v", "best_test_acc", "best_test_loss")},
-        extra={
-            "source": {
-                "kind": "surface",
-                "path": str(run.file("surface.safetensors")),
-                "u": summary["best_u"],
-                "v": summary["best_v"],
-                "bn_split": bn_split,
-            },
-            "endpoints": meta.get("endpoints"),
-            "endpoint_attacks": meta.get("endpoint_attacks"),
-        },
-    )
-    return summary
-
-
-def run_surface_eval(
-    surface_path: str | Path,
-    out: str | Path,
-    *,
-    grid: int = 11,
-    metrics: Sequence[PathMetric] = (),
-    data: DataConfig | None = None,
-    data_dir: str | None = None,
-    test_limit: int | None = None,
-    bn_split: str | None = None,
-    batch_size: int = EVAL_BATCH,
-    device: str = "auto",
-    force: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Evaluate a saved surface on a ``grid``×``grid`` lattice into run directory ``out``."""
-    from modeconn.connectivity.checkpoints import load_surface
-
-    dev = resolve_device(device)
-    surface, spec, meta = load_surface(surface_path, dev)
-    run = RunDir(out, force=force)
-    prepared = _prepare(meta, spec, surface_path, data, data_dir, test_limit)
-    split = bn_split or meta.get("train_split", "train")
-    run.write_config(
-        {
-            "command": "surface-eval",
-            "surface": str(surface_path),
-            "grid": grid,
-            "metrics": [m.name for m in metrics],
-            "data": prepared.config.to_dict(),
-            "bn_split": split,
-            "device": str(dev),
-        }
-    )
-    summary = report_surface(
-        run,
-        surface,
-        spec,
-        meta,
-        prepared,
-        grid=grid,
-        bn_split=split,
-        metrics=metrics,
-        device=dev,
-        batch_size=batch_size,
-        progress=progress,
-    )
-    run.write_summary(summary)
-    return summary

@@ -7,46 +7,30 @@ point, so the loop's own weight decay is switched off (``handles_weight_decay``)
 else — schedule, progress, metrics, atomic checkpoints, ``--resume``, DDP — is the loop's.
 
 :func:`fit_curve` trains a curve from two parameter sets in memory (path repair builds on it);
-:func:`train_curve` and :func:`train_surface` are the ``connect`` and ``surface`` commands.
+:func:`train_family` any curve or surface on a batch source; the ``connect`` and ``surface``
+commands (:mod:`modeconn.commands.connect`) give them run directories.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modeconn.checkpoints import Checkpoint, load_model
-from modeconn.connectivity.checkpoints import (
-    check_same_architecture,
-    endpoint_meta,
-    family_kind,
-    load_curve,
-    save_curve,
-    save_surface,
-)
-from modeconn.connectivity.curves import CURVE_KINDS, INITS, ControlPointModel, Curve, StateDict
-from modeconn.connectivity.evaluate import PointData, center_coefficients, report_surface
-from modeconn.connectivity.surfaces import CORNER_NAMES, Surface
-from modeconn.distributed import DistContext, init_distributed
+from modeconn.connectivity.curves import ControlPointModel, Curve, StateDict
+from modeconn.distributed import DistContext
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
-from modeconn.models import build_model
-from modeconn.rundir import RunDir
 from modeconn.training import (
     BatchSource,
     EpochEndFn,
     EvalFn,
     Objective,
     TrainConfig,
+    TrainingRun,
     TrainResult,
-    evaluate_model,
     train,
 )
 
@@ -129,7 +113,7 @@ def train_family(
     *,
     t_per_batch: int = 1,
     stratified: bool = False,
-    run: RunDir | None = None,
+    run: TrainingRun | None = None,
     evaluate: EvalFn | None = None,
     on_epoch_end: EpochEndFn | None = None,
     device: torch.device | str = "cpu",
@@ -173,7 +157,7 @@ def fit_curve(
     stratified: bool = False,
     evaluate: Callable[[Curve], dict[str, float]] | None = None,
     on_epoch_end: EpochEndFn | None = None,
-    run: RunDir | None = None,
+    run: TrainingRun | None = None,
     device: torch.device | str = "cpu",
     dist_ctx: DistContext | None = None,
     progress: bool = False,
@@ -217,345 +201,3 @@ def set_interior_points(curve: Curve, points: Sequence[StateDict]) -> None:
         )
     for offset, point in enumerate(points, start=1):
         curve.set_control_point(offset, point)
-
-
-# --- commands --------------------------------------------------------------------------------
-
-
-def _load_models(paths: Sequence[str | Path], names: Sequence[str]) -> list[Checkpoint]:
-    """Load the endpoint (corner) models on the CPU and check they share one architecture."""
-    for path, name in zip(paths, names, strict=True):
-        kind = family_kind(path)
-        if kind != "model":
-            raise ModeconnError(f"{name} ({path}) is a {kind} checkpoint, not a model")
-    ckpts = [load_model(p) for p in paths]
-    check_same_architecture(ckpts, names)
-    return ckpts
-
-
-def _resolve_split(data: DataConfig, train_split: str | None) -> str:
-    split = train_split or ("bonafide" if data.bonafide else "train")
-    if split not in ("train", "bonafide"):
-        raise ModeconnError(f"a curve trains on 'train' or 'bonafide' data, not '{split}'")
-    if split == "bonafide" and not data.bonafide:
-        raise ModeconnError("training on bonafide data needs a bonafide subset (--bonafide N)")
-    return split
-
-
-def _center_evaluator(data: PreparedData, split: str, dev: torch.device, prefix: str) -> EvalFn:
-    """Per-epoch figures at the family's middle point (BatchNorm recomputed from ``split``)."""
-    point_data = PointData(data, split, dev)
-
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        mid = model.model_from_coefficients(center_coefficients(model), point_data.own, dev)
-        res = evaluate_model(mid, point_data.test, dev)
-        return {f"{prefix}_test_loss": res["loss"], f"{prefix}_test_acc": res["acc"]}
-
-    return evaluate
-
-
-class _Session:
-    """What ``connect`` and ``surface`` share: distributed set-up, run directory, data, models."""
-
-    def __init__(
-        self,
-        paths: Sequence[str | Path],
-        names: Sequence[str],
-        out: str | Path,
-        data: DataConfig | None,
-        config: TrainConfig,
-        train_split: str | None,
-        device: str,
-        force: bool,
-        resume: bool,
-    ) -> None:
-        config.validate()
-        self.config = config
-        self.ctx, self.dev = init_distributed(device, os.environ.get("MODECONN_INIT_METHOD"))
-        self.ckpts = _load_models(paths, names)
-        self.spec = self.ckpts[0].spec
-        own_dataset = self.ckpts[0].dataset or DataConfig.dataset
-        if data is None:
-            data = DataConfig(dataset=own_dataset, seed=config.seed)
-        elif not data.dataset:  # "the models' own data set"
-            data = replace(data, dataset=own_dataset)
-        self.data = data
-        self.split = _resolve_split(self.data, train_split)
-        run = RunDir(out, force=force, resume=resume) if self.ctx.is_main else None
-        self.ctx.barrier()
-        self.run = run or RunDir.attach(out, resuming=resume and (Path(out) / "state").exists())
-        self.prepared = prepare_data(self.data)
-        check_compatible(self.spec, self.prepared, str(paths[0]))
-        self.meta = {
-            **endpoint_meta(self.ckpts),
-            "data": self.data.to_dict(),
-            "train_split": self.split,
-        }
-
-    def write_config(self, options: dict[str, Any]) -> None:
-        if self.ctx.is_main:
-            self.run.write_config(
-                {
-                    **options,
-                    "data": self.data.to_dict(),
-                    "train_split": self.split,
-                    "train": self.config.to_dict(),
-                    "device": str(self.dev),
-                    "world_size": self.ctx.world_size,
-                }
-            )
-
-    def loader(self):
-        return self.prepared.train_loader(
-            self.config.batch_size, split=self.split, device=self.dev, dist_ctx=self.ctx
-        )
-
-    def states(self) -> list[dict[str, torch.Tensor]]:
-        return [c.model.state_dict() for c in self.ckpts]
-
-    def train(
-        self,
-        family: ControlPointModel,
-        save: Callable[[nn.Module, dict[str, Any]], None],
-        *,
-        prefix: str,
-        description: str,
-        t_per_batch: int,
-        stratified: bool,
-        progress: bool,
-    ) -> dict[str, Any]:
-        """Train ``family`` in the one loop, saving it after every epoch with ``save(model,
-        metrics)`` and reporting its centre point's test figures as ``PREFIX_test_*``; returns the
-        last epoch's record (empty on processes other than the main one)."""
-
-        def checkpoint(model: nn.Module, epoch: int, record: dict[str, float]) -> None:
-            save(model, {**record, "epoch": epoch})
-
-        result = train_family(
-            family,
-            self.loader(),
-            self.config,
-            t_per_batch=t_per_batch,
-            stratified=stratified,
-            run=self.run,
-            evaluate=_center_evaluator(self.prepared, self.split, self.dev, prefix),
-            on_epoch_end=checkpoint,
-            device=self.dev,
-            dist_ctx=self.ctx,
-            progress=progress,
-            description=description,
-        )
-        return result.last if self.ctx.is_main else {}
-
-    def finish(self, summary: dict[str, Any]) -> None:
-        """Mark the run finished (main process) and wait for the other processes."""
-        if self.ctx.is_main:
-            self.run.write_summary(summary)
-            self.run.clear_state()
-        self.ctx.barrier()
-
-
-def _check_options(*, num_bends: int, t_per_batch: int, kind: str = "bezier") -> None:
-    """Reject bad options before anything is written to the run directory."""
-    if kind not in CURVE_KINDS:
-        raise ModeconnError(f"unknown curve kind '{kind}' (use {', '.join(CURVE_KINDS)})")
-    if num_bends < 3:
-        raise ModeconnError(
-            f"--num-bends counts the endpoints; it needs a free point, so >= 3 (got {num_bends})"
-        )
-    if t_per_batch < 1:
-        raise ModeconnError(f"--t-per-batch must be at least 1, got {t_per_batch}")
-
-
-def _init_points_from(path: str | Path, kind: str, num_bends: int) -> list[StateDict]:
-    """Interior points from a checkpoint: every interior point = a model's weights, or the
-    interior points of a curve with the same kind and number of bends."""
-    source = family_kind(path)
-    if source == "model":
-        state = load_model(path).model.state_dict()
-        return [state] * (num_bends - 2)
-    if source == "curve":
-        other, _, _ = load_curve(path)
-        if (other.kind, other.num_bends) != (kind, num_bends):
-            raise ModeconnError(
-                f"--init curve {path} is a {other.num_bends}-bend {other.kind}, "
-                f"not a {num_bends}-bend {kind}"
-            )
-        return other.control_points()[1:-1]
-    raise ModeconnError(f"--init {path} is a {source} checkpoint; give a model or a curve")
-
-
-def train_curve(
-    model_a_path: str | Path,
-    model_b_path: str | Path,
-    out: str | Path,
-    *,
-    data: DataConfig | None = None,
-    config: TrainConfig | None = None,
-    kind: str = "bezier",
-    num_bends: int = 3,
-    fix_endpoints: bool = True,
-    init: str | Path = "linear",
-    noise: float = 0.1,
-    train_split: str | None = None,
-    t_per_batch: int = 1,
-    stratified: bool = False,
-    device: str = "auto",
-    force: bool = False,
-    resume: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train a curve between two saved models into run directory ``out``; return its summary.
-
-    ``init`` is ``"linear"`` (interior points on the segment), ``"noise"`` (the segment plus
-    relative Gaussian noise of size ``noise``) or a checkpoint path: a model (every interior point
-    starts at its weights) or a curve of the same kind and bends. ``train_split`` defaults to
-    ``"bonafide"`` when ``data.bonafide`` is set, else ``"train"``. Writes ``curve.safetensors`` +
-    ``curve.json`` after every epoch; under ``torchrun`` it trains with DDP.
-    """
-    config = config or curve_train_config()
-    _check_options(kind=kind, num_bends=num_bends, t_per_batch=t_per_batch)
-    if str(init) not in INITS and not Path(init).exists():
-        raise ModeconnError(f"--init {init}: use linear, noise, or the path of a checkpoint")
-    s = _Session(
-        [model_a_path, model_b_path],
-        ["A", "B"],
-        out,
-        data,
-        config,
-        train_split,
-        device,
-        force,
-        resume,
-    )
-    s.write_config(
-        {
-            "command": "connect",
-            "model_a": str(model_a_path),
-            "model_b": str(model_b_path),
-            "kind": kind,
-            "num_bends": num_bends,
-            "fix_endpoints": fix_endpoints,
-            "init": str(init),
-            "noise": noise,
-            "t_per_batch": t_per_batch,
-            "stratified": stratified,
-        }
-    )
-    torch.manual_seed(config.seed)
-    state_a, state_b = s.states()
-    init_mode = init if init in ("linear", "noise") else "linear"
-    curve = Curve.from_endpoints(
-        build_model(s.spec), state_a, state_b, kind, num_bends, fix_endpoints, init_mode, noise
-    )
-    if init_mode != init:
-        set_interior_points(curve, _init_points_from(init, kind, num_bends))
-    curve.to(s.dev)
-    meta = {**s.meta, "curve_init": str(init)}
-
-    def save(model: nn.Module, metrics: dict[str, Any]) -> None:
-        save_curve(
-            s.run.file("curve.safetensors"),
-            model,
-            s.spec,
-            s.data.dataset,
-            {**meta, "metrics": metrics},
-        )
-
-    last = s.train(
-        curve,
-        save,
-        prefix="mid",
-        description=f"connect {s.spec.arch}",
-        t_per_batch=t_per_batch,
-        stratified=stratified,
-        progress=progress,
-    )
-    summary: dict[str, Any] = {}
-    if s.ctx.is_main:
-        keys = ("train_loss", "train_acc", "mid_test_loss", "mid_test_acc")
-        summary = {"epochs": config.epochs, **{k: last.get(k) for k in keys}}
-        save(curve, summary)
-    s.finish(summary)
-    return summary
-
-
-def train_surface(
-    model_paths: Sequence[str | Path],
-    out: str | Path,
-    *,
-    data: DataConfig | None = None,
-    config: TrainConfig | None = None,
-    num_bends: tuple[int, int] = (3, 3),
-    train_split: str | None = None,
-    t_per_batch: int = 1,
-    stratified: bool = False,
-    grid: int = 11,
-    device: str = "auto",
-    force: bool = False,
-    resume: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train a Bezier surface through four saved models A, B, C, D and evaluate it on a grid.
-
-    The corners sit at (u, v) = (0, 0), (1, 0), (0, 1), (1, 1) and stay fixed; the other control
-    points start from their bilinear blend and train with (u, v) ~ U[0, 1]². Then the surface is
-    evaluated on a ``grid``×``grid`` lattice (BatchNorm recomputed at every point): ``grid.csv``,
-    ``surface.png``, the best point as ``best.safetensors``, and the grid ensemble against the
-    corners' ensemble in the summary.
-    """
-    if len(model_paths) != 4:
-        raise ModeconnError(f"a surface joins 4 models, got {len(model_paths)}")
-    config = config or curve_train_config()
-    if min(num_bends) < 2 or num_bends[0] * num_bends[1] <= 4:
-        raise ModeconnError(f"the control grid needs a point besides the corners, got {num_bends}")
-    _check_options(num_bends=3, t_per_batch=t_per_batch)
-    if grid < 2:
-        raise ModeconnError(f"--grid must be at least 2, got {grid}")
-    s = _Session(model_paths, CORNER_NAMES, out, data, config, train_split, device, force, resume)
-    s.write_config(
-        {
-            "command": "surface",
-            "models": [str(p) for p in model_paths],
-            "num_bends": list(num_bends),
-            "t_per_batch": t_per_batch,
-            "stratified": stratified,
-            "grid": grid,
-        }
-    )
-    torch.manual_seed(config.seed)
-    surface = Surface.from_corners(build_model(s.spec), s.states(), num_bends).to(s.dev)
-    path = s.run.file("surface.safetensors")
-
-    def save(model: nn.Module, metrics: dict[str, Any]) -> None:
-        save_surface(path, model, s.spec, s.data.dataset, {**s.meta, "metrics": metrics})
-
-    last = s.train(
-        surface,
-        save,
-        prefix="center",
-        description=f"surface {s.spec.arch}",
-        t_per_batch=t_per_batch,
-        stratified=stratified,
-        progress=progress,
-    )
-    summary: dict[str, Any] = {}
-    if s.ctx.is_main:
-        keys = ("train_loss", "train_acc")
-        summary = {"epochs": config.epochs, **{k: last.get(k) for k in keys}}
-        save(surface, summary)
-        summary.update(
-            report_surface(
-                s.run,
-                surface,
-                s.spec,
-                s.meta,
-                s.prepared,
-                grid=grid,
-                bn_split=s.split,
-                device=s.dev,
-                progress=progress,
-            )
-        )
-    s.finish(summary)
-    return summary

@@ -37,11 +37,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
 from torch import nn
 
 from modeconn.errors import ModeconnError
-from modeconn.training import BatchSource, evaluate_model, make_progress
+from modeconn.progress import make_progress
+from modeconn.training import BatchSource, evaluate_model
 
 
 @dataclass
@@ -150,7 +150,7 @@ def optimise_masks(
     *,
     seed: int,
     device: torch.device | str,
-    bar: Progress,
+    bar: Any,
 ) -> None:
     """The min-max game: ascent on the perturbation, descent on the mask (see module doc)."""
     mask_params = list(masks.mask.values())

@@ -21,8 +21,14 @@ from torch import nn
 
 from modeconn.errors import ModeconnError
 from modeconn.models import ModelSpec, build_model, last_conv_name
-from modeconn.rundir import RunDir
-from modeconn.training import BatchSource, Objective, TrainConfig, evaluate_model, train
+from modeconn.training import (
+    BatchSource,
+    Objective,
+    TrainConfig,
+    TrainingRun,
+    evaluate_model,
+    train,
+)
 
 
 def fine_tune(
@@ -34,7 +40,7 @@ def fine_tune(
     progress: bool = False,
     objective: Objective | None = None,
     description: str = "fine-tune",
-    run: RunDir | None = None,
+    run: TrainingRun | None = None,
 ) -> nn.Module:
     """A copy of ``model`` trained further on ``loader`` (resumable state in ``run``)."""
     tuned = copy.deepcopy(model)
@@ -60,7 +66,7 @@ def train_from_scratch(
     *,
     device: torch.device | str = "cpu",
     progress: bool = False,
-    run: RunDir | None = None,
+    run: TrainingRun | None = None,
 ) -> nn.Module:
     """A freshly initialised model of the same architecture trained on ``loader`` only."""
     torch.manual_seed(config.seed)
@@ -166,7 +172,7 @@ def fine_prune(
     step: float = 0.05,
     device: torch.device | str = "cpu",
     progress: bool = False,
-    run: RunDir | None = None,
+    run: TrainingRun | None = None,
 ) -> tuple[nn.Module, float]:
     """Fine-pruning: prune the least active channels of the last conv while the held-out clean
     accuracy stays within ``max_drop`` of the unpruned model's, then fine-tune with the pruned

@@ -31,8 +31,7 @@ from modeconn.defenses.baselines import fine_tune
 from modeconn.distributed import unwrap
 from modeconn.errors import ModeconnError
 from modeconn.models import last_linear_name
-from modeconn.rundir import RunDir
-from modeconn.training import BatchSource, Objective, TrainConfig
+from modeconn.training import BatchSource, Objective, TrainConfig, TrainingRun
 
 
 @dataclass
@@ -125,7 +124,7 @@ def feature_shift_tuning(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = False,
-    run: RunDir | None = None,
+    run: TrainingRun | None = None,
 ) -> nn.Module:
     """FST: a copy of ``model`` with a re-initialised head, fine-tuned on ``loader`` (bonafide
     data) with the feature-shift penalty; ``model`` itself is left untouched.

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,13 +43,12 @@ import torch
 from torch import nn
 
 from modeconn.attacks.metrics import AttackSuccessMetric, metric_from_attack_spec
-from modeconn.checkpoints import Checkpoint, load_model, save_model
+from modeconn.checkpoints import Checkpoint, load_model
 from modeconn.connectivity import (
     Curve,
     SplitLossAccuracy,
     evaluate_path,
     fit_curve,
-    save_curve,
     update_bn,
 )
 from modeconn.connectivity.alignment import weight_matching
@@ -60,14 +59,11 @@ from modeconn.defenses.retuning import RetuningConfig, retuning_attack_asr
 from modeconn.defenses.scan import ScanConfig, ScanResult, scan_images, scan_model
 from modeconn.defenses.tsc import TSCConfig, symmetry_connectivity
 from modeconn.defenses.unlearning import UnlearningConfig, unlearn, unlearning_loader
-from modeconn.distributed import resolve_device
 from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
-from modeconn.io import atomic_write_text, write_table
 from modeconn.models import build_model
 from modeconn.models.permutation import apply_permutation, permutation_spec
-from modeconn.rundir import RunDir, run_status
-from modeconn.training import TrainConfig, evaluate_model
+from modeconn.training import TrainConfig, TrainingRun, evaluate_model
 
 HOLDOUT = "bonafide_holdout_acc"
 HOLDOUT_LOSS = "bonafide_holdout_loss"
@@ -77,6 +73,9 @@ T_RULE = (
     "from both endpoints; chosen from held-out bonafide data only"
 )
 METHODS = ("auto", "unlearn-path", "unlearn", "path", "tsc")
+
+#: Gives a training stage (name, its settings) somewhere to keep its resumable state, or None.
+StageFn = Callable[[str, TrainConfig], "TrainingRun | None"]
 
 
 class Names:
@@ -199,33 +198,6 @@ def choose_t(rows: Sequence[dict[str, float]], margin: float) -> tuple[float, st
     return float(best["t"]), T_RULE.format(acc=best[HOLDOUT], margin=margin)
 
 
-class Stages:
-    """Run directories for a repair's training stages, ``OUT/stages/NAME``.
-
-    Every stage (endpoint B, the curve, each trained baseline, each sweep size) saves its
-    resumable state after every epoch through the training loop, so ``--resume`` continues an
-    interrupted repair inside the stage it stopped in; a stage that had finished resumes at its
-    last epoch and trains no further. The states are removed once the whole repair has finished;
-    each stage's config and per-epoch metrics stay.
-    """
-
-    def __init__(self, run: RunDir) -> None:
-        self.root = run.path / "stages"
-        self.resuming = run.resuming
-        self.runs: list[RunDir] = []
-
-    def __call__(self, name: str, config: TrainConfig) -> RunDir:
-        stage = RunDir(self.root / name, force=not self.resuming, resume=self.resuming)
-        stage.write_config({"stage": name, "train": config.to_dict()})
-        self.runs.append(stage)
-        return stage
-
-    def finish(self) -> None:
-        """Drop the resumable states (the repair is complete)."""
-        for stage in self.runs:
-            stage.clear_state()
-
-
 @dataclass
 class Candidate:
     """One repaired (or reference) model and its evaluation figures."""
@@ -264,7 +236,7 @@ def make_second_endpoint(
     config: RepairConfig,
     device,
     progress: bool,
-    stage: RunDir | None = None,
+    stage: TrainingRun | None = None,
 ) -> nn.Module:
     """The paper's one-model set-up: the tampered model fine-tuned on the bonafide data."""
     cfg = copy.deepcopy(config.finetune)
@@ -365,7 +337,7 @@ def repair_path(
     config: RepairConfig,
     device,
     progress: bool,
-    stage: RunDir | None = None,
+    stage: TrainingRun | None = None,
 ) -> Curve:
     """``method="path"``: fit the curve between the tampered endpoints on the bonafide data."""
     curve_cfg = copy.deepcopy(config.path_curve)
@@ -394,7 +366,7 @@ def run_baselines(
     metric,
     device,
     progress: bool,
-    stages: Stages | None = None,
+    stages: StageFn | None = None,
 ) -> tuple[list[Candidate], list[dict[str, float]], dict[str, nn.Module]]:
     """Fine-tuning, training from scratch, noisy models, fine-pruning, FST and ANP on the same
     bonafide data.
@@ -412,7 +384,7 @@ def run_baselines(
     loader = data.train_loader(budget.batch_size, split="bonafide", device=device)
     bn_loader = data.eval_loader("bonafide", device=device)
 
-    def stage(name: str, cfg: TrainConfig = budget) -> RunDir | None:
+    def stage(name: str, cfg: TrainConfig = budget) -> TrainingRun | None:
         return stages(name, cfg) if stages is not None else None
 
     models: dict[str, nn.Module] = {}
@@ -583,7 +555,7 @@ class Repair:
         device: torch.device,
         *,
         progress: bool = True,
-        stages: Stages | None = None,
+        stages: StageFn | None = None,
     ) -> None:
         config.validate()
         self.tampered = tampered
@@ -610,7 +582,7 @@ class Repair:
         self.timings[name] = self.timings.get(name, 0.0) + round(now - self._clock, 1)
         self._clock = now
 
-    def stage(self, name: str, config: TrainConfig) -> RunDir | None:
+    def stage(self, name: str, config: TrainConfig) -> TrainingRun | None:
         return self.stages(name, config) if self.stages is not None else None
 
     # --- steps -----------------------------------------------------------------------------
@@ -944,168 +916,7 @@ def load_repair_inputs(
     return tampered, second, data, prepared
 
 
-def repair_summary(result: RepairResult, key: str | None, bonafide: int) -> dict[str, Any]:
-    """Flat summary keys: the chosen model's figures, then every row's under its slug."""
-    chosen = result.chosen
-    tampered = result.references[0]
-    summary: dict[str, Any] = {
-        "method": chosen.name,
-        "choice_rule": result.choice_rule,
-        "clean_acc": chosen.metrics["clean_acc"],
-        "clean_loss": chosen.metrics["clean_loss"],
-        "tampered_clean_acc": tampered.metrics["clean_acc"],
-        "bonafide": bonafide,
-    }
-    if result.t is not None:
-        summary["t"] = result.t
-        summary["t_rule"] = result.t_rule
-    if key:
-        summary[key] = chosen.metrics[key]
-    for name in ("eot_asr", "retuning_asr", "max_anomaly_index"):
-        if name in chosen.metrics:
-            summary[name] = chosen.metrics[name]
-    tampered_scan = result.scans.get(Names.TAMPERED)
-    if tampered_scan is not None:
-        summary["tampered_flagged_classes"] = list(tampered_scan.flagged_classes)
-    summary["repaired_flagged_classes"] = list(result.scans[chosen.name].flagged_classes)
-    for row in result.table:
-        prefix = slug(row.name)
-        for k in ("clean_acc", key, "retuning_asr", "eot_asr", "max_anomaly_index"):
-            if k and k in row.metrics:
-                summary[f"{prefix}_{k}"] = row.metrics[k]
-    summary.update({f"seconds_{step}": value for step, value in result.timings.items()})
-    return summary
-
-
-def write_repair_outputs(
-    run: RunDir,
-    result: RepairResult,
-    key: str | None,
-    sweep_rows: list[dict[str, float]],
-    spec,
-    dataset: str,
-    attack: dict[str, Any] | None,
-    model_paths: Sequence[str | Path],
-    data: DataConfig,
-) -> None:
-    """The repaired model, the curve, the tables, the scans and the figures of a repair."""
-    from modeconn.commands.scan import write_scan_outputs
-    from modeconn.report.repair_plots import plot_repair
-
-    save_model(
-        run.file("repaired.safetensors"),
-        result.chosen_model,
-        spec,
-        dataset=dataset,
-        attack=attack,
-        metrics=result.chosen.metrics,
-        extra={
-            "repair": {
-                "method": result.chosen.name,
-                "rule": result.choice_rule,
-                "t": result.t if result.chosen.name in (Names.PATH_REPAIR, Names.PATH) else None,
-                "sources": [str(p) for p in model_paths],
-            }
-        },
-    )
-    if result.curve is not None:
-        save_curve(
-            run.file("curve.safetensors"),
-            result.curve,
-            spec,
-            dataset,
-            {  # path-eval redraws the same bonafide split from this and measures the attack
-                "endpoints": [str(p) for p in model_paths],
-                "endpoint_attacks": [attack, attack],
-                "data": data.to_dict(),
-                "train_split": "bonafide",
-            },
-        )
-        write_table(run.file("path.csv"), result.rows)
-    table = result.table
-    write_table(
-        run.file("comparison.csv"),
-        [{"model": c.name, **c.metrics, "detail": c.detail} for c in table],
-    )
-    atomic_write_text(run.file("comparison.md"), comparison_markdown(table, key))
-    for name, scan in result.scans.items():
-        sub = RunDir(run.path / "scans" / slug(name), force=True)
-        write_scan_outputs(sub, scan, None)
-        sub.write_summary({"model": name, "verdict": scan.verdict(), **scan.summary()})
-    if result.noisy_rows:
-        write_table(run.file("noisy.csv"), result.noisy_rows)
-    if sweep_rows:
-        write_table(run.file("sweep.csv"), sweep_rows)
-    plot_repair(run.path, result, key, sweep_rows)
-
-
-def run_repair(
-    model_paths: Sequence[str | Path],
-    out: str | Path,
-    *,
-    config: RepairConfig | None = None,
-    data: DataConfig | None = None,
-    attack: dict[str, Any] | None = None,
-    device: str = "auto",
-    force: bool = False,
-    resume: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Repair one or two tampered models (see the module doc) into the run directory ``out``.
-
-    Writes ``repaired.safetensors`` (+ sidecar: the chosen candidate), ``curve.safetensors`` and
-    ``path.csv`` (when a path was trained), ``comparison.csv``/``.md``, ``scans/NAME/`` (every
-    scan: verdict, table, trigger images), plots and ``summary.json``; returns the summary.
-    ``attack`` overrides the sidecar's attack spec (evaluation only). ``resume`` continues an
-    interrupted repair in ``out`` (see :class:`Stages`); the result equals an uninterrupted run's.
-    """
-    config = copy.deepcopy(config) if config is not None else RepairConfig()
-    config.validate()
-    dev = resolve_device(device)
-    if resume and not force and run_status(out) == "finished":
-        raise ModeconnError(f"{out} holds a finished repair; nothing to resume (force redoes it)")
-    tampered, second, data, prepared = load_repair_inputs(model_paths, config, data, dev)
-    attack = attack if attack is not None else tampered.attack
-    run = RunDir(out, force=force, resume=resume and not force)
-    run.write_config(
-        {
-            "command": "repair",
-            "models": [str(p) for p in model_paths],
-            "repair": config.to_dict(),
-            "data": data.to_dict(),
-            "attack": attack,
-            "device": str(dev),
-        }
-    )
-    stages = Stages(run)
-    repair = Repair(
-        tampered, second, prepared, config, attack, dev, progress=progress, stages=stages
-    )
-    result = repair.run()
-    sweep_rows: list[dict[str, float]] = []
-    if config.sweep:
-        started = time.perf_counter()
-        sweep_rows = run_sweep(tampered, second, data, config, dev, progress, attack, stages)
-        result.timings["sweep"] = round(time.perf_counter() - started, 1)
-    write_repair_outputs(
-        run,
-        result,
-        repair.key,
-        sweep_rows,
-        tampered.spec,
-        data.dataset,
-        attack,
-        model_paths,
-        data,
-    )
-    bonafide = len(prepared.indices("bonafide")) + len(prepared.indices("bonafide_holdout"))
-    summary = repair_summary(result, repair.key, bonafide)
-    stages.finish()
-    run.write_summary(summary)
-    return summary
-
-
-def run_sweep(
+def sweep_repairs(
     tampered: Checkpoint,
     second: Checkpoint | None,
     data: DataConfig,
@@ -1113,7 +924,7 @@ def run_sweep(
     device,
     progress: bool,
     attack,
-    stages: Stages | None = None,
+    stages: StageFn | None = None,
 ) -> list[dict[str, float]]:
     """Repair again with several bonafide sizes (same method and rule, no baselines, no EOT,
     fewer path points); one row per size with the chosen candidate's figures."""
@@ -1127,7 +938,7 @@ def run_sweep(
         prefixed = None
         if stages is not None:
 
-            def prefixed(name: str, train_cfg: TrainConfig, n: int = n) -> RunDir:
+            def prefixed(name: str, train_cfg: TrainConfig, n: int = n) -> TrainingRun | None:
                 return stages(f"sweep{n}_{name}", train_cfg)
 
         result = Repair(
@@ -1154,5 +965,6 @@ __all__ = [
     "RepairResult",
     "choose_candidate",
     "choose_t",
-    "run_repair",
+    "load_repair_inputs",
+    "sweep_repairs",
 ]

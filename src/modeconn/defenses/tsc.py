@@ -37,8 +37,7 @@ from modeconn.connectivity.alignment import weight_distance, weight_matching
 from modeconn.connectivity.train import fit_curve
 from modeconn.errors import ModeconnError
 from modeconn.models.permutation import apply_permutation, permutation_spec
-from modeconn.rundir import RunDir
-from modeconn.training import BatchSource, TrainConfig
+from modeconn.training import BatchSource, TrainConfig, TrainingRun
 
 
 def _tsc_curve() -> TrainConfig:
@@ -71,7 +70,7 @@ class TSCConfig:
         return asdict(self)
 
 
-StageFn = Callable[[str, TrainConfig], "RunDir | None"]
+StageFn = Callable[[str, TrainConfig], "TrainingRun | None"]
 
 
 def symmetry_connectivity(

@@ -36,8 +36,7 @@ from modeconn.data import TensorLoader
 from modeconn.defenses.baselines import fine_tune
 from modeconn.defenses.scan import ScanResult, UnlearningTransform
 from modeconn.experiment import PreparedData
-from modeconn.rundir import RunDir
-from modeconn.training import TrainConfig
+from modeconn.training import TrainConfig, TrainingRun
 
 
 @dataclass
@@ -147,7 +146,7 @@ def unlearn(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = False,
-    run: RunDir | None = None,
+    run: TrainingRun | None = None,
     description: str = "unlearning",
 ) -> nn.Module:
     """NC-unlearning: a copy of ``model`` fine-tuned on stamped bonafide batches."""

@@ -6,7 +6,7 @@
   planes through models;
 * :mod:`~modeconn.landscape.metrics` — the input-Hessian path metric, scan evaluators, Pearson's r;
 * :mod:`~modeconn.landscape.linalg` — the matrix-free batched eigen-solvers underneath;
-* :mod:`~modeconn.landscape.api` — the ``hessian`` and ``landscape`` commands as functions.
+* :mod:`~modeconn.commands.landscape` — the ``hessian`` and ``landscape`` commands as functions.
 """
 
 from modeconn.landscape.directions import (

@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 
-from modeconn.api import test_metrics, train_classifier
 from modeconn.attacks.backdoor import TriggerSpec, backdoor_metrics, poison_transform
 from modeconn.attacks.evasion import ATTACKS, robust_metrics
 from modeconn.attacks.injection import InjectionSpec, choose_injection_sets, inject_errors
 from modeconn.checkpoints import load_model, save_model, sidecar_path
+from modeconn.commands.train import run_train, test_metrics
 from modeconn.data import make_eval_loader
 from modeconn.distributed import resolve_device
 from modeconn.errors import ModeconnError
@@ -33,7 +33,7 @@ def _add_to_sidecar_metrics(weights: Path, values: dict[str, Any]) -> None:
     write_json(side, meta)
 
 
-def poison_model(
+def run_poison(
     out: str | Path,
     *,
     spec: TriggerSpec,
@@ -48,19 +48,19 @@ def poison_model(
 ) -> dict[str, Any]:
     """Train a backdoored classifier into ``out``; return its summary.
 
-    This is :func:`modeconn.api.train_classifier` with a poisoning transform: a fixed seeded
+    This is :func:`modeconn.api.run_train` with a poisoning transform: a fixed seeded
     subset of ``spec.rate`` × the training split carries the trigger and the attacker's label. The
     trigger spec goes into the checkpoint sidecar (``attack``), and the summary adds ``asr`` and
     ``poisoned_acc`` on the test split to ``clean_acc``/``clean_loss``.
     """
     data = data or DataConfig()
     config = config or TrainConfig()
-    data.seed = config.seed  # as train_classifier does, so both see the same splits
+    data.seed = config.seed  # as run_train does, so both see the same splits
     prepared = prepare_data(data)
     spec.check_for(prepared.info.num_classes, prepared.info.image_size)
     transform = poison_transform(spec, prepared.info.num_classes, pool=prepared.indices("train"))
     poisoned = int(transform.poisoned.numel())
-    summary = train_classifier(
+    summary = run_train(
         out,
         model=model,
         model_kwargs=model_kwargs,
@@ -126,7 +126,7 @@ def _test_accuracies(model, data, spec: InjectionSpec, device) -> dict[str, floa
     return figures
 
 
-def inject_model(
+def run_inject(
     model_path: str | Path,
     out: str | Path,
     *,
@@ -247,7 +247,7 @@ def default_eps(norm: str) -> float:
     return 8 / 255 if norm == "linf" else 0.5
 
 
-def attack_model(
+def run_attack(
     model_path: str | Path,
     out: str | Path | None = None,
     *,
@@ -323,4 +323,4 @@ def attack_model(
     return summary
 
 
-__all__ = ["attack_model", "default_eps", "default_steps", "inject_model", "poison_model"]
+__all__ = ["default_eps", "default_steps", "run_attack", "run_inject", "run_poison"]

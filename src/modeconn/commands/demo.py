@@ -23,15 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 
-from modeconn.api import train_classifier
 from modeconn.attacks.backdoor import TriggerSpec
-from modeconn.defenses.repair import Names, RepairConfig, run_repair, slug
+from modeconn.commands.attack import run_inject, run_poison
+from modeconn.commands.repair import run_repair
+from modeconn.commands.train import run_train
+from modeconn.defenses.repair import Names, RepairConfig, slug
 from modeconn.distributed import resolve_device
 from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig
 from modeconn.io import atomic_write_text, read_json, write_json
+from modeconn.progress import spinner
 from modeconn.report.html import write_report
 from modeconn.rundir import SUMMARY, run_status
 from modeconn.training import TrainConfig
@@ -97,10 +99,8 @@ def _parallel_on_cpu(device: str) -> bool:
 
 def _poison_job(path: Path, resume: bool, threads: int, kwargs: dict[str, Any]) -> dict[str, Any]:
     """One backdoored model in a worker process with its share of the CPU threads."""
-    from modeconn.attacks.api import poison_model
-
     torch.set_num_threads(threads)
-    return poison_model(path, **kwargs, force=not resume, resume=resume, progress=False)
+    return run_poison(path, **kwargs, force=not resume, resume=resume, progress=False)
 
 
 def _poison_in_parallel(
@@ -117,7 +117,7 @@ def _poison_in_parallel(
     with contextlib.ExitStack() as stack:
         if progress:
             names = " and ".join(p.name for p, _ in jobs)
-            stack.enter_context(Console(stderr=True).status(f"training {names} side by side"))
+            stack.enter_context(spinner(f"training {names} side by side"))
         pool = stack.enter_context(ProcessPoolExecutor(len(jobs), mp_context=context))
         futures = [
             pool.submit(_poison_job, path, not force and run_status(path) == "started", threads, k)
@@ -147,8 +147,6 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run one scenario of the demo into ``out``; returns its summary (also in summary.json)."""
-    from modeconn.attacks.api import inject_model, poison_model
-
     if scenario not in SCENARIOS:
         raise ModeconnError(f"unknown scenario '{scenario}' (use {', '.join(SCENARIOS)})")
     config = config or DemoConfig()
@@ -158,7 +156,7 @@ def run_demo(
     train_cfg = TrainConfig(epochs=config.epochs, batch_size=128, lr=0.05, seed=config.seed)
 
     def train_clean(path: Path, resume: bool) -> dict[str, Any]:
-        return train_classifier(
+        return run_train(
             path,
             model=config.model,
             data=copy.deepcopy(data),
@@ -175,7 +173,7 @@ def run_demo(
         reference["reference_clean_acc"] = _step(out / "clean", force, train_clean)["clean_acc"]
 
         def inject(path: Path, resume: bool) -> dict[str, Any]:  # quick: redone, not resumed
-            return inject_model(out / "clean", path, device=device, force=True, seed=config.seed)
+            return run_inject(out / "clean", path, device=device, force=True, seed=config.seed)
 
         _step(out / "injected", force, inject)
         tampered.append(out / "injected")
@@ -202,7 +200,7 @@ def run_demo(
                 _step(
                     path,
                     force,
-                    lambda p, resume, kwargs=kwargs: poison_model(
+                    lambda p, resume, kwargs=kwargs: run_poison(
                         p, **kwargs, force=not resume, resume=resume, progress=progress
                     ),
                 )

@@ -18,17 +18,17 @@ from typing import Any
 
 from modeconn.attacks.metrics import RobustMetric, metric_from_attack_spec
 from modeconn.checkpoints import load_model, read_sidecar
+from modeconn.commands.connect import run_path_eval
 from modeconn.connectivity import PathMetric, save_curve, segment
 from modeconn.connectivity.checkpoints import (
     check_same_architecture,
     endpoint_meta,
     resolve_family_path,
 )
-from modeconn.connectivity.evaluate import read_table, run_path_eval
 from modeconn.errors import ModeconnError
-from modeconn.io import write_json
+from modeconn.io import read_table, write_json
 from modeconn.landscape.metrics import InputHessianMetric, robust_path_summary
-from modeconn.landscape.plots import plot_robust_path
+from modeconn.report.landscape_plots import plot_robust_path
 
 
 def attack_metrics(meta: dict[str, Any]) -> list[PathMetric]:

@@ -17,12 +17,11 @@ from torch import nn
 
 from modeconn.checkpoints import Checkpoint, load_model
 from modeconn.connectivity.bn import has_batchnorm
-from modeconn.connectivity.evaluate import write_table
 from modeconn.defenses.adversarial import PGDConfig
 from modeconn.distributed import resolve_device
 from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
-from modeconn.landscape import plots
+from modeconn.io import write_table
 from modeconn.landscape.directions import (
     Evaluator,
     filter_normalized_direction,
@@ -41,8 +40,9 @@ from modeconn.landscape.weight_hessian import (
     hessian_eigenvalues,
     hessian_trace,
 )
+from modeconn.progress import make_progress
+from modeconn.report import landscape_plots as plots
 from modeconn.rundir import RunDir
-from modeconn.training import make_progress
 
 
 def _load(
@@ -74,7 +74,7 @@ def _check_solver(method: str, iters: int, tol: float) -> None:
 # --- modeconn hessian -----------------------------------------------------------------------
 
 
-def input_hessian_report(
+def run_hessian(
     model_path: str | Path,
     *,
     dataset: str | None = None,
@@ -375,7 +375,7 @@ def _sharpness(rows: Sequence[dict[str, float]], key: str, prefix: str) -> dict[
     return out
 
 
-def landscape_report(
+def run_landscape(
     model_path: str | Path,
     out: str | Path,
     *,

@@ -1,0 +1,223 @@
+"""The ``repair`` command: a repair into a run directory (config, stages, outputs, summary).
+
+The repair itself — scan, unlearn, connect, choose, verify — is :class:`modeconn.defenses.repair.
+Repair`, in memory; this module gives its training stages resumable run directories and writes
+what it produced: the repaired model, the curve, the tables, every scan and the figures.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from modeconn.checkpoints import save_model
+from modeconn.commands.scan import write_scan_outputs
+from modeconn.connectivity import save_curve
+from modeconn.defenses.repair import (
+    Names,
+    Repair,
+    RepairConfig,
+    RepairResult,
+    comparison_markdown,
+    load_repair_inputs,
+    slug,
+    sweep_repairs,
+)
+from modeconn.distributed import resolve_device
+from modeconn.errors import ModeconnError
+from modeconn.experiment import DataConfig
+from modeconn.io import atomic_write_text, write_table
+from modeconn.report.repair_plots import plot_repair
+from modeconn.rundir import RunDir, run_status
+from modeconn.training import TrainConfig
+
+
+class Stages:
+    """Run directories for a repair's training stages, ``OUT/stages/NAME``.
+
+    Every stage (endpoint B, the curve, each trained baseline, each sweep size) saves its
+    resumable state after every epoch through the training loop, so ``--resume`` continues an
+    interrupted repair inside the stage it stopped in; a stage that had finished resumes at its
+    last epoch and trains no further. The states are removed once the whole repair has finished;
+    each stage's config and per-epoch metrics stay.
+    """
+
+    def __init__(self, run: RunDir) -> None:
+        self.root = run.path / "stages"
+        self.resuming = run.resuming
+        self.runs: list[RunDir] = []
+
+    def __call__(self, name: str, config: TrainConfig) -> RunDir:
+        stage = RunDir(self.root / name, force=not self.resuming, resume=self.resuming)
+        stage.write_config({"stage": name, "train": config.to_dict()})
+        self.runs.append(stage)
+        return stage
+
+    def finish(self) -> None:
+        """Drop the resumable states (the repair is complete)."""
+        for stage in self.runs:
+            stage.clear_state()
+
+
+def repair_summary(result: RepairResult, key: str | None, bonafide: int) -> dict[str, Any]:
+    """Flat summary keys: the chosen model's figures, then every row's under its slug."""
+    chosen = result.chosen
+    tampered = result.references[0]
+    summary: dict[str, Any] = {
+        "method": chosen.name,
+        "choice_rule": result.choice_rule,
+        "clean_acc": chosen.metrics["clean_acc"],
+        "clean_loss": chosen.metrics["clean_loss"],
+        "tampered_clean_acc": tampered.metrics["clean_acc"],
+        "bonafide": bonafide,
+    }
+    if result.t is not None:
+        summary["t"] = result.t
+        summary["t_rule"] = result.t_rule
+    if key:
+        summary[key] = chosen.metrics[key]
+    for name in ("eot_asr", "retuning_asr", "max_anomaly_index"):
+        if name in chosen.metrics:
+            summary[name] = chosen.metrics[name]
+    tampered_scan = result.scans.get(Names.TAMPERED)
+    if tampered_scan is not None:
+        summary["tampered_flagged_classes"] = list(tampered_scan.flagged_classes)
+    summary["repaired_flagged_classes"] = list(result.scans[chosen.name].flagged_classes)
+    for row in result.table:
+        prefix = slug(row.name)
+        for k in ("clean_acc", key, "retuning_asr", "eot_asr", "max_anomaly_index"):
+            if k and k in row.metrics:
+                summary[f"{prefix}_{k}"] = row.metrics[k]
+    summary.update({f"seconds_{step}": value for step, value in result.timings.items()})
+    return summary
+
+
+def write_repair_outputs(
+    run: RunDir,
+    result: RepairResult,
+    key: str | None,
+    sweep_rows: list[dict[str, float]],
+    spec,
+    dataset: str,
+    attack: dict[str, Any] | None,
+    model_paths: Sequence[str | Path],
+    data: DataConfig,
+) -> None:
+    """The repaired model, the curve, the tables, the scans and the figures of a repair."""
+    save_model(
+        run.file("repaired.safetensors"),
+        result.chosen_model,
+        spec,
+        dataset=dataset,
+        attack=attack,
+        metrics=result.chosen.metrics,
+        extra={
+            "repair": {
+                "method": result.chosen.name,
+                "rule": result.choice_rule,
+                "t": result.t if result.chosen.name in (Names.PATH_REPAIR, Names.PATH) else None,
+                "sources": [str(p) for p in model_paths],
+            }
+        },
+    )
+    if result.curve is not None:
+        save_curve(
+            run.file("curve.safetensors"),
+            result.curve,
+            spec,
+            dataset,
+            {  # path-eval redraws the same bonafide split from this and measures the attack
+                "endpoints": [str(p) for p in model_paths],
+                "endpoint_attacks": [attack, attack],
+                "data": data.to_dict(),
+                "train_split": "bonafide",
+            },
+        )
+        write_table(run.file("path.csv"), result.rows)
+    table = result.table
+    write_table(
+        run.file("comparison.csv"),
+        [{"model": c.name, **c.metrics, "detail": c.detail} for c in table],
+    )
+    atomic_write_text(run.file("comparison.md"), comparison_markdown(table, key))
+    for name, scan in result.scans.items():
+        sub = RunDir(run.path / "scans" / slug(name), force=True)
+        write_scan_outputs(sub, scan, None)
+        sub.write_summary({"model": name, "verdict": scan.verdict(), **scan.summary()})
+    if result.noisy_rows:
+        write_table(run.file("noisy.csv"), result.noisy_rows)
+    if sweep_rows:
+        write_table(run.file("sweep.csv"), sweep_rows)
+    plot_repair(run.path, result, key, sweep_rows)
+
+
+def run_repair(
+    model_paths: Sequence[str | Path],
+    out: str | Path,
+    *,
+    config: RepairConfig | None = None,
+    data: DataConfig | None = None,
+    attack: dict[str, Any] | None = None,
+    device: str = "auto",
+    force: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Repair one or two tampered models (see the module doc) into the run directory ``out``.
+
+    Writes ``repaired.safetensors`` (+ sidecar: the chosen candidate), ``curve.safetensors`` and
+    ``path.csv`` (when a path was trained), ``comparison.csv``/``.md``, ``scans/NAME/`` (every
+    scan: verdict, table, trigger images), plots and ``summary.json``; returns the summary.
+    ``attack`` overrides the sidecar's attack spec (evaluation only). ``resume`` continues an
+    interrupted repair in ``out`` (see :class:`Stages`); the result equals an uninterrupted run's.
+    """
+    config = copy.deepcopy(config) if config is not None else RepairConfig()
+    config.validate()
+    dev = resolve_device(device)
+    if resume and not force and run_status(out) == "finished":
+        raise ModeconnError(f"{out} holds a finished repair; nothing to resume (force redoes it)")
+    tampered, second, data, prepared = load_repair_inputs(model_paths, config, data, dev)
+    attack = attack if attack is not None else tampered.attack
+    run = RunDir(out, force=force, resume=resume and not force)
+    run.write_config(
+        {
+            "command": "repair",
+            "models": [str(p) for p in model_paths],
+            "repair": config.to_dict(),
+            "data": data.to_dict(),
+            "attack": attack,
+            "device": str(dev),
+        }
+    )
+    stages = Stages(run)
+    repair = Repair(
+        tampered, second, prepared, config, attack, dev, progress=progress, stages=stages
+    )
+    result = repair.run()
+    sweep_rows: list[dict[str, float]] = []
+    if config.sweep:
+        started = time.perf_counter()
+        sweep_rows = sweep_repairs(tampered, second, data, config, dev, progress, attack, stages)
+        result.timings["sweep"] = round(time.perf_counter() - started, 1)
+    write_repair_outputs(
+        run,
+        result,
+        repair.key,
+        sweep_rows,
+        tampered.spec,
+        data.dataset,
+        attack,
+        model_paths,
+        data,
+    )
+    bonafide = len(prepared.indices("bonafide")) + len(prepared.indices("bonafide_holdout"))
+    summary = repair_summary(result, repair.key, bonafide)
+    stages.finish()
+    run.write_summary(summary)
+    return summary
+
+
+__all__ = ["Stages", "repair_summary", "run_repair", "write_repair_outputs"]
