@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from modeconn.commands import attack as api
 from modeconn.attacks.backdoor import TriggerSpec
 from modeconn.cli import app
 from modeconn.cli.common import (
@@ -40,6 +39,7 @@ from modeconn.cli.common import (
     print_summary,
     train_config,
 )
+from modeconn.commands import attack as api
 
 ModelPath = Annotated[
     Path, typer.Argument(help="Checkpoint (.safetensors, its .json, or a run directory).")

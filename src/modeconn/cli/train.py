@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from modeconn.commands import train as api
 from modeconn.cli import app
 from modeconn.cli.common import (
     Alpha,
@@ -43,6 +42,7 @@ from modeconn.cli.common import (
     print_summary,
     train_config,
 )
+from modeconn.commands import train as api
 from modeconn.defenses.adversarial import AdversarialConfig, PGDConfig, RobustEvaluation
 from modeconn.errors import ModeconnError
 
