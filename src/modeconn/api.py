@@ -4,30 +4,12 @@
 rest work in memory on ``nn.Module``s and tensors, and are what the commands are made of.
 """
 
+from modeconn import commands
 from modeconn.attacks.backdoor import TriggerSpec
 from modeconn.attacks.evasion import apgd, fgsm, pgd
 from modeconn.attacks.injection import InjectionSpec
 from modeconn.checkpoints import Checkpoint, load_model, save_model
-from modeconn.commands import (
-    run_align,
-    run_attack,
-    run_connect,
-    run_demo,
-    run_demos,
-    run_evaluate,
-    run_extract,
-    run_hessian,
-    run_inject,
-    run_landscape,
-    run_path_analysis,
-    run_path_eval,
-    run_poison,
-    run_repair,
-    run_scan,
-    run_surface,
-    run_surface_eval,
-    run_train,
-)
+from modeconn.commands import *  # noqa: F403 (every run_<command>)
 from modeconn.commands.demo import DemoConfig
 from modeconn.commands.landscape import LandscapeConfig
 from modeconn.connectivity import (
@@ -72,24 +54,6 @@ __all__ = [
     "load_model",
     "pgd",
     "prepare_data",
-    "run_align",
-    "run_attack",
-    "run_connect",
-    "run_demo",
-    "run_demos",
-    "run_evaluate",
-    "run_extract",
-    "run_hessian",
-    "run_inject",
-    "run_landscape",
-    "run_path_analysis",
-    "run_path_eval",
-    "run_poison",
-    "run_repair",
-    "run_scan",
-    "run_surface",
-    "run_surface_eval",
-    "run_train",
     "save_model",
     "scan_model",
     "segment_barrier",
@@ -97,4 +61,5 @@ __all__ = [
     "unlearn",
     "update_bn",
     "weight_matching",
+    *commands.__all__,
 ]
