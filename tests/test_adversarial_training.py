@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from modeconn.attacks.config import AttackConfig
 from modeconn.commands.train import run_train
 from modeconn.defenses.adversarial import (
     TRADES,
     AdversarialConfig,
     AdversarialWeightPerturbation,
     PGDAdversarialTraining,
-    PGDConfig,
     RobustEvaluation,
     trades_kl,
 )
@@ -24,7 +24,7 @@ from modeconn.experiment import DataConfig, model_spec_for, prepare_data
 from modeconn.models import build_model
 from modeconn.training import TrainConfig
 
-ATTACK = PGDConfig(eps=0.1, alpha=0.025, steps=5)
+ATTACK = AttackConfig(eps=0.1, alpha=0.025, steps=5)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -149,11 +149,13 @@ def test_adversarial_examples_are_crafted_in_eval_mode(digits):
 def test_config_validation():
     with pytest.raises(ModeconnError, match="unknown adversarial training"):
         AdversarialConfig(method="fgsm").objective()
-    with pytest.raises(ModeconnError, match="--eps"):
-        AdversarialConfig(attack=PGDConfig(eps=0)).objective()
-    with pytest.raises(ModeconnError, match="--awp-gamma"):
+    with pytest.raises(ModeconnError, match="eps must be positive"):
+        AdversarialConfig(attack=AttackConfig(eps=0)).objective()
+    with pytest.raises(ModeconnError, match="uses PGD"):
+        AdversarialConfig(attack=AttackConfig(name="fgsm")).objective()
+    with pytest.raises(ModeconnError, match="gamma must be positive"):
         AdversarialWeightPerturbation(gamma=-1)
-    with pytest.raises(ModeconnError, match="--trades-beta"):
+    with pytest.raises(ModeconnError, match="beta must be non-negative"):
         TRADES(ATTACK, beta=-1)
     assert AdversarialConfig(method="trades", awp=True).gamma == 5e-3
     assert AdversarialConfig(method="pgd", awp=True).gamma == 1e-2

@@ -149,7 +149,10 @@ def test_attack_refuses_to_overwrite(poisoned: Path, tmp_path: Path, capsys):
         (["attack", "{missing}", "--out", "{out}"], ["not found"]),
         (["attack", "{model}", "--out", "{out}", "--eps", "abc"], ["--eps", "8/255"]),
         (["attack", "{model}", "--out", "{out}", "--attack", "cw"], ["unknown attack"]),
-        (["attack", "{model}", "--out", "{out}", "--norm", "l1"], ["unknown norm"]),
+        (
+            ["attack", "{model}", "--out", "{out}", "--norm", "l1"],
+            ["unknown norm 'l1'", "(--norm)"],
+        ),
         (["attack", "{model}", "--out", "{out}", "--restarts", "0"], ["restarts"]),
         (["inject", "{model}", "--out", "{out}", "--norm", "l3"], ["unknown norm"]),
         (["inject", "{model}", "--out", "{out}", "--targets", "a,b"], ["--targets"]),

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modeconn.attacks.config import AttackConfig, default_eps
 from modeconn.attacks.evasion import (
     RandomPointModel,
     apgd,
@@ -17,10 +18,9 @@ from modeconn.attacks.evasion import (
     dlr_loss,
     fgsm,
     input_gradient,
-    make_attack,
     pgd,
-    robust_metrics,
 )
+from modeconn.attacks.metrics import robust_metrics
 from modeconn.checkpoints import load_model
 from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig, prepare_data
@@ -197,16 +197,18 @@ def test_eot_on_a_deterministic_model_is_plain_pgd(model, batch):
 
 def test_robust_metrics(model, digits):
     loader = digits.eval_loader("test", batch_size=128)
-    res = robust_metrics(model, loader, eps=EPS, alpha=EPS / 4, steps=5)
+    attack = AttackConfig(eps=EPS, alpha=EPS / 4, steps=5)
+    res = robust_metrics(model, loader, attack)
     assert set(res) == {"robust_acc", "robust_loss"}
     with torch.no_grad():
         x, y = next(iter(digits.eval_loader("test", batch_size=1000)))
         clean_loss = F.cross_entropy(model(x), y).item()
     assert res["robust_acc"] < accuracy(model, x, y)
     assert res["robust_loss"] > clean_loss
-    again = robust_metrics(model, loader, eps=EPS, alpha=EPS / 4, steps=5)
+    again = robust_metrics(model, loader, attack)
     assert again == res  # seeded random starts: the same figures twice
-    zero = robust_metrics(model, loader, attack="fgsm", eps=0.0)
+    assert robust_metrics(model, loader, attack.replace(seed=1)) != res
+    zero = robust_metrics(model, loader, AttackConfig(name="fgsm", eps=0.0))
     assert zero["robust_acc"] == pytest.approx(accuracy(model, x, y))
 
 
@@ -217,8 +219,36 @@ def test_bad_settings_raise_one_clear_error(model, batch):
     with pytest.raises(ModeconnError, match="restarts"):
         pgd(model, x, y, restarts=0)
     with pytest.raises(ModeconnError, match="unknown attack"):
-        make_attack("cw")
+        AttackConfig(name="cw").build()
+    with pytest.raises(ValueError, match="alpha must be positive"):  # InvalidArgument is both
+        AttackConfig(alpha=0).validate()
     with pytest.raises(ModeconnError, match="APGD loss"):
         apgd(model, x, y, loss="hinge")
     with pytest.raises(ModeconnError, match="RandomPointModel"):
         RandomPointModel()
+
+
+def test_attack_config_round_trips_and_fills_dataset_defaults():
+    cfg = AttackConfig(name="apgd-t", norm="l2", eps=0.5, steps=7, restarts=2, seed=3)
+    assert AttackConfig.from_dict(cfg.to_dict()) == cfg
+    assert AttackConfig.from_dict({"eps": 0.2}) == AttackConfig(eps=0.2)
+    with pytest.raises(ModeconnError, match="unknown attack settings"):
+        AttackConfig.from_dict({"epsilon": 0.2})
+    cifar = AttackConfig.for_dataset("cifar10")
+    assert (cifar.eps, cifar.alpha, cifar.steps) == (8 / 255, 2 / 255, 10)
+    fmnist = AttackConfig.for_dataset("fashion-mnist", name="apgd-ce", norm="l2")
+    assert (fmnist.eps, fmnist.steps) == (1.5, 100)
+    assert AttackConfig.for_dataset(None, eps=0.2, steps=3).alpha == pytest.approx(0.05)
+    assert default_eps("linf", "unknown-data") == 8 / 255
+
+
+def test_attack_config_build_matches_the_kernels(model, batch):
+    x, y = batch
+    cfg = AttackConfig(eps=EPS, alpha=EPS / 4, steps=3, seed=5)
+    direct = pgd(
+        model, x, y, eps=EPS, alpha=EPS / 4, steps=3, generator=torch.Generator().manual_seed(5)
+    )
+    assert torch.equal(cfg.build()(model, x, y), direct)
+    assert torch.equal(
+        AttackConfig(name="fgsm", eps=EPS).build()(model, x, y), fgsm(model, x, y, EPS)
+    )

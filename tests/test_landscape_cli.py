@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
 
+from modeconn.attacks.config import AttackConfig
 from modeconn.commands.landscape import run_hessian
 
 
@@ -65,7 +66,7 @@ def test_train_adversarial_with_awp(tmp_path: Path, capsys):
     config = json.loads((out / "config.json").read_text())
     assert config["adversarial"] == {
         "method": "pgd",
-        "attack": {"eps": 0.1, "alpha": 0.025, "steps": 3, "norm": "linf"},
+        "attack": AttackConfig(eps=0.1, alpha=0.025, steps=3).to_dict(),
         "trades_beta": 6.0,
         "awp": True,
         "awp_gamma": 0.01,
@@ -168,7 +169,9 @@ def test_clear_errors(tmp_path: Path, capsys, digits_lenet, digits_mlp):
     )
     assert_one_line_error(run_cli(capsys, "hessian", tmp_path / "missing"), "model file not found")
     assert_one_line_error(
-        run_cli(capsys, "hessian", digits_lenet, "--method", "qr"), "unknown --method 'qr'"
+        run_cli(capsys, "hessian", digits_lenet, "--method", "qr"),
+        "unknown method 'qr'",
+        "(--method)",
     )
     assert_one_line_error(
         run_cli(

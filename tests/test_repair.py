@@ -32,7 +32,7 @@ def test_choose_t_keeps_a_margin_and_maximises_held_out_accuracy():
     assert t == pytest.approx(0.5)  # ties on accuracy go to the point farther inside
     with pytest.raises(ModeconnError, match="margin"):
         choose_t(rows(accs), margin=0.7)
-    with pytest.raises(ModeconnError, match="more --points"):
+    with pytest.raises(ModeconnError, match="more points"):
         choose_t(rows([0.9, 0.9]), margin=0.25)
 
 
@@ -285,7 +285,7 @@ def test_interrupted_repair_resumes_to_the_uninterrupted_result(
     with pytest.raises(KeyboardInterrupt):
         run_repair([digits_backdoor], tmp_path / "part", config=config(), **kwargs)
     monkeypatch.setattr(training, "save_state", real)
-    with pytest.raises(ModeconnError, match="--resume"):
+    with pytest.raises(ModeconnError, match="resume=True"):
         run_repair([digits_backdoor], tmp_path / "part", config=config(), **kwargs)
     trained: list[tuple[str, int]] = []
 

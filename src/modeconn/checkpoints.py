@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from modeconn import __version__
-from modeconn.errors import ModeconnError
+from modeconn.errors import MissingInput, ModeconnError
 from modeconn.io import atomic_write, read_json, write_json
 from modeconn.models import ModelSpec, build_model
 
@@ -54,7 +54,7 @@ def resolve_weights_path(path: str | Path) -> Path:
     elif p.suffix == ".json":
         p = p.with_suffix(".safetensors")
     if not p.exists():
-        raise ModeconnError(f"model file not found: {p}")
+        raise MissingInput(f"model file not found: {p}", p)
     return p
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
@@ -25,12 +25,14 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ModeconnError("--device cuda was asked for but no CUDA GPU is available")
+            raise InvalidArgument(
+                "device", "device cuda was asked for but no CUDA GPU is available"
+            )
         if name == "cuda":
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         return torch.device(name)
     if name != "cpu":
-        raise ModeconnError(f"unknown device '{name}' (use auto, cpu or cuda)")
+        raise InvalidArgument(None, f"unknown device '{name}' (use auto, cpu or cuda)")
     return torch.device("cpu")
 
 

@@ -23,7 +23,7 @@ from modeconn.data import (
     stratified_indices,
 )
 from modeconn.distributed import DistContext
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.models import ModelSpec
 
 SPLITS = ("train", "val", "test", "bonafide", "bonafide_holdout")
@@ -69,7 +69,7 @@ class PreparedData:
         if split == "test":
             return self.test_indices
         if split not in SPLITS:
-            raise ModeconnError(f"unknown split '{split}' (use {', '.join(SPLITS)})")
+            raise InvalidArgument(None, f"unknown split '{split}' (use {', '.join(SPLITS)})")
         idx = getattr(self.splits, split)
         if idx is None or len(idx) == 0:
             raise ModeconnError(f"the '{split}' split is empty for this run")
@@ -126,7 +126,7 @@ class PreparedData:
         indices = self.indices(split)
         if limit is not None and limit < len(indices):
             if limit < 1:
-                raise ModeconnError(f"the image limit must be at least 1, got {limit}")
+                raise InvalidArgument(None, f"the image limit must be at least 1, got {limit}")
             pick = stratified_indices(
                 labels[indices], limit, seed=self.config.seed if seed is None else seed
             )

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from modeconn import __version__
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.io import atomic_write_text, read_json, to_jsonable, write_json
 
 SUMMARY = "summary.json"
@@ -58,19 +58,21 @@ class RunDir:
         self.path = Path(path)
         self.resuming = False
         if self.path.exists() and not self.path.is_dir():
-            raise ModeconnError(f"--out {self.path} exists and is not a directory")
+            raise InvalidArgument("out", f"out {self.path} exists and is not a directory")
         status = run_status(self.path)
         finished, started = status == "finished", status != "new"
         if force and self.path.exists():
             self._clear()
         elif finished and not resume:
             raise ModeconnError(
-                f"{self.path} already holds a finished run; pass --force to overwrite it"
+                f"{self.path} already holds a finished run; pass force=True to overwrite it",
+                parameters=("force",),
             )
         elif started and not resume and any(self.path.iterdir()):
             raise ModeconnError(
-                f"{self.path} holds an unfinished run; pass --resume to continue it "
-                "or --force to start over"
+                f"{self.path} holds an unfinished run; pass resume=True to continue it "
+                "or force=True to start over",
+                parameters=("resume", "force"),
             )
         elif resume and started and not finished:
             self.resuming = True

@@ -25,8 +25,9 @@ from torch import nn
 
 from modeconn.checkpoints import write_tensors
 from modeconn.distributed import DistContext, unwrap, wrap_ddp
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.io import read_json, write_json
+from modeconn.modes import eval_mode
 from modeconn.progress import make_progress
 
 SCHEDULES = ("cosine", "step", "mc", "constant")
@@ -50,16 +51,20 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.epochs < 1:
-            raise ModeconnError(f"--epochs must be at least 1, got {self.epochs}")
+            raise InvalidArgument("epochs", f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise ModeconnError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise InvalidArgument(
+                "batch_size", f"batch_size must be at least 1, got {self.batch_size}"
+            )
         if not self.lr > 0:
-            raise ModeconnError(f"--lr must be positive, got {self.lr}")
+            raise InvalidArgument("lr", f"lr must be positive, got {self.lr}")
         if self.schedule not in SCHEDULES:
-            raise ModeconnError(f"unknown schedule '{self.schedule}' (use {', '.join(SCHEDULES)})")
+            raise InvalidArgument(
+                None, f"unknown schedule '{self.schedule}' (use {', '.join(SCHEDULES)})"
+            )
         if self.optimizer not in OPTIMIZERS:
-            raise ModeconnError(
-                f"unknown optimizer '{self.optimizer}' (use {', '.join(OPTIMIZERS)})"
+            raise InvalidArgument(
+                None, f"unknown optimizer '{self.optimizer}' (use {', '.join(OPTIMIZERS)})"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,7 +91,7 @@ def lr_factor(
         if progress < 0.9:
             return 1.0 - 0.99 * (progress - 0.5) / 0.4
         return 0.01
-    raise ModeconnError(f"unknown schedule '{schedule}'")
+    raise InvalidArgument(None, f"unknown schedule '{schedule}'")
 
 
 class Objective:
@@ -294,7 +299,8 @@ def train(
                 if not torch.isfinite(loss):
                     raise ModeconnError(
                         f"training loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
-                        "try a lower --lr"
+                        "try a lower lr",
+                        parameters=("lr",),
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -334,16 +340,14 @@ def evaluate_model(
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """Mean cross-entropy and accuracy of ``model`` (eval mode) over ``loader``."""
-    was_training = model.training
-    model.eval()
     loss_sum, correct, count = 0.0, 0, 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-        count += y.shape[0]
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            count += y.shape[0]
     if count == 0:
         raise ModeconnError("cannot evaluate on an empty data set")
     return {"loss": loss_sum / count, "acc": correct / count}

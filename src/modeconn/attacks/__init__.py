@@ -1,6 +1,7 @@
 """Threat models: evasion attacks (FGSM, PGD, APGD, EOT on a curve), backdoors, error injection.
 
-Algorithms live in :mod:`~modeconn.attacks.evasion`, :mod:`~modeconn.attacks.backdoor` and
+Attack settings are one object, :class:`~modeconn.attacks.config.AttackConfig`. Algorithms live in
+:mod:`~modeconn.attacks.evasion`, :mod:`~modeconn.attacks.backdoor` and
 :mod:`~modeconn.attacks.injection`; the figures measured along paths in
 :mod:`~modeconn.attacks.metrics`; the run-directory commands (``poison``, ``inject``, ``attack``)
 in :mod:`~modeconn.commands.attack`.
@@ -15,23 +16,19 @@ from modeconn.attacks.backdoor import (
     poisoned_accuracy,
     target_labels,
 )
-from modeconn.attacks.evasion import (
-    RandomPointModel,
-    apgd,
-    fgsm,
-    make_attack,
-    pgd,
-    robust_metrics,
-)
+from modeconn.attacks.config import AttackConfig, default_eps, default_steps
+from modeconn.attacks.evasion import RandomPointModel, apgd, fgsm, pgd
 from modeconn.attacks.injection import InjectionSpec, inject_errors, injection_success
 from modeconn.attacks.metrics import (
     AttackSuccessMetric,
     InjectionMetric,
     RobustMetric,
     metric_from_attack_spec,
+    robust_metrics,
 )
 
 __all__ = [
+    "AttackConfig",
     "AttackSuccessMetric",
     "InjectionMetric",
     "InjectionSpec",
@@ -42,10 +39,11 @@ __all__ = [
     "apply_trigger",
     "attack_success_rate",
     "backdoor_metrics",
+    "default_eps",
+    "default_steps",
     "fgsm",
     "inject_errors",
     "injection_success",
-    "make_attack",
     "metric_from_attack_spec",
     "pgd",
     "poison_transform",

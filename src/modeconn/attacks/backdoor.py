@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
+from modeconn.modes import eval_mode
 
 TRIGGERS = ("patch", "blend", "warp")
 LABEL_MODES = ("all-to-one", "all-to-all")
@@ -70,31 +71,42 @@ class TriggerSpec:
     def validate(self) -> None:
         """Reject settings that cannot describe a trigger, with one line naming the field."""
         if self.type not in TRIGGERS:
-            raise ModeconnError(f"unknown trigger '{self.type}' (use {', '.join(TRIGGERS)})")
+            raise InvalidArgument(
+                None, f"unknown trigger '{self.type}' (use {', '.join(TRIGGERS)})"
+            )
         if self.label_mode not in LABEL_MODES:
-            raise ModeconnError(
-                f"unknown label mode '{self.label_mode}' (use {', '.join(LABEL_MODES)})"
+            raise InvalidArgument(
+                None, f"unknown label mode '{self.label_mode}' (use {', '.join(LABEL_MODES)})"
             )
         if not 0.0 <= self.rate <= 1.0:
-            raise ModeconnError(f"poisoning rate must lie in [0, 1], got {self.rate}")
+            raise InvalidArgument(None, f"poisoning rate must lie in [0, 1], got {self.rate}")
         if not _is_int(self.target) or self.target < 0:
-            raise ModeconnError(f"target must be a non-negative class index, got {self.target!r}")
+            raise InvalidArgument(
+                "target", f"target must be a non-negative class index, got {self.target!r}"
+            )
         if self.type == "patch":
             if not _is_int(self.size) or self.size < 1:
-                raise ModeconnError(f"patch size must be a positive integer, got {self.size!r}")
+                raise InvalidArgument(
+                    None, f"patch size must be a positive integer, got {self.size!r}"
+                )
             if not 0.0 <= self.value <= 1.0:
-                raise ModeconnError(f"patch value must lie in [0, 1], got {self.value}")
+                raise InvalidArgument(None, f"patch value must lie in [0, 1], got {self.value}")
             if self.pattern not in PATCH_PATTERNS:
-                raise ModeconnError(
-                    f"unknown patch pattern '{self.pattern}' (use {', '.join(PATCH_PATTERNS)})"
+                raise InvalidArgument(
+                    None,
+                    f"unknown patch pattern '{self.pattern}' (use {', '.join(PATCH_PATTERNS)})",
                 )
             _check_position(self.position)
         elif self.type == "blend":
             if not 0.0 < self.alpha <= 1.0:
-                raise ModeconnError(f"blend ratio alpha must lie in (0, 1], got {self.alpha}")
+                raise InvalidArgument(
+                    None, f"blend ratio alpha must lie in (0, 1], got {self.alpha}"
+                )
             if self.pattern != "random" and not Path(self.pattern).is_file():
-                raise ModeconnError(
-                    f"blend pattern must be 'random' or a .npy image file; {self.pattern} not found"
+                raise InvalidArgument(
+                    "pattern",
+                    f"blend pattern must be 'random' or a .npy image file; "
+                    f"{self.pattern} not found",
                 )
         elif self.warp_grid < 2 or self.warp_strength <= 0:
             raise ModeconnError("warp trigger needs warp_grid ≥ 2 and warp_strength > 0")
@@ -128,7 +140,7 @@ class TriggerSpec:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(record) - known)
         if unknown:
-            raise ModeconnError(f"unknown backdoor spec fields: {', '.join(unknown)}")
+            raise InvalidArgument(None, f"unknown backdoor spec fields: {', '.join(unknown)}")
         return cls(**record)
 
 
@@ -139,11 +151,13 @@ def _is_int(value: Any) -> bool:
 def _check_position(position: str | list[int]) -> None:
     if isinstance(position, str):
         if position not in CORNERS:
-            raise ModeconnError(
-                f"unknown patch position '{position}' (use {', '.join(CORNERS)} or ROW,COL)"
+            raise InvalidArgument(
+                None, f"unknown patch position '{position}' (use {', '.join(CORNERS)} or ROW,COL)"
             )
     elif len(position) != 2 or not all(_is_int(p) and p >= 0 for p in position):
-        raise ModeconnError(f"patch position must be a corner or [row, col], got {position!r}")
+        raise InvalidArgument(
+            None, f"patch position must be a corner or [row, col], got {position!r}"
+        )
 
 
 def patch_origin(spec: TriggerSpec, height: int, width: int) -> tuple[int, int]:
@@ -186,7 +200,7 @@ def _load_pattern_file(path: str) -> torch.Tensor:
     elif pattern.ndim == 3 and pattern.shape[-1] in (1, 3) and pattern.shape[0] not in (1, 3):
         pattern = pattern.permute(2, 0, 1)
     if pattern.ndim != 3 or float(pattern.min()) < 0 or float(pattern.max()) > 1:
-        raise ModeconnError(f"blend pattern {path} must be one image with values in [0, 1]")
+        raise InvalidArgument(None, f"blend pattern {path} must be one image with values in [0, 1]")
     return pattern
 
 
@@ -320,20 +334,20 @@ def backdoor_metrics(
     or all of them (all-to-all). ``asr``: classified as the attacker's label; ``poisoned_acc``:
     still classified as their true label.
     """
-    was_training = model.training
-    model.eval()
     hits, correct, count = 0, 0, 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        logits = model(apply_trigger(x, spec))
-        pred = logits.argmax(1)
-        eligible = (
-            y != spec.target if spec.label_mode == "all-to-one" else torch.ones_like(y, dtype=bool)
-        )
-        hits += (eligible & (pred == target_labels(y, spec, logits.shape[1]))).sum().item()
-        correct += (eligible & (pred == y)).sum().item()
-        count += eligible.sum().item()
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            logits = model(apply_trigger(x, spec))
+            pred = logits.argmax(1)
+            eligible = (
+                y != spec.target
+                if spec.label_mode == "all-to-one"
+                else torch.ones_like(y, dtype=bool)
+            )
+            hits += (eligible & (pred == target_labels(y, spec, logits.shape[1]))).sum().item()
+            correct += (eligible & (pred == y)).sum().item()
+            count += eligible.sum().item()
     if count == 0:
         raise ModeconnError("no test image outside the target class: cannot measure the ASR")
     return {"asr": hits / count, "poisoned_acc": correct / count}

@@ -14,13 +14,13 @@ step whose input gradients are averaged (Athalye et al. 2018).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument
 
 NORMS = ("linf", "l2")
 APGD_LOSSES = ("ce", "dlr")
@@ -31,20 +31,22 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _TINY = 1e-12
 
 
-def _check_norm(norm: str) -> None:
+def check_norm(norm: str) -> None:
+    """The one check of a threat model's name (``linf`` or ``l2``)."""
     if norm not in NORMS:
-        raise ModeconnError(f"unknown norm '{norm}' (use {', '.join(NORMS)})")
+        raise InvalidArgument("norm", f"unknown norm '{norm}' (use {', '.join(NORMS)})")
 
 
-def _check_budget(eps: float, steps: int, restarts: int, eot_samples: int) -> None:
-    if eps < 0:
-        raise ModeconnError(f"eps must be non-negative, got {eps}")
+def check_budget(eps: float, steps: int, restarts: int, eot_samples: int) -> None:
+    """The one check of an attack's budget, shared by the kernels and :class:`AttackConfig`."""
+    if not eps >= 0:
+        raise InvalidArgument("eps", f"eps must be non-negative, got {eps}")
     if steps < 0:
-        raise ModeconnError(f"steps must be non-negative, got {steps}")
+        raise InvalidArgument("steps", f"steps must be non-negative, got {steps}")
     if restarts < 1:
-        raise ModeconnError(f"restarts must be at least 1, got {restarts}")
+        raise InvalidArgument("restarts", f"restarts must be at least 1, got {restarts}")
     if eot_samples < 1:
-        raise ModeconnError(f"eot_samples must be at least 1, got {eot_samples}")
+        raise InvalidArgument("eot_samples", f"eot_samples must be at least 1, got {eot_samples}")
 
 
 def _l2_norm(t: torch.Tensor) -> torch.Tensor:
@@ -171,8 +173,8 @@ def pgd(
     run misclassifies (hits the target) keeps such a point, the others keep the run of highest
     loss. ``generator`` seeds the random starts (default: the global RNG).
     """
-    _check_norm(norm)
-    _check_budget(eps, steps, restarts, eot_samples)
+    check_norm(norm)
+    check_budget(eps, steps, restarts, eot_samples)
     loss_fn = loss_fn or _per_example_ce
     x, y = x.detach(), y.detach()
     sign = -1.0 if targeted else 1.0
@@ -249,7 +251,7 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     −(z_y − max_{i≠y} z_i) / (z_π1 − z_π3), with z_π the logits sorted in decreasing order.
     """
     if logits.shape[1] < 3:
-        raise ModeconnError("the DLR loss needs at least 3 classes")
+        raise InvalidArgument(None, "the DLR loss needs at least 3 classes")
     sorted_logits, order = logits.sort(dim=1)
     true = logits.gather(1, y[:, None]).squeeze(1)
     top_is_true = order[:, -1] == y
@@ -260,7 +262,7 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def dlr_targeted_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Targeted DLR: −(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2), per example."""
     if logits.shape[1] < 4:
-        raise ModeconnError("the targeted DLR loss needs at least 4 classes")
+        raise InvalidArgument(None, "the targeted DLR loss needs at least 4 classes")
     sorted_logits, _ = logits.sort(dim=1)
     true = logits.gather(1, y[:, None]).squeeze(1)
     tgt = logits.gather(1, target[:, None]).squeeze(1)
@@ -404,10 +406,10 @@ def apgd(
     non-true logits of the clean image — ``restarts`` times each. Returns, per example, the first
     misclassified point found or else the point of highest loss. ``seed`` seeds the random starts.
     """
-    _check_norm(norm)
-    _check_budget(eps, steps, restarts, eot_samples)
+    check_norm(norm)
+    check_budget(eps, steps, restarts, eot_samples)
     if loss not in APGD_LOSSES:
-        raise ModeconnError(f"unknown APGD loss '{loss}' (use {', '.join(APGD_LOSSES)})")
+        raise InvalidArgument("loss", f"unknown APGD loss '{loss}' (use {', '.join(APGD_LOSSES)})")
     x, y = x.detach(), y.detach()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -479,9 +481,11 @@ class RandomPointModel(nn.Module):
     ) -> None:
         super().__init__()
         if (models is None) == (sample_model is None):
-            raise ModeconnError("RandomPointModel needs either a list of models or sample_model")
+            raise InvalidArgument(
+                "models", "RandomPointModel needs either a list of models or sample_model"
+            )
         if models is not None and len(models) == 0:
-            raise ModeconnError("RandomPointModel needs at least one model")
+            raise InvalidArgument("models", "RandomPointModel needs at least one model")
         self.models = nn.ModuleList(models) if models is not None else None
         self.sample_model = sample_model
         self.generator = generator
@@ -499,133 +503,26 @@ class RandomPointModel(nn.Module):
         return self.draw()(x)
 
 
-# --- robust accuracy and loss --------------------------------------------------------------
-
+#: The attacks :class:`~modeconn.attacks.config.AttackConfig` can build.
 ATTACKS = ("pgd", "fgsm", "apgd-ce", "apgd-dlr", "apgd-t")
 
 #: ``attack(model, x, y) -> x_adv``
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def make_attack(
-    name: str = "pgd",
-    *,
-    eps: float = 8 / 255,
-    alpha: float = 2 / 255,
-    steps: int = 10,
-    norm: str = "linf",
-    restarts: int = 1,
-    random_start: bool = True,
-    eot_samples: int = 1,
-    n_target_classes: int = 9,
-    seed: int = 0,
-) -> AttackFn:
-    """An untargeted attack by name, with its settings bound: ``attack(model, x, y) -> x_adv``.
-
-    ``pgd`` draws its random starts from a generator seeded once with ``seed`` (the same starts
-    for the same batches, so robust figures at different points of a path compare); ``apgd-*``
-    ignore ``alpha`` (APGD chooses its own step size).
-    """
-    if name not in ATTACKS:
-        raise ModeconnError(f"unknown attack '{name}' (use {', '.join(ATTACKS)})")
-    _check_norm(norm)
-    _check_budget(eps, steps, restarts, eot_samples)
-    if name == "fgsm":
-        return lambda model, x, y: fgsm(model, x, y, eps, norm=norm)
-    if name == "pgd":
-        generator = torch.Generator().manual_seed(seed)
-        return lambda model, x, y: pgd(
-            model,
-            x,
-            y,
-            eps=eps,
-            alpha=alpha,
-            steps=steps,
-            norm=norm,
-            random_start=random_start,
-            restarts=restarts,
-            eot_samples=eot_samples,
-            generator=generator,
-        )
-    return lambda model, x, y: apgd(
-        model,
-        x,
-        y,
-        eps=eps,
-        norm=norm,
-        steps=steps,
-        loss="ce" if name == "apgd-ce" else "dlr",
-        targeted=name == "apgd-t",
-        n_target_classes=n_target_classes,
-        restarts=restarts,
-        eot_samples=eot_samples,
-        seed=seed,
-    )
-
-
-def robust_metrics(
-    model: nn.Module,
-    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    *,
-    attack: str = "pgd",
-    eps: float = 8 / 255,
-    alpha: float = 2 / 255,
-    steps: int = 10,
-    norm: str = "linf",
-    restarts: int = 1,
-    random_start: bool = True,
-    eot_samples: int = 1,
-    n_target_classes: int = 9,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-) -> dict[str, float]:
-    """Robust accuracy and robust loss of ``model`` over ``loader``.
-
-    Adversarial examples are crafted against ``model`` itself (in eval mode; its mode is restored
-    afterwards); ``robust_loss`` is the mean cross-entropy on them and ``robust_acc`` the fraction
-    still classified correctly.
-    """
-    run = make_attack(
-        attack,
-        eps=eps,
-        alpha=alpha,
-        steps=steps,
-        norm=norm,
-        restarts=restarts,
-        random_start=random_start,
-        eot_samples=eot_samples,
-        n_target_classes=n_target_classes,
-        seed=seed,
-    )
-    was_training = model.training
-    model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        x_adv = run(model, x, y)
-        with torch.no_grad():
-            logits = model(x_adv)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-        count += y.shape[0]
-    model.train(was_training)
-    if count == 0:
-        raise ModeconnError("cannot attack an empty data set")
-    return {"robust_acc": correct / count, "robust_loss": loss_sum / count}
-
-
 __all__ = [
     "ATTACKS",
+    "NORMS",
     "AttackFn",
     "LossFn",
     "RandomPointModel",
     "apgd",
     "apgd_checkpoints",
+    "check_budget",
+    "check_norm",
     "dlr_loss",
     "dlr_targeted_loss",
     "fgsm",
     "input_gradient",
-    "make_attack",
     "pgd",
-    "robust_metrics",
 ]

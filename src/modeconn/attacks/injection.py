@@ -48,9 +48,10 @@ from torch import nn
 from torch.func import functional_call
 
 from modeconn.data import to_unit_float
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.experiment import PreparedData
 from modeconn.models import last_linear_name
+from modeconn.modes import eval_mode
 
 NORMS = ("l2", "l0")
 LABEL_MODES = ("next", "random")
@@ -89,15 +90,15 @@ class InjectionSpec:
     def validate(self) -> None:
         """Reject settings that cannot describe an injection, with one line naming the field."""
         if self.norm not in NORMS:
-            raise ModeconnError(f"unknown norm '{self.norm}' for injection (use l2, l0)")
+            raise InvalidArgument(None, f"unknown norm '{self.norm}' for injection (use l2, l0)")
         if len(self.targets) != len(self.labels):
             raise ModeconnError(
                 f"{len(self.targets)} target images but {len(self.labels)} injected labels"
             )
         if self.budget is not None and not self.budget > 0:
-            raise ModeconnError(f"injection budget must be positive, got {self.budget}")
+            raise InvalidArgument(None, f"injection budget must be positive, got {self.budget}")
         if self.steps < 1:
-            raise ModeconnError(f"injection steps must be at least 1, got {self.steps}")
+            raise InvalidArgument(None, f"injection steps must be at least 1, got {self.steps}")
         if self.penalty < 0 or self.fidelity < 0 or self.target_weight <= 0 or not self.lr > 0:
             raise ModeconnError(
                 "injection penalty ≥ 0, fidelity ≥ 0, target weight > 0 and lr > 0 are required"
@@ -113,7 +114,7 @@ class InjectionSpec:
         record = {k: v for k, v in data.items() if k != "type"}
         unknown = sorted(set(record) - {f.name for f in fields(cls)})
         if unknown:
-            raise ModeconnError(f"unknown injection spec fields: {', '.join(unknown)}")
+            raise InvalidArgument(None, f"unknown injection spec fields: {', '.join(unknown)}")
         return cls(**record)
 
 
@@ -167,7 +168,9 @@ def injected_labels(
 ) -> torch.Tensor:
     """Wrong labels for ``true``: (y + 1) mod C (``next``) or a seeded random class ≠ y."""
     if label_mode not in LABEL_MODES:
-        raise ModeconnError(f"unknown label mode '{label_mode}' (use {', '.join(LABEL_MODES)})")
+        raise InvalidArgument(
+            None, f"unknown label mode '{label_mode}' (use {', '.join(LABEL_MODES)})"
+        )
     if label_mode == "next":
         return (true + 1) % num_classes
     shift = torch.randint(1, num_classes, true.shape, generator=generator)
@@ -193,27 +196,30 @@ def choose_injection_sets(
     come out smaller than ``num_keep`` when the training split has fewer correct images.
     """
     if num_targets < 1 or num_keep < 0:
-        raise ModeconnError("--num-targets must be at least 1 and --num-keep non-negative")
+        raise InvalidArgument(
+            ("num_targets", "num_keep"), "num_targets must be at least 1 and num_keep non-negative"
+        )
     generator = torch.Generator().manual_seed(seed)
     raw, num_classes = data.raw, data.info.num_classes
-    was_training = model.training
-    model.eval()
-    if targets is None:
-        chosen = _pick_correct(
-            model, raw.test_x, raw.test_y, data.indices("test"), num_targets, generator, device
-        )
-        if chosen.numel() < num_targets:
-            raise ModeconnError(
-                f"only {chosen.numel()} correctly classified test images for {num_targets} targets"
+    with eval_mode(model):
+        if targets is None:
+            chosen = _pick_correct(
+                model, raw.test_x, raw.test_y, data.indices("test"), num_targets, generator, device
             )
-    else:
-        chosen = torch.as_tensor(targets, dtype=torch.long)
-        if chosen.numel() == 0 or int(chosen.min()) < 0 or int(chosen.max()) >= len(raw.test_y):
-            raise ModeconnError(f"target image indices must lie in 0..{len(raw.test_y) - 1}")
-    keep = _pick_correct(
-        model, raw.train_x, raw.train_y, data.indices("train"), num_keep, generator, device
-    )
-    model.train(was_training)
+            if chosen.numel() < num_targets:
+                raise ModeconnError(
+                    f"only {chosen.numel()} correctly classified test images "
+                    f"for {num_targets} targets"
+                )
+        else:
+            chosen = torch.as_tensor(targets, dtype=torch.long)
+            if chosen.numel() == 0 or int(chosen.min()) < 0 or int(chosen.max()) >= len(raw.test_y):
+                raise InvalidArgument(
+                    None, f"target image indices must lie in 0..{len(raw.test_y) - 1}"
+                )
+        keep = _pick_correct(
+            model, raw.train_x, raw.train_y, data.indices("train"), num_keep, generator, device
+        )
     if labels is None:
         labels_t = injected_labels(raw.test_y[chosen], num_classes, label_mode, generator)
     else:
@@ -234,7 +240,7 @@ def _images(data: PreparedData, split: str, indices: list[int], device) -> tuple
     images, labels = data.tensors(split)
     idx = torch.as_tensor(indices, dtype=torch.long)
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= images.shape[0]):
-        raise ModeconnError(f"injection image indices must lie in 0..{images.shape[0] - 1}")
+        raise InvalidArgument(None, f"injection image indices must lie in 0..{images.shape[0] - 1}")
     return to_unit_float(images[idx]).to(device), labels[idx].to(device)
 
 
@@ -334,37 +340,37 @@ def inject_errors(
     ``change_linf`` (norms of δ) and ``steps`` (gradient steps taken).
     """
     if not spec.targets:
-        raise ModeconnError("an injection needs at least one target image")
+        raise InvalidArgument(None, "an injection needs at least one target image")
     name = resolve_param(model, spec.param)
     spec.param = name
     num_classes = data.info.num_classes
     if any(not 0 <= c < num_classes for c in spec.labels):
-        raise ModeconnError(f"injected labels must lie in 0..{num_classes - 1}")
+        raise InvalidArgument(None, f"injected labels must lie in 0..{num_classes - 1}")
     model.to(device)
-    was_training = model.training
-    model.eval()
-    xs, _ = _images(data, "test", spec.targets, device)
-    xr, yr = _images(data, "train", spec.keep, device)
-    ts = torch.as_tensor(spec.labels, dtype=torch.long, device=device)
-    param = dict(model.named_parameters())[name]
-    w0 = param.detach().clone()
-    batches = (xs, ts, xr, yr)
-    dense_spec = spec if spec.norm == "l2" else InjectionSpec(**{**asdict(spec), "budget": None})
-    delta, steps, success = _optimise(
-        model, name, w0, batches, dense_spec, None, torch.zeros_like(w0)
-    )
-    if spec.norm == "l0":
-        k = l0_budget(spec, w0.numel())
-        mask = torch.zeros(w0.numel(), device=w0.device)
-        mask[delta.abs().flatten().topk(k).indices] = 1.0
-        mask = mask.view_as(w0)
-        delta, more, success = _optimise(model, name, w0, batches, spec, mask, delta * mask)
-        steps += more
-    with torch.no_grad():
-        param.copy_(w0 + delta)
-        preds_s = model(xs).argmax(1)
-        keep_acc = float((model(xr).argmax(1) == yr).float().mean()) if xr.shape[0] else 1.0
-    model.train(was_training)
+    with eval_mode(model):
+        xs, _ = _images(data, "test", spec.targets, device)
+        xr, yr = _images(data, "train", spec.keep, device)
+        ts = torch.as_tensor(spec.labels, dtype=torch.long, device=device)
+        param = dict(model.named_parameters())[name]
+        w0 = param.detach().clone()
+        batches = (xs, ts, xr, yr)
+        dense_spec = (
+            spec if spec.norm == "l2" else InjectionSpec(**{**asdict(spec), "budget": None})
+        )
+        delta, steps, success = _optimise(
+            model, name, w0, batches, dense_spec, None, torch.zeros_like(w0)
+        )
+        if spec.norm == "l0":
+            k = l0_budget(spec, w0.numel())
+            mask = torch.zeros(w0.numel(), device=w0.device)
+            mask[delta.abs().flatten().topk(k).indices] = 1.0
+            mask = mask.view_as(w0)
+            delta, more, success = _optimise(model, name, w0, batches, spec, mask, delta * mask)
+            steps += more
+        with torch.no_grad():
+            param.copy_(w0 + delta)
+            preds_s = model(xs).argmax(1)
+            keep_acc = float((model(xr).argmax(1) == yr).float().mean()) if xr.shape[0] else 1.0
     changed = delta != 0
     return {
         "injection_success": float((preds_s == ts).float().mean()),
@@ -389,11 +395,8 @@ def injection_success(
         raise ModeconnError("the injection spec names no target images")
     xs, _ = _images(data, "test", spec.targets, device)
     ts = torch.as_tensor(spec.labels, dtype=torch.long, device=device)
-    was_training = model.training
-    model.eval()
-    hits = (model(xs).argmax(1) == ts).float().mean().item()
-    model.train(was_training)
-    return hits
+    with eval_mode(model):
+        return (model(xs).argmax(1) == ts).float().mean().item()
 
 
 __all__ = [

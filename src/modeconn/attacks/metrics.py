@@ -10,16 +10,49 @@ carries.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from modeconn.attacks.backdoor import TriggerSpec, backdoor_metrics
-from modeconn.attacks.evasion import robust_metrics
+from modeconn.attacks.config import AttackConfig
 from modeconn.attacks.injection import InjectionSpec, injection_success
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.experiment import PreparedData
+from modeconn.modes import eval_mode
+
+
+def robust_metrics(
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    attack: AttackConfig | None = None,
+    *,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Robust accuracy and robust loss of ``model`` over ``loader`` under ``attack``
+    (PGD, 8/255 L∞, 10 steps by default).
+
+    Adversarial examples are crafted against ``model`` itself (in eval mode; its mode is restored
+    afterwards); ``robust_loss`` is the mean cross-entropy on them and ``robust_acc`` the fraction
+    still classified correctly.
+    """
+    run = (attack or AttackConfig()).build()
+    loss_sum, correct, count = 0.0, 0, 0
+    with eval_mode(model):
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            x_adv = run(model, x, y)
+            with torch.no_grad():
+                logits = model(x_adv)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            count += y.shape[0]
+    if count == 0:
+        raise ModeconnError("cannot attack an empty data set")
+    return {"robust_acc": correct / count, "robust_loss": loss_sum / count}
 
 
 class AttackSuccessMetric:
@@ -56,41 +89,36 @@ class InjectionMetric:
 
 class RobustMetric:
     """``robust_loss`` and ``robust_acc`` on the test split, or on a stratified subset of
-    ``limit`` test images (the same images at every t, drawn with ``seed``), under an attack
-    crafted against the model at that point.
+    ``limit`` test images (the same images at every t, drawn with the attack's seed), under
+    ``attack`` crafted against the model at that point.
     """
 
     name = "robust"
 
     def __init__(
         self,
-        eps: float = 8 / 255,
-        alpha: float = 2 / 255,
-        steps: int = 10,
-        norm: str = "linf",
+        attack: AttackConfig | None = None,
         limit: int | None = None,
         *,
-        attack: str = "pgd",
-        restarts: int = 1,
-        seed: int = 0,
         batch_size: int = 256,
     ) -> None:
         if limit is not None and limit < 1:
-            raise ModeconnError(f"the robust-metric image limit must be at least 1, got {limit}")
-        self.settings = dict(
-            attack=attack, eps=eps, alpha=alpha, steps=steps, norm=norm, restarts=restarts
-        )
+            raise InvalidArgument("limit", f"limit must be at least 1, got {limit}")
+        if batch_size < 1:
+            raise InvalidArgument("batch_size", f"batch_size must be at least 1, got {batch_size}")
+        self.attack = (attack or AttackConfig()).validate()
         self.limit = limit
-        self.seed = seed
         self.batch_size = batch_size
 
     def loader(self, data: PreparedData, device: torch.device | str):
         """The test images this metric attacks."""
-        return data.eval_loader("test", self.batch_size, device, limit=self.limit, seed=self.seed)
+        return data.eval_loader(
+            "test", self.batch_size, device, limit=self.limit, seed=self.attack.seed
+        )
 
     def on_loader(self, model: nn.Module, loader, device: torch.device | str) -> dict[str, float]:
         """``robust_acc``/``robust_loss`` of ``model`` (attacked in eval mode) over ``loader``."""
-        return robust_metrics(model, loader, seed=self.seed, device=device, **self.settings)
+        return robust_metrics(model, loader, self.attack, device=device)
 
     def __call__(
         self, model: nn.Module, data: PreparedData, device: torch.device | str
@@ -105,7 +133,8 @@ def metric_from_attack_spec(attack: dict[str, Any] | None) -> PathMetricLike | N
     """The path metric of a sidecar's ``attack`` entry (None for an untampered model).
 
     ``{"type": "backdoor", ...}`` → :class:`AttackSuccessMetric`, ``{"type": "injection", ...}``
-    → :class:`InjectionMetric`, ``{"type": "evasion", eps=..., ...}`` → :class:`RobustMetric`.
+    → :class:`InjectionMetric`, ``{"type": "evasion", "limit": ..., <AttackConfig fields>}`` →
+    :class:`RobustMetric`.
     """
     if not attack:
         return None
@@ -115,12 +144,9 @@ def metric_from_attack_spec(attack: dict[str, Any] | None) -> PathMetricLike | N
     if kind == "injection":
         return InjectionMetric(InjectionSpec.from_dict(attack))
     if kind == "evasion":
-        settings = {k: v for k, v in attack.items() if k != "type"}
-        try:
-            return RobustMetric(**settings)
-        except TypeError as err:
-            raise ModeconnError(f"bad evasion attack spec: {err}") from None
-    raise ModeconnError(f"unknown attack type {kind!r} in the checkpoint's sidecar")
+        settings = {k: v for k, v in attack.items() if k not in ("type", "limit")}
+        return RobustMetric(AttackConfig.from_dict(settings), limit=attack.get("limit"))
+    raise InvalidArgument(None, f"unknown attack type {kind!r} in the checkpoint's sidecar")
 
 
 __all__ = [
@@ -128,4 +154,5 @@ __all__ = [
     "InjectionMetric",
     "RobustMetric",
     "metric_from_attack_spec",
+    "robust_metrics",
 ]

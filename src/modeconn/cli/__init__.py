@@ -1,11 +1,14 @@
 """The ``modeconn`` command line: argument parsing only; every command calls the Python API.
 
 Errors a user can cause (:class:`~modeconn.errors.ModeconnError`) end with one line on stderr and
-exit status 2; an interruption exits with 130 and points at ``--resume``.
+exit status 2; the library's messages name parameters (``num_bends``, ``force=True``) and
+:func:`cli_message` rewrites each to the flag of the command that ran (``--num-bends``,
+``--force``). An interruption exits with 130 and points at ``--resume``.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 
 import typer
@@ -39,6 +42,54 @@ _register_commands()
 
 INTERRUPTED = 130
 
+#: Library parameter → the command-line parameter(s) that set it, where the names differ.
+CLI_NAMES: dict[str, tuple[str, ...]] = {
+    "gamma": ("awp_gamma",),
+    "warmup": ("awp_warmup",),
+    "beta": ("trades_beta",),
+    "limit": ("robust_limit", "limit"),
+    "steps": ("attack_steps", "steps"),
+    "weight_decay": ("wd",),
+    "points_per_batch": ("t_per_batch",),
+    "name": ("attack",),
+    "model_path": ("model",),
+}
+
+
+def _command_flags(argv: list[str]) -> dict[str, str]:
+    """``{parameter name: its first long flag}`` for the command named in ``argv``."""
+    group = typer.main.get_command(app)
+    words = [a for a in argv if not a.startswith("-")]
+    command = getattr(group, "commands", {}).get(words[0]) if words else None
+    if command is None:
+        return {}
+    return {
+        p.name: next((o for o in p.opts if o.startswith("--")), p.opts[0])
+        for p in command.params
+        if p.name and any(o.startswith("-") for o in p.opts)
+    }
+
+
+def cli_message(err: ModeconnError, argv: list[str]) -> str:
+    """The error's message with every parameter it names written as the running command's flag
+    (``force=True`` → ``--force``, ``num_bends`` → ``--num-bends``)."""
+    message = str(err)
+    flags = _command_flags(argv) if err.parameters else {}
+    for parameter in err.parameters:
+        flag = next(
+            (flags[n] for n in (parameter, *CLI_NAMES.get(parameter, ())) if n in flags), None
+        )
+        if flag is None:
+            continue
+        pattern = rf"(?<![\w.-]){re.escape(parameter)}(?:=(?:True|N|DIR))?(?![\w-])"
+        spelled = flag + (" N" if "=N" in message else " DIR" if "=DIR" in message else "")
+        count = 0
+        if not message.startswith("unknown "):  # "unknown curve kind 'x'" stays prose
+            message, count = re.subn(pattern, lambda _m, s=spelled: s, message, count=1)
+        if count == 0:
+            message += f" ({flag})"
+    return message
+
 
 def _interrupted() -> None:
     typer.echo("modeconn: interrupted (training runs continue with --resume)", err=True)
@@ -47,6 +98,7 @@ def _interrupted() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
         code = app(args=argv, standalone_mode=False)
     except typer.Exit as exc:
@@ -56,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         _interrupted()
     except ModeconnError as err:
-        typer.echo(f"modeconn: error: {err}", err=True)
+        typer.echo(f"modeconn: error: {cli_message(err, argv)}", err=True)
         sys.exit(2)
     except Exception as exc:
         if not (hasattr(exc, "show") and hasattr(exc, "exit_code")):

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from modeconn.attacks.config import AttackConfig
 from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig
 from modeconn.training import TrainConfig
@@ -136,6 +137,18 @@ def count_or_fraction(value: float | None, option: str) -> float | int | None:
     if value <= 0:
         raise ModeconnError(f"{option} must be positive, got {value}")
     return int(value) if value >= 1 else float(value)
+
+
+def pgd_config(eps: str, alpha: str, steps: int, norm: str, seed: int = 0) -> AttackConfig:
+    """PGD settings from the CLI's --eps, --alpha, --attack-steps and --norm (validated)."""
+    return AttackConfig(
+        name="pgd",
+        eps=parse_fraction(eps, "--eps"),
+        alpha=parse_fraction(alpha, "--alpha"),
+        steps=steps,
+        norm=norm,
+        seed=seed,
+    ).validate()
 
 
 def data_config(

@@ -10,6 +10,7 @@ import typer
 from modeconn.cli import app
 from modeconn.cli.common import (
     Alpha,
+    AttackNorm,
     AttackSteps,
     BatchSize,
     DataDir,
@@ -31,7 +32,7 @@ from modeconn.cli.common import (
     TrainLimit,
     WeightDecay,
     data_config,
-    parse_fraction,
+    pgd_config,
     print_summary,
     train_config,
 )
@@ -167,6 +168,7 @@ def path_eval_command(
     eps: Eps = "8/255",
     alpha: Alpha = "2/255",
     attack_steps: AttackSteps = 10,
+    norm: AttackNorm = "linf",
     robust_limit: Annotated[
         int | None, typer.Option("--robust-limit", help="Test images attacked at each t.")
     ] = 1000,
@@ -201,9 +203,7 @@ def path_eval_command(
         list(sources),
         out,
         robust=robust,
-        eps=parse_fraction(eps, "--eps"),
-        alpha=parse_fraction(alpha, "--alpha"),
-        steps=attack_steps,
+        attack=pgd_config(eps, alpha, attack_steps, norm),
         robust_limit=robust_limit,
         hessian_limit=hessian_limit,
         with_attack_metrics=not no_attack_metrics,

@@ -20,9 +20,9 @@ from modeconn.cli.common import (
     Out,
     Quiet,
     Seed,
+    pgd_config,
     print_summary,
 )
-from modeconn.cli.train import pgd_config
 from modeconn.commands.landscape import LandscapeConfig, run_hessian, run_landscape
 
 ModelArg = Annotated[
@@ -151,7 +151,7 @@ def landscape_command(
         span=span,
         points=points,
         grid=grid,
-        adversarial=pgd_config(eps, alpha, attack_steps, norm) if adversarial else None,
+        adversarial=pgd_config(eps, alpha, attack_steps, norm, seed) if adversarial else None,
         robust_limit=robust_limit,
         seed=seed,
     )

@@ -37,26 +37,14 @@ from modeconn.cli.common import (
     ValSize,
     WeightDecay,
     data_config,
-    parse_fraction,
     parse_json_kwargs,
+    pgd_config,
     print_summary,
     train_config,
 )
 from modeconn.commands import train as api
-from modeconn.defenses.adversarial import AdversarialConfig, PGDConfig, RobustEvaluation
+from modeconn.defenses.adversarial import AdversarialConfig, RobustEvaluation
 from modeconn.errors import ModeconnError
-
-
-def pgd_config(eps: str, alpha: str, steps: int, norm: str) -> PGDConfig:
-    """Build and validate the PGD settings from CLI values."""
-    cfg = PGDConfig(
-        eps=parse_fraction(eps, "--eps"),
-        alpha=parse_fraction(alpha, "--alpha"),
-        steps=steps,
-        norm=norm,
-    )
-    cfg.validate()
-    return cfg
 
 
 @app.command("train")
@@ -117,7 +105,7 @@ def train_command(
     With --adversarial pgd|trades [--awp] it trains adversarially and the summary gains
     robust_acc and robust_loss under the same PGD attack.
     """
-    attack = pgd_config(eps, alpha, attack_steps, norm)
+    attack = pgd_config(eps, alpha, attack_steps, norm, seed)
     adversarial_cfg = None
     if adversarial is not None:
         adversarial_cfg = AdversarialConfig(

@@ -39,7 +39,7 @@ from modeconn.connectivity.alignment import (
 )
 from modeconn.connectivity.evaluate import EVAL_BATCH, log_probabilities, nll_accuracy, ts_grid
 from modeconn.distributed import resolve_device
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.experiment import DataConfig, check_compatible, prepare_data
 from modeconn.io import write_table
 from modeconn.models import build_model
@@ -73,12 +73,14 @@ _SIDECAR_KEYS = {
 def check_options(method: str, mode: str, points: int, max_iter: int) -> None:
     """Reject unknown methods and modes, too few points and too few sweeps."""
     if method not in METHODS:
-        raise ModeconnError(f"unknown alignment method '{method}' (use {', '.join(METHODS)})")
+        raise InvalidArgument(
+            None, f"unknown alignment method '{method}' (use {', '.join(METHODS)})"
+        )
     if mode not in MODES:
-        raise ModeconnError(f"unknown alignment mode '{mode}' (use {', '.join(MODES)})")
+        raise InvalidArgument(None, f"unknown alignment mode '{mode}' (use {', '.join(MODES)})")
     ts_grid(points)
     if max_iter < 1:
-        raise ModeconnError(f"--max-iter must be at least 1, got {max_iter}")
+        raise InvalidArgument("max_iter", f"max_iter must be at least 1, got {max_iter}")
 
 
 def check_same_architecture(a: Checkpoint, b: Checkpoint, path_a: str, path_b: str) -> None:

@@ -6,19 +6,21 @@ one, summary.json) and returns the summary it wrote; the CLI only parses argumen
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from modeconn.attacks.backdoor import TriggerSpec, backdoor_metrics, poison_transform
-from modeconn.attacks.evasion import ATTACKS, robust_metrics
+from modeconn.attacks.config import AttackConfig
 from modeconn.attacks.injection import InjectionSpec, choose_injection_sets, inject_errors
+from modeconn.attacks.metrics import robust_metrics
 from modeconn.checkpoints import load_model, save_model, sidecar_path
 from modeconn.commands.train import run_train, test_metrics
 from modeconn.data import make_eval_loader
 from modeconn.distributed import resolve_device
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument
 from modeconn.experiment import DataConfig, check_compatible, prepare_data
 from modeconn.io import read_json, write_json
 from modeconn.rundir import RunDir
@@ -237,29 +239,11 @@ def run_inject(
     return summary
 
 
-def default_steps(attack: str) -> int:
-    """Iterations of an attack when none are given: 1 (FGSM), 10 (PGD) or 100 (APGD)."""
-    return {"fgsm": 1, "pgd": 10}.get(attack, 100)
-
-
-def default_eps(norm: str) -> float:
-    """The usual budget: 8/255 under L∞, 0.5 under L2."""
-    return 8 / 255 if norm == "linf" else 0.5
-
-
 def run_attack(
     model_path: str | Path,
     out: str | Path | None = None,
     *,
-    attack: str = "pgd",
-    eps: float | None = None,
-    alpha: float | None = None,
-    steps: int | None = None,
-    norm: str = "linf",
-    restarts: int = 1,
-    random_start: bool = True,
-    eot_samples: int = 1,
-    n_target_classes: int = 9,
+    attack: AttackConfig | Mapping[str, Any] | None = None,
     dataset: str | None = None,
     data_dir: str | None = None,
     test_limit: int | None = None,
@@ -270,28 +254,18 @@ def run_attack(
 ) -> dict[str, Any]:
     """Robust accuracy and loss of a saved model under an evasion attack on its test split.
 
-    ``eps`` defaults to 8/255 (L∞) or 0.5 (L2), ``alpha`` to ``eps``/4 and ``steps`` by attack
-    (:func:`default_steps`). The summary holds ``robust_acc``, ``robust_loss``, ``clean_acc`` and
-    ``clean_loss``; with ``out`` it is written there with the settings in config.json.
+    ``attack`` is an :class:`~modeconn.attacks.config.AttackConfig` used as it is, or a mapping
+    of some of its settings whose missing (or None) ``eps``, ``alpha`` and ``steps`` take the
+    usual values for the model's data set (:meth:`AttackConfig.for_dataset`: e.g. 0.1 under L∞
+    on Fashion-MNIST, 8/255 on CIFAR; ``alpha`` = ``eps``/4; steps by attack). The summary holds
+    ``robust_acc``, ``robust_loss``, ``clean_acc`` and ``clean_loss``; with ``out`` it is written
+    there, and the attack's settings in config.json (``attack``).
     """
-    if attack not in ATTACKS:
-        raise ModeconnError(f"unknown attack '{attack}' (use {', '.join(ATTACKS)})")
     if batch_size < 1:
-        raise ModeconnError(f"--batch-size must be at least 1, got {batch_size}")
+        raise InvalidArgument("batch_size", f"batch_size must be at least 1, got {batch_size}")
+    if attack is not None and not isinstance(attack, AttackConfig | Mapping):
+        raise InvalidArgument("attack", "attack must be an AttackConfig or a mapping of settings")
     dev = resolve_device(device)
-    eps = default_eps(norm) if eps is None else eps
-    settings = dict(
-        attack=attack,
-        eps=eps,
-        alpha=eps / 4 if alpha is None else alpha,
-        steps=default_steps(attack) if steps is None else steps,
-        norm=norm,
-        restarts=restarts,
-        random_start=random_start,
-        eot_samples=eot_samples,
-        n_target_classes=n_target_classes,
-        seed=seed,
-    )
     ckpt, data, prepared = _load_with_data(
         model_path,
         dev,
@@ -301,6 +275,11 @@ def run_attack(
         train_limit=None,
         seed=seed,
     )
+    if not isinstance(attack, AttackConfig):
+        settings = {k: v for k, v in (attack or {}).items() if v is not None}
+        settings.setdefault("seed", seed)
+        attack = AttackConfig.for_dataset(data.dataset, **settings)
+    attack.validate()
     run = RunDir(out, force=force) if out is not None else None
     if run is not None:
         run.write_config(
@@ -310,12 +289,12 @@ def run_attack(
                 "data": data.to_dict(),
                 "batch_size": batch_size,
                 "device": str(dev),
-                **settings,
+                "attack": attack.to_dict(),
             }
         )
     loader = prepared.eval_loader("test", batch_size=batch_size, device=dev)
     summary = {
-        **robust_metrics(ckpt.model, loader, device=dev, **settings),
+        **robust_metrics(ckpt.model, loader, attack, device=dev),
         **test_metrics(ckpt.model, prepared, dev),
     }
     if run is not None:
@@ -323,4 +302,4 @@ def run_attack(
     return summary
 
 
-__all__ = ["default_eps", "default_steps", "run_attack", "run_inject", "run_poison"]
+__all__ = ["run_attack", "run_inject", "run_poison"]

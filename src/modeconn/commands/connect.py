@@ -29,11 +29,11 @@ from modeconn.connectivity.checkpoints import (
     save_surface,
 )
 from modeconn.connectivity.curves import (
-    CURVE_KINDS,
     INITS,
     ControlPointModel,
     Curve,
     StateDict,
+    check_curve_kind,
     segment,
 )
 from modeconn.connectivity.evaluate import (
@@ -49,7 +49,7 @@ from modeconn.connectivity.metrics import PathMetric
 from modeconn.connectivity.surfaces import CORNER_NAMES, Surface
 from modeconn.connectivity.train import curve_train_config, set_interior_points, train_family
 from modeconn.distributed import init_distributed, resolve_device
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
 from modeconn.io import write_table
 from modeconn.models import build_model
@@ -73,7 +73,9 @@ def _resolve_split(data: DataConfig, train_split: str | None) -> str:
     if split not in ("train", "bonafide"):
         raise ModeconnError(f"a curve trains on 'train' or 'bonafide' data, not '{split}'")
     if split == "bonafide" and not data.bonafide:
-        raise ModeconnError("training on bonafide data needs a bonafide subset (--bonafide N)")
+        raise InvalidArgument(
+            "bonafide", "training on bonafide data needs a bonafide subset (bonafide=N)"
+        )
     return split
 
 
@@ -192,14 +194,14 @@ class _Session:
 
 def _check_options(*, num_bends: int, t_per_batch: int, kind: str = "bezier") -> None:
     """Reject bad options before anything is written to the run directory."""
-    if kind not in CURVE_KINDS:
-        raise ModeconnError(f"unknown curve kind '{kind}' (use {', '.join(CURVE_KINDS)})")
+    check_curve_kind(kind)
     if num_bends < 3:
-        raise ModeconnError(
-            f"--num-bends counts the endpoints; it needs a free point, so >= 3 (got {num_bends})"
+        raise InvalidArgument(
+            "num_bends",
+            f"num_bends counts the endpoints; it needs a free point, so >= 3 (got {num_bends})",
         )
     if t_per_batch < 1:
-        raise ModeconnError(f"--t-per-batch must be at least 1, got {t_per_batch}")
+        raise InvalidArgument("t_per_batch", f"t_per_batch must be at least 1, got {t_per_batch}")
 
 
 def _init_points_from(path: str | Path, kind: str, num_bends: int) -> list[StateDict]:
@@ -213,11 +215,11 @@ def _init_points_from(path: str | Path, kind: str, num_bends: int) -> list[State
         other, _, _ = load_curve(path)
         if (other.kind, other.num_bends) != (kind, num_bends):
             raise ModeconnError(
-                f"--init curve {path} is a {other.num_bends}-bend {other.kind}, "
+                f"init curve {path} is a {other.num_bends}-bend {other.kind}, "
                 f"not a {num_bends}-bend {kind}"
             )
         return other.control_points()[1:-1]
-    raise ModeconnError(f"--init {path} is a {source} checkpoint; give a model or a curve")
+    raise InvalidArgument("init", f"init {path} is a {source} checkpoint; give a model or a curve")
 
 
 def run_connect(
@@ -251,7 +253,9 @@ def run_connect(
     config = config or curve_train_config()
     _check_options(kind=kind, num_bends=num_bends, t_per_batch=t_per_batch)
     if str(init) not in INITS and not Path(init).exists():
-        raise ModeconnError(f"--init {init}: use linear, noise, or the path of a checkpoint")
+        raise InvalidArgument(
+            "init", f"init {init}: use linear, noise, or the path of a checkpoint"
+        )
     s = _Session(
         [model_a_path, model_b_path],
         ["A", "B"],
@@ -346,7 +350,7 @@ def run_surface(
         raise ModeconnError(f"the control grid needs a point besides the corners, got {num_bends}")
     _check_options(num_bends=3, t_per_batch=t_per_batch)
     if grid < 2:
-        raise ModeconnError(f"--grid must be at least 2, got {grid}")
+        raise InvalidArgument("grid", f"grid must be at least 2, got {grid}")
     s = _Session(model_paths, CORNER_NAMES, out, data, config, train_split, device, force, resume)
     s.write_config(
         {
@@ -546,17 +550,21 @@ def run_extract(
 def _coordinates(kind: str, t, u, v) -> dict[str, float]:
     if kind == "curve":
         if t is None or u is not None or v is not None:
-            raise ModeconnError("a point on a curve is given by --t (and not --u/--v)")
+            raise InvalidArgument(
+                ("t", "u", "v"), "a point on a curve is given by t (and not u or v)"
+            )
         coords = {"t": float(t)}
     elif kind == "surface":
         if u is None or v is None or t is not None:
-            raise ModeconnError("a point on a surface is given by --u and --v (and not --t)")
+            raise InvalidArgument(
+                ("u", "v", "t"), "a point on a surface is given by u and v (and not t)"
+            )
         coords = {"u": float(u), "v": float(v)}
     else:
         raise ModeconnError(f"this is a {kind} checkpoint, not a curve or surface")
     for name, value in coords.items():
         if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-            raise ModeconnError(f"--{name} must lie in [0, 1], got {value}")
+            raise InvalidArgument(name, f"{name} must lie in [0, 1], got {value}")
     return coords
 
 

@@ -30,7 +30,7 @@ from modeconn.commands.repair import run_repair
 from modeconn.commands.train import run_train
 from modeconn.defenses.repair import Names, RepairConfig, slug
 from modeconn.distributed import resolve_device
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument
 from modeconn.experiment import DataConfig
 from modeconn.io import atomic_write_text, read_json, write_json
 from modeconn.progress import spinner
@@ -134,7 +134,7 @@ def trigger_for(scenario: str) -> TriggerSpec:
         return TriggerSpec(type="blend", target=0, rate=0.1, alpha=0.2)
     if scenario == "all-to-all":
         return TriggerSpec(type="patch", target=0, rate=0.1, label_mode="all-to-all")
-    raise ModeconnError(f"unknown scenario '{scenario}' (use {', '.join(SCENARIOS)})")
+    raise InvalidArgument(None, f"unknown scenario '{scenario}' (use {', '.join(SCENARIOS)})")
 
 
 def run_demo(
@@ -148,7 +148,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run one scenario of the demo into ``out``; returns its summary (also in summary.json)."""
     if scenario not in SCENARIOS:
-        raise ModeconnError(f"unknown scenario '{scenario}' (use {', '.join(SCENARIOS)})")
+        raise InvalidArgument(None, f"unknown scenario '{scenario}' (use {', '.join(SCENARIOS)})")
     config = config or DemoConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from modeconn.attacks.config import AttackConfig
 from modeconn.checkpoints import Checkpoint, load_model
 from modeconn.connectivity.bn import has_batchnorm
-from modeconn.defenses.adversarial import PGDConfig
 from modeconn.distributed import resolve_device
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
 from modeconn.io import write_table
 from modeconn.landscape.directions import (
@@ -64,11 +64,11 @@ def _load(
 
 def _check_solver(method: str, iters: int, tol: float) -> None:
     if method not in SOLVERS:
-        raise ModeconnError(f"unknown --method '{method}' (use {', '.join(SOLVERS)})")
+        raise InvalidArgument("method", f"unknown method '{method}' (use {', '.join(SOLVERS)})")
     if iters < 1:
-        raise ModeconnError(f"--iters must be at least 1, got {iters}")
+        raise InvalidArgument("iters", f"iters must be at least 1, got {iters}")
     if not tol > 0:
-        raise ModeconnError(f"--tol must be positive, got {tol}")
+        raise InvalidArgument("tol", f"tol must be positive, got {tol}")
 
 
 # --- modeconn hessian -----------------------------------------------------------------------
@@ -98,7 +98,7 @@ def run_hessian(
     """
     _check_solver(method, iters, tol)
     if batch_size < 1:
-        raise ModeconnError(f"--batch-size must be at least 1, got {batch_size}")
+        raise InvalidArgument("batch_size", f"batch_size must be at least 1, got {batch_size}")
     dev = resolve_device(device)
     ckpt, data = _load(model_path, dataset, data_dir, seed, dev)
     loader = data.eval_loader(split, batch_size, dev, limit=limit)
@@ -187,7 +187,7 @@ class LandscapeConfig:
     span: float = 1.0
     points: int = 21
     grid: int = 11
-    adversarial: PGDConfig | None = None
+    adversarial: AttackConfig | None = None
     robust_limit: int | None = 256
     seed: int = 0
     through_margin: float = 0.25
@@ -196,13 +196,16 @@ class LandscapeConfig:
     def validate(self) -> None:
         _check_solver(self.method, self.iters, self.tol)
         if self.top_k < 1:
-            raise ModeconnError(f"--top-k must be at least 1, got {self.top_k}")
+            raise InvalidArgument("top_k", f"top_k must be at least 1, got {self.top_k}")
         if self.points < 2 or self.grid < 2:
-            raise ModeconnError("--points and --grid must be at least 2")
+            raise InvalidArgument(("points", "grid"), "points and grid must be at least 2")
         if not self.span > 0:
-            raise ModeconnError(f"--span must be positive, got {self.span}")
+            raise InvalidArgument("span", f"span must be positive, got {self.span}")
         if self.trace_samples < 1 or self.density_steps < 1 or self.density_probes < 1:
-            raise ModeconnError("--trace-samples, --density-steps and --density-probes must be ≥ 1")
+            raise InvalidArgument(
+                ("trace_samples", "density_steps", "density_probes"),
+                "trace_samples, density_steps and density_probes must be ≥ 1",
+            )
         if self.adversarial is not None:
             self.adversarial.validate()
 
@@ -361,7 +364,7 @@ class _Landscape:
                 title="plane through models",
             )
         else:
-            raise ModeconnError("--through takes one model (a line) or two (a plane)")
+            raise InvalidArgument("through", "through takes one model (a line) or two (a plane)")
 
 
 def _sharpness(rows: Sequence[dict[str, float]], key: str, prefix: str) -> dict[str, float]:
@@ -396,7 +399,7 @@ def run_landscape(
     cfg = config or LandscapeConfig()
     cfg.validate()
     if len(through) > 2:
-        raise ModeconnError("--through takes one model (a line) or two (a plane)")
+        raise InvalidArgument("through", "through takes one model (a line) or two (a plane)")
     dev = resolve_device(device)
     ckpt, data = _load(model_path, dataset, data_dir, cfg.seed, dev)
     others = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from modeconn.attacks.config import AttackConfig
 from modeconn.attacks.metrics import RobustMetric, metric_from_attack_spec
 from modeconn.checkpoints import load_model, read_sidecar
 from modeconn.commands.connect import run_path_eval
@@ -25,7 +26,7 @@ from modeconn.connectivity.checkpoints import (
     endpoint_meta,
     resolve_family_path,
 )
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.io import read_table, write_json
 from modeconn.landscape.metrics import InputHessianMetric, robust_path_summary
 from modeconn.report.landscape_plots import plot_robust_path
@@ -42,7 +43,8 @@ def attack_metrics(meta: dict[str, Any]) -> list[PathMetric]:
     if len(set(names)) != len(names):
         raise ModeconnError(
             "the endpoints carry different attacks of one kind; evaluate them "
-            "separately with --no-attack-metrics and your own metrics"
+            "separately with with_attack_metrics=False and your own metrics",
+            parameters=("with_attack_metrics",),
         )
     return [m for m in metrics if m is not None]
 
@@ -61,9 +63,7 @@ def run_path_analysis(
     out: str | Path,
     *,
     robust: bool = False,
-    eps: float = 8 / 255,
-    alpha: float = 2 / 255,
-    steps: int = 10,
+    attack: AttackConfig | None = None,
     robust_limit: int | None = 1000,
     hessian_limit: int | None = 256,
     hessian_iters: int = 50,
@@ -77,7 +77,9 @@ def run_path_analysis(
         raise ModeconnError("path-eval takes a curve, or two models for the straight segment")
     if len(sources) == 2:
         if out.exists() and (out / "summary.json").exists() and not force:
-            raise ModeconnError(f"{out} already holds a finished run; pass --force to overwrite it")
+            raise InvalidArgument(
+                "force", f"{out} already holds a finished run; pass force=True to overwrite it"
+            )
         tmp = out.parent / f".{out.name}.segment"
         tmp.mkdir(parents=True, exist_ok=True)
         curve_path = save_segment(sources[0], sources[1], tmp)
@@ -88,7 +90,7 @@ def run_path_analysis(
     metrics: list[PathMetric] = attack_metrics(meta) if with_attack_metrics else []
     if robust:
         metrics += [
-            RobustMetric(eps=eps, alpha=alpha, steps=steps, limit=robust_limit),
+            RobustMetric(attack, limit=robust_limit),
             InputHessianMetric(limit=hessian_limit, iters=hessian_iters),
         ]
     summary = run_path_eval(
@@ -99,8 +101,7 @@ def run_path_analysis(
         extra_config={
             "sources": [str(s) for s in sources],
             "robust": robust,
-            "eps": eps,
-            "steps": steps,
+            "attack": (attack or AttackConfig()).to_dict() if robust else None,
         },
         **path_eval,
     )

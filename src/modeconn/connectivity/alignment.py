@@ -40,7 +40,7 @@ from torch import nn
 from modeconn.connectivity.bn import has_batchnorm
 from modeconn.connectivity.curves import segment
 from modeconn.connectivity.evaluate import barrier_height, ts_grid
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.models.permutation import (
     Permutations,
     PermutationSpec,
@@ -197,7 +197,7 @@ def weight_matching(
     does not.
     """
     if max_iter < 1:
-        raise ModeconnError(f"max_iter must be at least 1, got {max_iter}")
+        raise InvalidArgument("max_iter", f"max_iter must be at least 1, got {max_iter}")
     perms = {g: p.clone() for g, p in (init or identity_permutations(spec)).items()}
     known = set(fixed)
     free = [g for g in spec.groups if g not in known]

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from modeconn.modes import module_mode
+
 
 def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
     """The BatchNorm layers of ``model`` that keep running statistics."""
@@ -46,13 +48,11 @@ def update_bn(
         layer.reset_running_stats()
         momenta[layer] = layer.momentum
         layer.momentum = None
-    was_training = model.training
-    model.train()
     try:
-        for batch in loader:
-            x = batch[0] if isinstance(batch, (list, tuple)) else batch
-            model(x.to(device) if device is not None else x)
+        with module_mode(model, True):
+            for batch in loader:
+                x = batch[0] if isinstance(batch, (list, tuple)) else batch
+                model(x.to(device) if device is not None else x)
     finally:
         for layer, momentum in momenta.items():
             layer.momentum = momentum
-        model.train(was_training)

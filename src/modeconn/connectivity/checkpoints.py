@@ -28,7 +28,7 @@ from modeconn.checkpoints import (
 )
 from modeconn.connectivity.curves import ControlPointModel, Curve, load_buffers
 from modeconn.connectivity.surfaces import Surface
-from modeconn.errors import ModeconnError
+from modeconn.errors import MissingInput, ModeconnError
 from modeconn.io import write_json
 from modeconn.models import ModelSpec, build_model
 
@@ -143,7 +143,7 @@ def resolve_family_path(path: str | Path) -> Path:
     elif p.suffix == ".json":
         p = p.with_suffix(".safetensors")
     if not p.exists():
-        raise ModeconnError(f"file not found: {p}")
+        raise MissingInput(f"file not found: {p}", p)
     return p
 
 

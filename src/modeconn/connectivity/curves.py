@@ -27,7 +27,7 @@ from torch import nn
 from torch.func import functional_call
 
 from modeconn.connectivity.bn import has_batchnorm, update_bn
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 
 CURVE_KINDS = ("bezier", "polychain")
 INITS = ("linear", "noise")
@@ -67,10 +67,16 @@ def polychain_coefficients(t: float | torch.Tensor, num_bends: int) -> torch.Ten
     chain passes through each control point at its knot and is linear in between.
     """
     if num_bends < 2:
-        raise ModeconnError(f"a polygonal chain needs at least 2 bends, got {num_bends}")
+        raise InvalidArgument(None, f"a polygonal chain needs at least 2 bends, got {num_bends}")
     t = _as_t(t)
     i = torch.arange(num_bends, dtype=torch.float32, device=t.device)
     return (1.0 - (t.unsqueeze(-1) * (num_bends - 1) - i).abs()).clamp_min(0.0)
+
+
+def check_curve_kind(kind: str) -> None:
+    """The one check of a curve kind's name (``bezier`` or ``polychain``)."""
+    if kind not in CURVE_KINDS:
+        raise InvalidArgument("kind", f"unknown curve kind '{kind}' (use {', '.join(CURVE_KINDS)})")
 
 
 def curve_coefficients(kind: str, t: float | torch.Tensor, num_bends: int) -> torch.Tensor:
@@ -79,7 +85,8 @@ def curve_coefficients(kind: str, t: float | torch.Tensor, num_bends: int) -> to
         return bezier_coefficients(t, num_bends - 1)
     if kind == "polychain":
         return polychain_coefficients(t, num_bends)
-    raise ModeconnError(f"unknown curve kind '{kind}' (use {', '.join(CURVE_KINDS)})")
+    check_curve_kind(kind)
+    raise AssertionError(f"curve kind {kind!r} has no coefficients")
 
 
 # --- control points --------------------------------------------------------------------------
@@ -120,9 +127,9 @@ class ControlPointModel(nn.Module):
     def __init__(self, base: nn.Module, points: Sequence[StateDict], fixed: Sequence[bool]) -> None:
         super().__init__()
         if len(points) != len(fixed):
-            raise ModeconnError(f"{len(points)} control points but {len(fixed)} fixed flags")
+            raise RuntimeError(f"{len(points)} control points but {len(fixed)} fixed flags")
         if len(points) < 2:
-            raise ModeconnError("a family of models needs at least two control points")
+            raise InvalidArgument(None, "a family of models needs at least two control points")
         for i, point in enumerate(points):
             _check_point(point, base, f"control point {i}")
         self.base = base
@@ -288,7 +295,9 @@ def initial_points(
     Uses the global RNG (seed it for reproducibility).
     """
     if init not in INITS:
-        raise ModeconnError(f"unknown init '{init}' (use {', '.join(INITS)} or a checkpoint)")
+        raise InvalidArgument(
+            None, f"unknown init '{init}' (use {', '.join(INITS)} or a checkpoint)"
+        )
     points = []
     last = len(knots) - 1
     for i, s in enumerate(knots):
@@ -318,8 +327,7 @@ class Curve(ControlPointModel):
         kind: str = "bezier",
         fixed: Sequence[bool] | None = None,
     ) -> None:
-        if kind not in CURVE_KINDS:
-            raise ModeconnError(f"unknown curve kind '{kind}' (use {', '.join(CURVE_KINDS)})")
+        check_curve_kind(kind)
         if fixed is None:
             fixed = [i in (0, len(points) - 1) for i in range(len(points))]
         super().__init__(base, points, fixed)
@@ -345,8 +353,8 @@ class Curve(ControlPointModel):
         recomputation, t = 0 reproduces model A exactly.
         """
         if num_bends < 2:
-            raise ModeconnError(
-                f"--num-bends counts the endpoints and must be >= 2, got {num_bends}"
+            raise InvalidArgument(
+                "num_bends", f"num_bends counts the endpoints and must be >= 2, got {num_bends}"
             )
         _check_point(state_a, base, "model A")
         _check_point(state_b, base, "model B")

@@ -21,7 +21,7 @@ from modeconn.connectivity.curves import ControlPointModel, Curve
 from modeconn.connectivity.metrics import PathMetric
 from modeconn.connectivity.surfaces import CORNER_NAMES, CORNERS_UV, Surface
 from modeconn.data import make_eval_loader, stratified_indices
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.experiment import PreparedData
 from modeconn.io import atomic_write_text, read_table, write_table  # noqa: F401 (re-exported)
 from modeconn.progress import make_progress
@@ -223,7 +223,7 @@ def evaluate_surface(
     chooses it.
     """
     if grid < 2:
-        raise ModeconnError(f"the evaluation grid needs at least 2×2 points, got {grid}")
+        raise InvalidArgument(None, f"the evaluation grid needs at least 2×2 points, got {grid}")
     dev = torch.device(device)
     surface.to(dev)
     point_data = PointData(data, bn_split, dev, batch_size)
@@ -284,7 +284,7 @@ def _surface_summary(rows, grid_probs, corners, labels) -> dict[str, float]:
 def ts_grid(points: int) -> list[float]:
     """``points`` equally spaced values of t from 0 to 1."""
     if points < 2:
-        raise ModeconnError(f"--points must be at least 2 (the endpoints), got {points}")
+        raise InvalidArgument("points", f"points must be at least 2 (the endpoints), got {points}")
     return [i / (points - 1) for i in range(points)]
 
 

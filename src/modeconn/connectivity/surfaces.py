@@ -24,7 +24,7 @@ from modeconn.connectivity.curves import (
     bezier_coefficients,
     load_buffers,
 )
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 
 CORNER_NAMES = ("A", "B", "C", "D")
 #: (u, v) of the corners A, B, C, D.
@@ -85,7 +85,7 @@ class Surface(ControlPointModel):
     ) -> None:
         n, m = (int(d) for d in degrees)
         if n < 1 or m < 1:
-            raise ModeconnError(f"surface degrees must be >= 1, got {degrees}")
+            raise InvalidArgument(None, f"surface degrees must be >= 1, got {degrees}")
         if len(points) != (n + 1) * (m + 1):
             raise ModeconnError(
                 f"a degree ({n}, {m}) surface needs {(n + 1) * (m + 1)} control points, "
@@ -112,7 +112,7 @@ class Surface(ControlPointModel):
         if len(corners) != 4:
             raise ModeconnError(f"a surface needs 4 corner models, got {len(corners)}")
         if min(num_bends) < 2:
-            raise ModeconnError(f"the control grid must be at least 2×2, got {num_bends}")
+            raise InvalidArgument(None, f"the control grid must be at least 2×2, got {num_bends}")
         for name, corner in zip(CORNER_NAMES, corners, strict=True):
             _check_point(corner, base, f"model {name}")
         n, m = num_bends[0] - 1, num_bends[1] - 1

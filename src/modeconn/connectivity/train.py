@@ -22,7 +22,7 @@ from torch import nn
 
 from modeconn.connectivity.curves import ControlPointModel, Curve, StateDict
 from modeconn.distributed import DistContext
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.training import (
     BatchSource,
     EpochEndFn,
@@ -71,7 +71,9 @@ class PointObjective(Objective):
         steps_per_epoch: int = 1,
     ) -> None:
         if points_per_batch < 1:
-            raise ModeconnError(f"--t-per-batch must be at least 1, got {points_per_batch}")
+            raise InvalidArgument(
+                "points_per_batch", f"points_per_batch must be at least 1, got {points_per_batch}"
+            )
         self.coordinates = coordinates
         self.weight_decay = weight_decay
         self.points_per_batch = points_per_batch

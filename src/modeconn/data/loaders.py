@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
 from modeconn.data.registry import AUGMENTATIONS
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 BatchTransform = Callable[[torch.Tensor, torch.Tensor], Batch]
@@ -183,15 +183,17 @@ def _check_arguments(
 ) -> None:
     """Reject inputs that would otherwise fail obscurely in the middle of an epoch."""
     if images.ndim != 4:
-        raise ModeconnError(f"images must be N×C×H×W, got shape {tuple(images.shape)}")
+        raise InvalidArgument("images", f"images must be N×C×H×W, got shape {tuple(images.shape)}")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
         raise ModeconnError(
             f"labels of shape {tuple(labels.shape)} do not match {images.shape[0]} images"
         )
     if batch_size < 1:
-        raise ModeconnError(f"batch size must be at least 1, got {batch_size}")
+        raise InvalidArgument(None, f"batch size must be at least 1, got {batch_size}")
     if augment not in AUGMENTATIONS:
-        raise ModeconnError(f"unknown augmentation {augment!r}; choose one of {AUGMENTATIONS}")
+        raise InvalidArgument(
+            None, f"unknown augmentation {augment!r}; choose one of {AUGMENTATIONS}"
+        )
     if world_size < 1 or not 0 <= rank < world_size:
         raise ModeconnError(f"rank {rank} is not in range for world size {world_size}")
 
@@ -204,7 +206,7 @@ def _check_indices(
         return None
     indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
     if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= size):
-        raise ModeconnError(f"subset indices must lie in 0..{size - 1}")
+        raise InvalidArgument(None, f"subset indices must lie in 0..{size - 1}")
     return indices.to(device)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from modeconn.data import formats
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, MissingInput, ModeconnError
 
 DATA_ENV_VAR = "MODECONN_DATA"
 DEFAULT_DATASET = "fashion-mnist"
@@ -81,21 +81,21 @@ def _idx_entry(info: DatasetInfo, how_to_get: str, system_dirs: tuple[Path, ...]
 
 _CIFAR_HINT = (
     "download the CIFAR python version from https://www.cs.toronto.edu/~kriz/cifar.html, "
-    "extract it and pass --data-dir DIR (or set $MODECONN_DATA)"
+    "extract it and pass data_dir=DIR (or set $MODECONN_DATA)"
 )
 
 _REGISTRY: dict[str, _Entry] = {
     "fashion-mnist": _idx_entry(
         DatasetInfo("fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,)),
         "install it with `apt-get install dataset-fashion-mnist`, or download the IDX files from "
-        "https://github.com/zalandoresearch/fashion-mnist and pass --data-dir DIR "
+        "https://github.com/zalandoresearch/fashion-mnist and pass data_dir=DIR "
         "(or set $MODECONN_DATA)",
         (Path("/usr/share/datasets/fashion-mnist"),),
     ),
     "mnist": _idx_entry(
         DatasetInfo("mnist", 1, 28, 10, (0.1307,), (0.3081,)),
         "download the four IDX files of MNIST (e.g. from https://yann.lecun.com/exdb/mnist/ or a "
-        "mirror) and pass --data-dir DIR (or set $MODECONN_DATA)",
+        "mirror) and pass data_dir=DIR (or set $MODECONN_DATA)",
     ),
     "cifar10": _Entry(
         DatasetInfo(
@@ -118,7 +118,7 @@ _REGISTRY: dict[str, _Entry] = {
         formats.load_svhn,
         formats.SVHN_FILES,
         "download train_32x32.mat and test_32x32.mat from http://ufldl.stanford.edu/housenumbers/ "
-        "and pass --data-dir DIR (or set $MODECONN_DATA)",
+        "and pass data_dir=DIR (or set $MODECONN_DATA)",
     ),
     "digits": _Entry(
         DatasetInfo("digits", 1, 8, 10, (0.3053,), (0.3759,)),
@@ -139,7 +139,7 @@ def _entry(name: str) -> _Entry:
         return _REGISTRY[name]
     except KeyError:
         known = ", ".join(dataset_names())
-        raise ModeconnError(f"unknown dataset {name!r}; known datasets: {known}") from None
+        raise InvalidArgument(None, f"unknown dataset {name!r}; known datasets: {known}") from None
 
 
 def get_info(name: str) -> DatasetInfo:
@@ -168,10 +168,11 @@ def _read_first_found(
             return read(directory)
         except formats.MissingFilesError:
             continue
-    searched = ", ".join(str(d) for d in dirs) or f"nowhere (no --data-dir and no ${DATA_ENV_VAR})"
-    raise ModeconnError(
+    searched = ", ".join(str(d) for d in dirs) or f"nowhere (no data_dir and no ${DATA_ENV_VAR})"
+    raise MissingInput(
         f"{entry.info.name} data set not found: looked for {', '.join(entry.files)} "
-        f"in {searched}; {entry.how_to_get}"
+        f"in {searched}; {entry.how_to_get}",
+        parameters=("data_dir",),
     )
 
 

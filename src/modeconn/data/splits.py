@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from modeconn.data.registry import RawDataset
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 
 # Offsets that give each draw of make_splits its own random stream from one seed.
 _VAL_STREAM, _BONAFIDE_STREAM, _HOLDOUT_STREAM = 0, 1, 2
@@ -21,17 +21,21 @@ _VAL_STREAM, _BONAFIDE_STREAM, _HOLDOUT_STREAM = 0, 1, 2
 def _requested_count(n_or_fraction: int | float, pool_size: int) -> int:
     """Turn a count (int ≥ 0) or a fraction in (0, 1) of ``pool_size`` into a count."""
     if isinstance(n_or_fraction, bool):
-        raise ModeconnError(f"subset size must be a count or a fraction, not {n_or_fraction!r}")
+        raise InvalidArgument(
+            None, f"subset size must be a count or a fraction, not {n_or_fraction!r}"
+        )
     if isinstance(n_or_fraction, int):
         if n_or_fraction < 0:
-            raise ModeconnError(f"subset size must be non-negative, got {n_or_fraction}")
+            raise InvalidArgument(None, f"subset size must be non-negative, got {n_or_fraction}")
         n = n_or_fraction
     elif isinstance(n_or_fraction, float):
         if not 0.0 < n_or_fraction < 1.0:
-            raise ModeconnError(f"a fractional subset size must lie in (0, 1), got {n_or_fraction}")
+            raise InvalidArgument(
+                None, f"a fractional subset size must lie in (0, 1), got {n_or_fraction}"
+            )
         n = round(n_or_fraction * pool_size)
     else:
-        raise ModeconnError(f"subset size must be an int or a float, got {n_or_fraction!r}")
+        raise InvalidArgument(None, f"subset size must be an int or a float, got {n_or_fraction!r}")
     if n > pool_size:
         raise ModeconnError(f"asked for {n} samples but only {pool_size} are available")
     return n
@@ -114,7 +118,9 @@ def make_splits(
     (also stratified) becomes ``bonafide_holdout``; 0 keeps all of it in ``bonafide``.
     """
     if not 0 <= holdout_fraction < 1:
-        raise ModeconnError(f"holdout_fraction must lie in [0, 1), got {holdout_fraction}")
+        raise InvalidArgument(
+            "holdout_fraction", f"holdout_fraction must lie in [0, 1), got {holdout_fraction}"
+        )
     labels = raw.train_y
     val = stratified_indices(labels, val_size, seed + _VAL_STREAM) if val_size else _empty()
     keep = torch.ones(labels.numel(), dtype=torch.bool)

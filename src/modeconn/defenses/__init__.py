@@ -11,7 +11,6 @@ from modeconn.defenses.adversarial import (
     AdversarialObjective,
     AdversarialWeightPerturbation,
     PGDAdversarialTraining,
-    PGDConfig,
     RobustEvaluation,
 )
 
@@ -21,6 +20,5 @@ __all__ = [
     "AdversarialObjective",
     "AdversarialWeightPerturbation",
     "PGDAdversarialTraining",
-    "PGDConfig",
     "RobustEvaluation",
 ]

@@ -26,8 +26,7 @@ w + v are averaged as usual and the weights, once v is removed, stay identical a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,71 +35,20 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from modeconn.attacks.evasion import pgd
+from modeconn.attacks.config import AttackConfig
 from modeconn.distributed import unwrap
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument
+from modeconn.modes import eval_mode
 from modeconn.training import Objective
 
 if TYPE_CHECKING:
     from modeconn.attacks.metrics import RobustMetric
 
 METHODS = ("pgd", "trades")
-NORMS = ("linf", "l2")
 #: Reference AWP strengths (Wu et al. 2020): γ = 0.01 with PGD-AT, 5e-3 with TRADES.
 DEFAULT_AWP_GAMMA = {"pgd": 1e-2, "trades": 5e-3}
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass
-class PGDConfig:
-    """The PGD threat model and budget: ε-ball, step size, steps, norm (images in [0, 1])."""
-
-    eps: float = 8 / 255
-    alpha: float = 2 / 255
-    steps: int = 10
-    norm: str = "linf"
-
-    def validate(self) -> None:
-        if not self.eps > 0:
-            raise ModeconnError(f"--eps must be positive, got {self.eps}")
-        if not self.alpha > 0:
-            raise ModeconnError(f"--alpha must be positive, got {self.alpha}")
-        if self.steps < 1:
-            raise ModeconnError(f"--attack-steps must be at least 1, got {self.steps}")
-        if self.norm not in NORMS:
-            raise ModeconnError(f"unknown norm '{self.norm}' (use {', '.join(NORMS)})")
-
-    def attack(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """PGD with random start against ``model`` as it is (the caller sets eval mode)."""
-        return pgd(
-            model,
-            x,
-            y,
-            eps=self.eps,
-            alpha=self.alpha,
-            steps=self.steps,
-            norm=self.norm,
-            random_start=True,
-            loss_fn=loss_fn,
-        )
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode inside the block, the previous mode after it."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 # --- Adversarial Weight Perturbation ----------------------------------------------------------
@@ -123,9 +71,9 @@ class AdversarialWeightPerturbation:
 
     def __init__(self, gamma: float, warmup: int = 0) -> None:
         if not gamma > 0:
-            raise ModeconnError(f"--awp-gamma must be positive, got {gamma}")
+            raise InvalidArgument("gamma", f"gamma must be positive, got {gamma}")
         if warmup < 0:
-            raise ModeconnError(f"--awp-warmup must be non-negative, got {warmup}")
+            raise InvalidArgument("warmup", f"warmup must be non-negative, got {warmup}")
         self.gamma = gamma
         self.warmup = warmup
         self.active = warmup == 0
@@ -162,7 +110,7 @@ class AdversarialWeightPerturbation:
     def add(self, model: nn.Module, v: dict[str, torch.Tensor]) -> None:
         """Move the weights to w + v, remembering w."""
         if self._saved:
-            raise ModeconnError("AWP perturbation added twice without restoring in between")
+            raise RuntimeError("AWP perturbation added twice without restoring in between")
         params = dict(model.named_parameters())
         for name, delta in v.items():
             p = params[name]
@@ -185,6 +133,17 @@ class AdversarialWeightPerturbation:
 # --- objectives -----------------------------------------------------------------------------
 
 
+def check_training_attack(attack: AttackConfig) -> None:
+    """Adversarial training crafts its examples with PGD and a positive budget."""
+    attack.validate()
+    if attack.name != "pgd":
+        raise InvalidArgument("attack", f"adversarial training uses PGD, not '{attack.name}'")
+    if not attack.eps > 0:
+        raise InvalidArgument("eps", f"eps must be positive, got {attack.eps}")
+    if attack.steps < 1:
+        raise InvalidArgument("steps", f"steps must be at least 1, got {attack.steps}")
+
+
 class AdversarialObjective(Objective, ABC):
     """Craft adversarial inputs against the current weights, then minimise a loss on them.
 
@@ -192,8 +151,8 @@ class AdversarialObjective(Objective, ABC):
     outer loss, as a function of a forward callable so that AWP can evaluate it functionally).
     """
 
-    def __init__(self, attack: PGDConfig, awp: AdversarialWeightPerturbation | None = None):
-        attack.validate()
+    def __init__(self, attack: AttackConfig, awp: AdversarialWeightPerturbation | None = None):
+        check_training_attack(attack)
         self.attack = attack
         self.awp = awp
 
@@ -231,7 +190,7 @@ class PGDAdversarialTraining(AdversarialObjective):
     """PGD-AT (Madry et al. 2018): cross-entropy on PGD examples."""
 
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.attack.attack(model, x, y)
+        return self.attack.perturb(model, x, y)
 
     def adversarial_loss(
         self, forward: Forward, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor
@@ -260,19 +219,19 @@ class TRADES(AdversarialObjective):
 
     def __init__(
         self,
-        attack: PGDConfig,
+        attack: AttackConfig,
         beta: float = 6.0,
         awp: AdversarialWeightPerturbation | None = None,
     ) -> None:
         if not beta >= 0:
-            raise ModeconnError(f"--trades-beta must be non-negative, got {beta}")
+            raise InvalidArgument("beta", f"beta must be non-negative, got {beta}")
         super().__init__(attack, awp)
         self.beta = beta
 
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             clean = model(x)
-        return self.attack.attack(model, x, y, loss_fn=lambda logits, _: trades_kl(logits, clean))
+        return self.attack.perturb(model, x, y, loss_fn=lambda logits, _: trades_kl(logits, clean))
 
     def adversarial_loss(
         self, forward: Forward, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor
@@ -294,7 +253,7 @@ class AdversarialConfig:
     """
 
     method: str = "pgd"
-    attack: PGDConfig = field(default_factory=PGDConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     trades_beta: float = 6.0
     awp: bool = False
     awp_gamma: float | None = None
@@ -302,10 +261,10 @@ class AdversarialConfig:
 
     def validate(self) -> None:
         if self.method not in METHODS:
-            raise ModeconnError(
-                f"unknown adversarial training '{self.method}' (use {', '.join(METHODS)})"
+            raise InvalidArgument(
+                None, f"unknown adversarial training '{self.method}' (use {', '.join(METHODS)})"
             )
-        self.attack.validate()
+        check_training_attack(self.attack)
 
     @property
     def gamma(self) -> float:
@@ -339,14 +298,14 @@ class RobustEvaluation:
 
     name = "robust"
 
-    attack: PGDConfig = field(default_factory=PGDConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     limit: int | None = 1000
     batch_size: int = 256
 
     def validate(self) -> None:
         self.attack.validate()
         if self.limit is not None and self.limit < 1:
-            raise ModeconnError(f"--robust-limit must be at least 1, got {self.limit}")
+            raise InvalidArgument("limit", f"limit must be at least 1, got {self.limit}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -355,15 +314,7 @@ class RobustEvaluation:
         """These settings as :class:`RobustMetric`, the one implementation of robust evaluation."""
         from modeconn.attacks.metrics import RobustMetric
 
-        a = self.attack
-        return RobustMetric(
-            eps=a.eps,
-            alpha=a.alpha,
-            steps=a.steps,
-            norm=a.norm,
-            limit=self.limit,
-            batch_size=self.batch_size,
-        )
+        return RobustMetric(self.attack, limit=self.limit, batch_size=self.batch_size)
 
     def on_loader(self, model: nn.Module, loader, device: torch.device | str) -> dict[str, float]:
         """``robust_acc``/``robust_loss`` of ``model`` (attacked in eval mode) over ``loader``."""

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.progress import make_progress
 from modeconn.training import BatchSource, evaluate_model
 
@@ -63,13 +63,15 @@ class ANPConfig:
     def validate(self) -> None:
         """Reject settings that cannot work, with one clear line."""
         if self.eps < 0:
-            raise ModeconnError(f"ANP's eps must be non-negative, got {self.eps}")
+            raise InvalidArgument(None, f"ANP's eps must be non-negative, got {self.eps}")
         if not 0.0 <= self.alpha <= 1.0:
-            raise ModeconnError(f"ANP's alpha must be in [0, 1], got {self.alpha}")
+            raise InvalidArgument(None, f"ANP's alpha must be in [0, 1], got {self.alpha}")
         if self.steps < 1 or self.noise_steps < 1:
-            raise ModeconnError("ANP needs at least one step of each kind")
+            raise InvalidArgument(None, "ANP needs at least one step of each kind")
         if self.tolerance < 0:
-            raise ModeconnError(f"ANP's tolerance must be non-negative, got {self.tolerance}")
+            raise InvalidArgument(
+                None, f"ANP's tolerance must be non-negative, got {self.tolerance}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -21,6 +21,7 @@ from torch import nn
 
 from modeconn.errors import ModeconnError
 from modeconn.models import ModelSpec, build_model, last_conv_name
+from modeconn.modes import eval_mode
 from modeconn.training import (
     BatchSource,
     Objective,
@@ -114,16 +115,14 @@ def channel_activity(
         total.append(output.relu().mean(dim=(0, 2, 3)) * output.shape[0])
 
     handle = conv.register_forward_hook(hook)
-    was_training = model.training
-    model.eval()
     count = 0
     try:
-        for x, _ in loader:
-            model(x.to(device))
-            count += x.shape[0]
+        with eval_mode(model):
+            for x, _ in loader:
+                model(x.to(device))
+                count += x.shape[0]
     finally:
         handle.remove()
-        model.train(was_training)
     return torch.stack(total).sum(0) / max(count, 1)
 
 

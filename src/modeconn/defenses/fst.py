@@ -29,7 +29,7 @@ from torch import nn
 
 from modeconn.defenses.baselines import fine_tune
 from modeconn.distributed import unwrap
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.models import last_linear_name
 from modeconn.training import BatchSource, Objective, TrainConfig, TrainingRun
 
@@ -52,7 +52,7 @@ class FSTConfig:
     def validate(self) -> None:
         """Reject settings that cannot work, with one clear line."""
         if self.alpha < 0:
-            raise ModeconnError(f"FST's alpha must be non-negative, got {self.alpha}")
+            raise InvalidArgument(None, f"FST's alpha must be non-negative, got {self.alpha}")
 
     def train_config(self, seed: int) -> TrainConfig:
         """The training-loop settings of one FST run."""

@@ -59,7 +59,7 @@ from modeconn.defenses.retuning import RetuningConfig, retuning_attack_asr
 from modeconn.defenses.scan import ScanConfig, ScanResult, scan_images, scan_model
 from modeconn.defenses.tsc import TSCConfig, symmetry_connectivity
 from modeconn.defenses.unlearning import UnlearningConfig, unlearn, unlearning_loader
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
 from modeconn.models import build_model
 from modeconn.models.permutation import apply_permutation, permutation_spec
@@ -169,13 +169,17 @@ class RepairConfig:
 
     def validate(self) -> None:
         if self.method not in METHODS:
-            raise ModeconnError(f"unknown repair method '{self.method}' (use {', '.join(METHODS)})")
+            raise InvalidArgument(
+                None, f"unknown repair method '{self.method}' (use {', '.join(METHODS)})"
+            )
         if self.init not in ("random", "linear"):
-            raise ModeconnError(f"init must be random or linear, got '{self.init}'")
+            raise InvalidArgument("init", f"init must be random or linear, got '{self.init}'")
         if self.t is not None and not 0.0 <= self.t <= 1.0:
-            raise ModeconnError(f"t must be in [0, 1], got {self.t}")
+            raise InvalidArgument("t", f"t must be in [0, 1], got {self.t}")
         if self.path_test_limit is not None and self.path_test_limit < 1:
-            raise ModeconnError(f"path_test_limit must be at least 1, got {self.path_test_limit}")
+            raise InvalidArgument(
+                "path_test_limit", f"path_test_limit must be at least 1, got {self.path_test_limit}"
+            )
         self.scan.validate()
         self.fst.validate()
         self.anp.validate()
@@ -188,11 +192,12 @@ class RepairConfig:
 def choose_t(rows: Sequence[dict[str, float]], margin: float) -> tuple[float, str]:
     """Apply the repair rule to path rows (needs ``t`` and the held-out accuracy); (t, why)."""
     if not 0.0 < margin <= 0.5:
-        raise ModeconnError(f"--margin must be in (0, 0.5], got {margin}")
+        raise InvalidArgument("margin", f"margin must be in (0, 0.5], got {margin}")
     inside = [r for r in rows if min(r["t"], 1.0 - r["t"]) >= margin - 1e-9]
     if not inside:
-        raise ModeconnError(
-            f"no evaluated point lies at least {margin} from both endpoints; use more --points"
+        raise InvalidArgument(
+            None,
+            f"no evaluated point lies at least {margin} from both endpoints; use more points",
         )
     best = max(inside, key=lambda r: (r[HOLDOUT], min(r["t"], 1.0 - r["t"])))
     return float(best["t"]), T_RULE.format(acc=best[HOLDOUT], margin=margin)

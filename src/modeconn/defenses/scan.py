@@ -48,8 +48,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.experiment import PreparedData
+from modeconn.modes import eval_mode
 
 TRIGGER_KINDS = ("mask", "perturbation")
 MAD_SCALE = 1.4826  # makes the MAD a consistent estimate of the standard deviation
@@ -81,13 +82,16 @@ class ScanConfig:
             )
         unknown = [k for k in self.kinds if k not in TRIGGER_KINDS]
         if unknown or not self.kinds:
-            raise ModeconnError(
-                f"unknown trigger kind {unknown or self.kinds} (use {', '.join(TRIGGER_KINDS)})"
+            raise InvalidArgument(
+                None,
+                f"unknown trigger kind {unknown or self.kinds} (use {', '.join(TRIGGER_KINDS)})",
             )
         if not 0.0 < self.success_target <= 1.0:
-            raise ModeconnError(f"success target must lie in (0, 1], got {self.success_target}")
+            raise InvalidArgument(
+                None, f"success target must lie in (0, 1], got {self.success_target}"
+            )
         if not self.threshold > 0:
-            raise ModeconnError(f"anomaly threshold must be positive, got {self.threshold}")
+            raise InvalidArgument(None, f"anomaly threshold must be positive, got {self.threshold}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -195,8 +199,8 @@ def check_scan_data(y: torch.Tensor, num_classes: int) -> None:
     """Every class needs other-class images to push and the data needs at least two classes."""
     present = torch.unique(y)
     if present.numel() < 2:
-        raise ModeconnError(
-            f"the scan needs bonafide images of at least two classes, got {present.numel()}"
+        raise InvalidArgument(
+            None, f"the scan needs bonafide images of at least two classes, got {present.numel()}"
         )
     if int(present.max()) >= num_classes:
         raise ModeconnError(
@@ -216,7 +220,9 @@ def synthesize_triggers(
     one batched pass per step. ``model`` is used in eval mode and left unchanged."""
     config = config or ScanConfig()
     if kind not in TRIGGER_KINDS:
-        raise ModeconnError(f"unknown trigger kind '{kind}' (use {', '.join(TRIGGER_KINDS)})")
+        raise InvalidArgument(
+            None, f"unknown trigger kind '{kind}' (use {', '.join(TRIGGER_KINDS)})"
+        )
     check_scan_data(y, num_classes)
     device = x.device
     n, c, h, w = x.shape
@@ -238,64 +244,62 @@ def synthesize_triggers(
     best_success = torch.zeros(K, device=device)
     best = [p.detach().clone() for p in params]
     window_success = torch.zeros(K, device=device)
-    was_training = model.training
-    model.eval()
     grad_state = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        for step in range(config.steps):
-            pick = torch.randint(0, n, (min(config.batch_size, n),), generator=gen).to(device)
-            xb, yb = x[pick], y[pick]
-            eligible = _class_eligibility(yb, K).float()  # K×B
-            if kind == "mask":
-                m = torch.sigmoid(mask_logit)
-                p = torch.sigmoid(pattern_logit)
-                xs = (1 - m.unsqueeze(1)) * xb.unsqueeze(0) + (m * p).unsqueeze(1)
-                size = m.flatten(1).sum(1)
-            else:
-                xs = (xb.unsqueeze(0) + delta.unsqueeze(1)).clamp(0, 1)
-                size = delta.flatten(1).norm(dim=1)
-            logits = model(xs.reshape(-1, c, h, w))
-            goal = targets.repeat_interleave(xb.shape[0])
-            ce = F.cross_entropy(logits, goal, reduction="none").view(K, -1)
-            hits = (logits.argmax(1) == goal).float().view(K, -1)
-            count = eligible.sum(1).clamp_min(1)
-            ce_k = (ce * eligible).sum(1) / count
-            success = (hits * eligible).sum(1) / count
-            loss = (ce_k + cost * size).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        with eval_mode(model):
+            for step in range(config.steps):
+                pick = torch.randint(0, n, (min(config.batch_size, n),), generator=gen).to(device)
+                xb, yb = x[pick], y[pick]
+                eligible = _class_eligibility(yb, K).float()  # K×B
+                if kind == "mask":
+                    m = torch.sigmoid(mask_logit)
+                    p = torch.sigmoid(pattern_logit)
+                    xs = (1 - m.unsqueeze(1)) * xb.unsqueeze(0) + (m * p).unsqueeze(1)
+                    size = m.flatten(1).sum(1)
+                else:
+                    xs = (xb.unsqueeze(0) + delta.unsqueeze(1)).clamp(0, 1)
+                    size = delta.flatten(1).norm(dim=1)
+                logits = model(xs.reshape(-1, c, h, w))
+                goal = targets.repeat_interleave(xb.shape[0])
+                ce = F.cross_entropy(logits, goal, reduction="none").view(K, -1)
+                hits = (logits.argmax(1) == goal).float().view(K, -1)
+                count = eligible.sum(1).clamp_min(1)
+                ce_k = (ce * eligible).sum(1) / count
+                success = (hits * eligible).sum(1) / count
+                loss = (ce_k + cost * size).sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    improved = (success >= config.success_target) & (size < best_size)
+                    best_size = torch.where(improved, size.detach(), best_size)
+                    best_success = torch.where(improved, success, best_success)
+                    for keep, cur in zip(best, params, strict=True):
+                        keep[improved] = cur.detach()[improved]
+                    window_success += success
+                    if (step + 1) % config.patience == 0:
+                        reached = window_success / config.patience >= config.success_target
+                        cost = torch.where(
+                            reached, cost * config.cost_factor, cost / config.cost_factor
+                        )
+                        window_success.zero_()
             with torch.no_grad():
-                improved = (success >= config.success_target) & (size < best_size)
-                best_size = torch.where(improved, size.detach(), best_size)
-                best_success = torch.where(improved, success, best_success)
+                never = torch.isinf(best_size)
+                # A class whose trigger never reached the target keeps its last trigger and size:
+                # a large one, which is what "no small trigger found" means for the index.
                 for keep, cur in zip(best, params, strict=True):
-                    keep[improved] = cur.detach()[improved]
-                window_success += success
-                if (step + 1) % config.patience == 0:
-                    reached = window_success / config.patience >= config.success_target
-                    cost = torch.where(
-                        reached, cost * config.cost_factor, cost / config.cost_factor
-                    )
-                    window_success.zero_()
-        with torch.no_grad():
-            never = torch.isinf(best_size)
-            # A class whose trigger never reached the target keeps its last trigger and size:
-            # a large one, which is what "no small trigger found" means for the index.
-            for keep, cur in zip(best, params, strict=True):
-                keep[never] = cur.detach()[never]
-            if kind == "mask":
-                final = torch.sigmoid(best[0]).flatten(1).sum(1)
-            else:
-                final = best[0].flatten(1).norm(dim=1)
-            best_size = torch.where(never, final, best_size)
-            best_success = torch.where(never, success, best_success)
+                    keep[never] = cur.detach()[never]
+                if kind == "mask":
+                    final = torch.sigmoid(best[0]).flatten(1).sum(1)
+                else:
+                    final = best[0].flatten(1).norm(dim=1)
+                best_size = torch.where(never, final, best_size)
+                best_success = torch.where(never, success, best_success)
     finally:
         for p, g in zip(model.parameters(), grad_state, strict=True):
             p.requires_grad_(g)
-        model.train(was_training)
     if kind == "mask":
         return TriggerSet(
             kind,
@@ -418,12 +422,13 @@ class UnlearningTransform:
         uniform_rate: float = 0.0,
     ) -> None:
         if not 0.0 < rate <= 1.0 or not 0.0 <= uniform_rate <= 1.0 - rate:
-            raise ModeconnError(
+            raise InvalidArgument(
+                None,
                 f"unlearning rate must lie in (0, 1] and rate + uniform_rate ≤ 1, got "
-                f"{rate} and {uniform_rate}"
+                f"{rate} and {uniform_rate}",
             )
         if not triggers:
-            raise ModeconnError("unlearning needs at least one set of synthesized triggers")
+            raise InvalidArgument(None, "unlearning needs at least one set of synthesized triggers")
         self.triggers = list(triggers)
         self.rate = rate
         self.uniform_rate = uniform_rate

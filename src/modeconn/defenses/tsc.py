@@ -35,7 +35,7 @@ from torch import nn
 
 from modeconn.connectivity.alignment import weight_distance, weight_matching
 from modeconn.connectivity.train import fit_curve
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument
 from modeconn.models.permutation import apply_permutation, permutation_spec
 from modeconn.training import BatchSource, TrainConfig, TrainingRun
 
@@ -61,9 +61,9 @@ class TSCConfig:
     def validate(self) -> None:
         """Reject settings that cannot work, with one clear line."""
         if not 0.0 < self.t < 1.0:
-            raise ModeconnError(f"TSC's t must be strictly between 0 and 1, got {self.t}")
+            raise InvalidArgument(None, f"TSC's t must be strictly between 0 and 1, got {self.t}")
         if self.rounds < 1:
-            raise ModeconnError(f"TSC needs at least one round, got {self.rounds}")
+            raise InvalidArgument(None, f"TSC needs at least one round, got {self.rounds}")
         self.curve.validate()
 
     def to_dict(self) -> dict[str, Any]:

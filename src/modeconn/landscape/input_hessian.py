@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.landscape.linalg import SOLVERS, EigResult, top_eigenvalues
+from modeconn.modes import eval_mode
 
 
 @contextmanager
@@ -33,17 +34,15 @@ def eval_without_param_grads(model: nn.Module) -> Iterator[nn.Module]:
     Freezing keeps the double backprop from building (and paying for) parameter-gradient graphs
     when only input derivatives are wanted.
     """
-    was_training = model.training
     frozen = [p for p in model.parameters() if p.requires_grad]
-    model.eval()
     for p in frozen:
         p.requires_grad_(False)
     try:
-        yield model
+        with eval_mode(model):
+            yield model
     finally:
         for p in frozen:
             p.requires_grad_(True)
-        model.train(was_training)
 
 
 def input_hvp_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -87,7 +86,7 @@ def input_hessian_eig(
     images do not make the whole batch pay (one extra forward/backward pass each time).
     """
     if method not in SOLVERS:
-        raise ModeconnError(f"unknown eigen-solver '{method}' (use {', '.join(SOLVERS)})")
+        raise InvalidArgument(None, f"unknown eigen-solver '{method}' (use {', '.join(SOLVERS)})")
     if x.shape[0] != y.shape[0]:
         raise ModeconnError(f"{x.shape[0]} images but {y.shape[0]} labels")
     with eval_without_param_grads(model):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 #: ``restrict(rows)`` → the operator of only the problems ``rows`` (see :func:`power_iteration`)
@@ -57,9 +57,9 @@ class EigResult:
 
 def _check(iters: int, tol: float) -> None:
     if iters < 1:
-        raise ModeconnError(f"the iteration cap must be at least 1, got {iters}")
+        raise InvalidArgument(None, f"the iteration cap must be at least 1, got {iters}")
     if not tol > 0:
-        raise ModeconnError(f"the tolerance must be positive, got {tol}")
+        raise InvalidArgument(None, f"the tolerance must be positive, got {tol}")
 
 
 def _normalize(v: torch.Tensor) -> torch.Tensor:
@@ -188,7 +188,7 @@ def lanczos(
     """
     _check(iters, tol)
     if k < 1:
-        raise ModeconnError(f"k must be at least 1, got {k}")
+        raise InvalidArgument("k", f"k must be at least 1, got {k}")
     batch, dim = v0.shape
     steps = min(iters, dim)
     if k > steps:
@@ -244,7 +244,7 @@ def top_eigenvalues(
     power iteration drop converged problems from its batch (see :func:`power_iteration`).
     """
     if method not in SOLVERS:
-        raise ModeconnError(f"unknown eigen-solver '{method}' (use {', '.join(SOLVERS)})")
+        raise InvalidArgument(None, f"unknown eigen-solver '{method}' (use {', '.join(SOLVERS)})")
     generator = generator or torch.Generator().manual_seed(0)
 
     def start() -> torch.Tensor:
@@ -318,7 +318,7 @@ def hutchinson_trace(
     that the standard error is itself meaningful.
     """
     if max_samples < 1 or batch < 1:
-        raise ModeconnError("the trace needs at least one probe")
+        raise InvalidArgument(None, "the trace needs at least one probe")
     generator = generator or torch.Generator().manual_seed(0)
     exact = 0.0
     u = None
@@ -396,7 +396,7 @@ def slq_density(
 ) -> SpectralDensity:
     """Spectral density of H by stochastic Lanczos quadrature from ``probes`` Rademacher starts."""
     if steps < 1 or probes < 1:
-        raise ModeconnError("the spectral density needs at least one probe and one step")
+        raise InvalidArgument(None, "the spectral density needs at least one probe and one step")
     generator = generator or torch.Generator().manual_seed(0)
     v0 = rademacher((probes, dim), generator, dtype=dtype, device=device)
     nodes, weights = lanczos_tridiagonal(matvec, v0, steps)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.experiment import PreparedData
 from modeconn.landscape.directions import Evaluator
 from modeconn.landscape.input_hessian import input_hessian_stats
@@ -70,7 +70,7 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     if len(x) != len(y):
         raise ModeconnError(f"pearson needs sequences of equal length, got {len(x)} and {len(y)}")
     if len(x) < 2:
-        raise ModeconnError("pearson needs at least two points")
+        raise InvalidArgument(None, "pearson needs at least two points")
     a = torch.as_tensor(list(x), dtype=torch.float64)
     b = torch.as_tensor(list(y), dtype=torch.float64)
     a, b = a - a.mean(), b - b.mean()
@@ -93,7 +93,7 @@ def robust_evaluator(
 ) -> Evaluator:
     """Clean ``loss``/``acc`` (optional) and ``robust_loss``/``robust_acc`` at each point.
 
-    PGD (``attack``, a :class:`~modeconn.defenses.adversarial.PGDConfig`) is run afresh against
+    The attack (``attack``, an :class:`~modeconn.attacks.config.AttackConfig`) is run afresh against
     the model at every point, in eval mode — the adversarial weight landscape.
     """
     from modeconn.defenses.adversarial import RobustEvaluation

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.landscape.linalg import (
     EigResult,
     SpectralDensity,
@@ -30,6 +30,7 @@ from modeconn.landscape.linalg import (
     slq_density,
     top_eigenvalues,
 )
+from modeconn.modes import eval_mode
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -57,7 +58,7 @@ class WeightHessian:
             raise ModeconnError("the model has no trainable parameters")
         self.batches = [(x.to(device), y.to(device)) for x, y in batches]
         if not self.batches:
-            raise ModeconnError("the weight Hessian needs at least one batch of data")
+            raise InvalidArgument(None, "the weight Hessian needs at least one batch of data")
         self.count = sum(int(y.shape[0]) for _, y in self.batches)
         self.loss_fn = loss_fn
         self.dim = sum(p.numel() for p in self.params)
@@ -81,10 +82,8 @@ class WeightHessian:
 
     def matvec(self, vectors: torch.Tensor) -> torch.Tensor:
         """H V for the rows of ``vectors`` (B, d); one counted product per row."""
-        was_training = self.model.training
-        self.model.eval()
         out = torch.zeros_like(vectors)
-        try:
+        with eval_mode(self.model):
             for x, y in self.batches:
                 weight = y.shape[0] / self.count
                 loss = self.loss_fn(self.model(x), y) * weight
@@ -100,20 +99,14 @@ class WeightHessian:
                             for h, p in zip(hv, self.params, strict=True)
                         ]
                     )
-        finally:
-            self.model.train(was_training)
         self.matvecs += vectors.shape[0]
         return out
 
     @torch.no_grad()
     def loss(self) -> float:
         """The mean loss whose Hessian this is."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             total = sum(float(self.loss_fn(self.model(x), y)) * y.shape[0] for x, y in self.batches)
-        finally:
-            self.model.train(was_training)
         return total / self.count
 
     def dense(self) -> torch.Tensor:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 
 
 class Normalize(nn.Module):
@@ -36,7 +36,7 @@ class Normalize(nn.Module):
                 f"{tuple(std)}"
             )
         if not bool((std_t > 0).all()):
-            raise ModeconnError(f"std must be positive, got {tuple(std)}")
+            raise InvalidArgument("std", f"std must be positive, got {tuple(std)}")
         self.register_buffer("mean", mean_t.view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", std_t.view(1, -1, 1, 1), persistent=False)
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.models.normalize import NormalizedModel
 
 ModelFactory = Callable[..., nn.Module]
@@ -43,13 +43,13 @@ def _json_safe(value: Any, where: str) -> Any:
         if not all(isinstance(key, str) for key in value):
             raise ModeconnError(f"{where} must have string keys, got {list(value)}")
         return {key: _json_safe(item, f"{where}.{key}") for key, item in value.items()}
-    raise ModeconnError(f"{where} must be JSON-serialisable, got {type(value).__name__}")
+    raise InvalidArgument(where, f"{where} must be JSON-serialisable, got {type(value).__name__}")
 
 
 def _positive_int(value: Any, name: str) -> int:
     """Check that a spec field is a positive integer."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ModeconnError(f"{name} must be a positive integer, got {value!r}")
+        raise InvalidArgument(name, f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
@@ -60,7 +60,7 @@ def _float_tuple(values: Any, name: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in values)
     except (TypeError, ValueError) as exc:
-        raise ModeconnError(f"{name} must be numbers, got {values!r}") from exc
+        raise InvalidArgument(name, f"{name} must be numbers, got {values!r}") from exc
 
 
 @dataclass
@@ -82,9 +82,11 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, str) or not self.arch:
-            raise ModeconnError(f"arch must be a non-empty string, got {self.arch!r}")
+            raise InvalidArgument("arch", f"arch must be a non-empty string, got {self.arch!r}")
         if not isinstance(self.kwargs, Mapping):
-            raise ModeconnError(f"kwargs must be a mapping, got {type(self.kwargs).__name__}")
+            raise InvalidArgument(
+                "kwargs", f"kwargs must be a mapping, got {type(self.kwargs).__name__}"
+            )
         self.kwargs = _json_safe(dict(self.kwargs), "kwargs")
         for name in SHAPE_ARGS:
             setattr(self, name, _positive_int(getattr(self, name), name))
@@ -104,11 +106,13 @@ class ModelSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
         """Rebuild a spec from :meth:`to_dict` output, e.g. read from a JSON sidecar."""
         if not isinstance(data, Mapping):
-            raise ModeconnError(f"a model spec must be a JSON object, got {type(data).__name__}")
+            raise InvalidArgument(
+                None, f"a model spec must be a JSON object, got {type(data).__name__}"
+            )
         names = [f.name for f in fields(cls)]
         unknown = sorted(set(data) - set(names))
         if unknown:
-            raise ModeconnError(f"unknown model spec field(s): {', '.join(unknown)}")
+            raise InvalidArgument(None, f"unknown model spec field(s): {', '.join(unknown)}")
         required = [f.name for f in fields(cls) if f.name not in ("mean", "std")]
         missing = [name for name in required if name not in data]
         if missing:
@@ -119,7 +123,7 @@ class ModelSpec:
 def register_model(name: str) -> Callable[[FactoryT], FactoryT]:
     """Decorator that makes ``factory`` buildable as ``ModelSpec(arch=name, ...)``."""
     if not name or ":" in name:
-        raise ModeconnError(f"model names must be non-empty and free of ':', got {name!r}")
+        raise InvalidArgument(None, f"model names must be non-empty and free of ':', got {name!r}")
 
     def decorator(factory: FactoryT) -> FactoryT:
         if _REGISTRY.get(name, factory) is not factory:
@@ -162,9 +166,10 @@ def resolve_factory(arch: str) -> ModelFactory:
         return _REGISTRY[arch]
     if ":" in arch:
         return _import_factory(arch)
-    raise ModeconnError(
+    raise InvalidArgument(
+        None,
         f"unknown architecture {arch!r}; known: {', '.join(model_names())} "
-        "(or 'package.module:factory' for your own)"
+        "(or 'package.module:factory' for your own)",
     )
 
 

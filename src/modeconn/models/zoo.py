@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.models.pooling import MaxPool2x2
 from modeconn.models.registry import register_model
 
@@ -31,7 +31,7 @@ from modeconn.models.registry import register_model
 def _check_positive(value: object, name: str) -> int:
     """Check a user-given size (channels, widths, depths)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ModeconnError(f"{name} must be a positive integer, got {value!r}")
+        raise InvalidArgument(name, f"{name} must be a positive integer, got {value!r}")
     return value
 
 
@@ -190,7 +190,7 @@ def _vgg(depth: int, batch_norm: bool, width: int, dropout: float, **shape: int)
     """Build VGG-``depth`` after checking the user's kwargs."""
     _check_positive(width, "width")
     if not 0.0 <= dropout < 1.0:
-        raise ModeconnError(f"dropout must be in [0, 1), got {dropout}")
+        raise InvalidArgument("dropout", f"dropout must be in [0, 1), got {dropout}")
     return VGG(_VGG_STAGES[depth], batch_norm=batch_norm, width=width, dropout=dropout, **shape)
 
 
@@ -316,11 +316,11 @@ def wide_resnet(
     """WRN-depth-widen_factor (Zagoruyko & Komodakis 2016); depth must be 6n + 4."""
     _check_positive(widen_factor, "widen_factor")
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
-        raise ModeconnError(
-            f"wide_resnet depth must be 6n + 4 with n >= 1 (10, 16, 28…), got {depth}"
+        raise InvalidArgument(
+            None, f"wide_resnet depth must be 6n + 4 with n >= 1 (10, 16, 28…), got {depth}"
         )
     if not 0.0 <= dropout < 1.0:
-        raise ModeconnError(f"dropout must be in [0, 1), got {dropout}")
+        raise InvalidArgument("dropout", f"dropout must be in [0, 1), got {dropout}")
     n = (depth - 4) // 6
     stages = [(n, 16 * widen_factor, 1), (n, 32 * widen_factor, 2), (n, 64 * widen_factor, 2)]
     return PreActResNet(in_channels, image_size, num_classes, 16, stages, dropout)
@@ -403,7 +403,7 @@ def resnet20(
 ) -> nn.Module:
     """ResNet-20 for CIFAR; ``shortcut`` "A" (zero padding, as in the paper) or "B" (1×1 conv)."""
     if shortcut not in ("A", "B"):
-        raise ModeconnError(f"resnet20 shortcut must be 'A' or 'B', got {shortcut!r}")
+        raise InvalidArgument(None, f"resnet20 shortcut must be 'A' or 'B', got {shortcut!r}")
     return CifarResNet(in_channels, image_size, num_classes, depth=20, shortcut=shortcut)
 
 
@@ -523,7 +523,7 @@ def vit_tiny(
     if dim % heads:
         raise ModeconnError(f"vit_tiny dim {dim} is not divisible by heads {heads}")
     if mlp_ratio <= 0:
-        raise ModeconnError(f"mlp_ratio must be positive, got {mlp_ratio}")
+        raise InvalidArgument("mlp_ratio", f"mlp_ratio must be positive, got {mlp_ratio}")
     patch = _patch_size(image_size, patch_size)
     return VisionTransformer(
         in_channels, image_size, num_classes, patch, dim, depth, heads, mlp_ratio

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from modeconn.errors import ModeconnError
+from modeconn.errors import MissingInput, ModeconnError
 from modeconn.io import atomic_write_text
 
 STYLE = """
@@ -138,7 +138,7 @@ def render_report(run_dir: str | Path, title: str | None = None) -> str:
     """The report page of ``run_dir`` as an HTML string."""
     run = Path(run_dir)
     if not run.is_dir():
-        raise ModeconnError(f"run directory not found: {run}")
+        raise MissingInput(f"run directory not found: {run}", run)
     summary = _read_json(run / "summary.json")
     config = _read_json(run / "config.json")
     if not summary:
