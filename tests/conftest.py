@@ -62,3 +62,19 @@ def digits_backdoor(tmp_path_factory: pytest.TempPathFactory) -> Path:
         progress=False,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """sklearn digits prepared once for the whole suite (read-only; digits has no augmentation)."""
+    from modeconn.experiment import DataConfig, prepare_data
+
+    return prepare_data(DataConfig(dataset="digits", augment=False))
+
+
+@pytest.fixture(scope="session")
+def digits_bonafide():
+    """digits with the 300-image bonafide split the repair and defence tests work with."""
+    from modeconn.experiment import DataConfig, prepare_data
+
+    return prepare_data(DataConfig(dataset="digits", bonafide=300))

@@ -20,7 +20,7 @@ from modeconn.defenses.adversarial import (
     trades_kl,
 )
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig, model_spec_for, prepare_data
+from modeconn.experiment import DataConfig, model_spec_for
 from modeconn.models import build_model
 from modeconn.training import TrainConfig
 
@@ -34,11 +34,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return prepare_data(DataConfig(dataset="digits", augment=False))
 
 
 def _model(digits, arch: str = "mlp", **kwargs):

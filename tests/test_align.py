@@ -19,7 +19,7 @@ from modeconn.connectivity.alignment import (
     weight_matching,
 )
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig, model_spec_for, prepare_data
+from modeconn.experiment import model_spec_for
 from modeconn.models import ModelSpec, build_model
 from modeconn.models.permutation import (
     apply_permutation,
@@ -233,11 +233,6 @@ MLP_KWARGS = {"hidden": [32, 32]}
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return prepare_data(DataConfig("digits", augment=False))
-
-
-@pytest.fixture(scope="module")
 def trained_mlps(digits) -> tuple[nn.Module, nn.Module]:
     """Two MLPs trained on digits from different seeds (different basins)."""
     models = []
@@ -303,6 +298,7 @@ def mlp_checkpoints(digits, trained_mlps, tmp_path_factory) -> tuple[Path, Path]
     return paths[0].parent, paths[1].parent
 
 
+@pytest.mark.slow
 def test_align_command_writes_the_permuted_model_and_both_barriers(
     mlp_checkpoints, tmp_path: Path, capsys
 ):

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import modeconn
 
 ROOT = Path(modeconn.__file__).parent
@@ -94,6 +96,7 @@ def test_package_import_graph_has_no_cycle():
             raise AssertionError("import cycle: " + " → ".join(cycle))
 
 
+@pytest.mark.slow
 def test_importing_connectivity_loads_no_run_directory_code_or_rich():
     code = (
         "import sys, modeconn.connectivity, modeconn.defenses, modeconn.attacks, "

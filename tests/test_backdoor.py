@@ -26,13 +26,8 @@ from modeconn.checkpoints import load_model
 from modeconn.commands.attack import run_poison
 from modeconn.data import TensorLoader
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig, prepare_data
+from modeconn.experiment import DataConfig
 from modeconn.training import TrainConfig
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return prepare_data(DataConfig(dataset="digits", augment=False))
 
 
 class ConstantModel(nn.Module):
@@ -222,7 +217,7 @@ def test_all_to_all_asr(digits):
     assert attack_success_rate(ConstantModel(1), loader, spec) == pytest.approx(expected)
 
 
-def test_poison_model_on_digits(tmp_path: Path):
+def test_poison_model_on_digits(tmp_path: Path, digits):
     spec = TriggerSpec(rate=0.1, target=0)
     summary = run_poison(
         tmp_path / "run",
@@ -241,7 +236,7 @@ def test_poison_model_on_digits(tmp_path: Path):
     assert ckpt.meta["metrics"]["asr"] == summary["asr"]
     metric = metric_from_attack_spec(ckpt.attack)
     assert isinstance(metric, AttackSuccessMetric)
-    data = prepare_data(DataConfig(dataset="digits"))
+    data = digits
     assert metric(ckpt.model, data, "cpu")["asr"] == pytest.approx(summary["asr"])
     # On a test subset: the same figure as backdoor_metrics on those images.
     subset = AttackSuccessMetric(spec, limit=90)(ckpt.model, data, "cpu")

@@ -42,6 +42,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_connect_path_eval_extract(tmp_path: Path, capsys, two_models):
     a, b = two_models
     curve_dir = tmp_path / "curve"
@@ -81,6 +82,7 @@ def test_connect_path_eval_extract(tmp_path: Path, capsys, two_models):
         torch.testing.assert_close(model.model(x), curve.model_at(0.3)(x))
 
 
+@pytest.mark.slow
 def test_connect_on_bonafide_data(tmp_path: Path, capsys, two_models):
     a, b = two_models
     out = tmp_path / "c"
@@ -105,6 +107,7 @@ def test_connect_on_bonafide_data(tmp_path: Path, capsys, two_models):
     assert_one_line_error(res, "4-bend polychain, not a 3-bend bezier")
 
 
+@pytest.mark.slow
 def test_surface_end_to_end(tmp_path: Path, capsys, two_models):
     a, b = two_models
     out = tmp_path / "s"

@@ -7,10 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cli_helpers import assert_one_line_error, run_cli
 from conftest import needs_fmnist
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_digits(tmp_path: Path, capsys):
     out = tmp_path / "run"
     res = run_cli(
@@ -38,6 +40,7 @@ def test_train_and_evaluate_digits(tmp_path: Path, capsys):
     assert abs(again["clean_acc"] - summary["clean_acc"]) < 1e-9
 
 
+@pytest.mark.slow
 def test_resume_flag_continues_interrupted_run(tmp_path: Path, capsys, monkeypatch):
     import modeconn.training as training
 
@@ -100,6 +103,7 @@ def test_mismatched_weights_via_cli(tmp_path: Path, capsys, digits_lenet: Path):
     assert_one_line_error(run_cli(capsys, "evaluate", fake), "does not match", "tensor '")
 
 
+@pytest.mark.slow
 def test_console_script_prints_one_line_without_traceback(tmp_path: Path):
     proc = subprocess.run(
         [sys.executable, "-m", "modeconn.cli", "evaluate", str(tmp_path / "x.safetensors")],
@@ -111,6 +115,7 @@ def test_console_script_prints_one_line_without_traceback(tmp_path: Path):
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_lenet_on_fashion_mnist_tiny(tmp_path: Path, capsys):
     res = run_cli(

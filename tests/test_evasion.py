@@ -23,14 +23,8 @@ from modeconn.attacks.evasion import (
 from modeconn.attacks.metrics import robust_metrics
 from modeconn.checkpoints import load_model
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig, prepare_data
 
 EPS = 0.1  # digits are 8×8 and easy: 8/255 barely moves them
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return prepare_data(DataConfig(dataset="digits", augment=False))
 
 
 @pytest.fixture(scope="module")

@@ -26,15 +26,14 @@ from modeconn.defenses.fst import (
     reinitialise_head,
 )
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig, prepare_data
 from modeconn.models import last_linear_name
 from modeconn.training import evaluate_model
 
 
 @pytest.fixture(scope="module")
-def setting(digits_backdoor: Path):
+def setting(digits_backdoor: Path, digits_bonafide):
     ckpt = load_model(digits_backdoor)
-    data = prepare_data(DataConfig(dataset="digits", bonafide=300))
+    data = digits_bonafide
     return ckpt, data, metric_from_attack_spec(ckpt.attack)
 
 

@@ -22,12 +22,6 @@ from modeconn.attacks.metrics import InjectionMetric, metric_from_attack_spec
 from modeconn.checkpoints import load_model
 from modeconn.commands.attack import run_inject
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig, prepare_data
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return prepare_data(DataConfig(dataset="digits", augment=False))
 
 
 def test_spec_round_trips_through_json():
@@ -123,7 +117,7 @@ def test_l0_injection_respects_its_budget(digits_lenet: Path, digits):
     assert figures["injection_success"] == 1.0
 
 
-def test_inject_model_writes_the_spec_and_summary(digits_lenet: Path, tmp_path: Path):
+def test_inject_model_writes_the_spec_and_summary(digits_lenet: Path, tmp_path: Path, digits):
     summary = run_inject(
         digits_lenet, tmp_path / "inj", num_targets=2, num_keep=500, seed=3, device="cpu"
     )
@@ -135,7 +129,7 @@ def test_inject_model_writes_the_spec_and_summary(digits_lenet: Path, tmp_path: 
     spec = InjectionSpec.from_dict(ckpt.attack)
     assert len(spec.targets) == 2 and len(spec.keep) == 500
     metric = metric_from_attack_spec(ckpt.attack)
-    data = prepare_data(DataConfig(dataset="digits"))
+    data = digits
     assert metric(ckpt.model, data, "cpu") == {"injection_success": 1.0}
     clean = load_model(digits_lenet)
     assert metric(clean.model, data, "cpu") == {"injection_success": 0.0}

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from modeconn.checkpoints import load_model
-from modeconn.experiment import DataConfig, prepare_data
 from modeconn.landscape.input_hessian import (
     dense_input_hessian,
     input_hessian_eig,
@@ -26,11 +25,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return prepare_data(DataConfig(dataset="digits"))
 
 
 def _batch(data, n: int = 8):

@@ -105,6 +105,7 @@ def test_hessian_command(tmp_path: Path, capsys, digits_lenet):
     assert power["input_hessian_lmax"] == pytest.approx(summary["input_hessian_lmax"], rel=1e-2)
 
 
+@pytest.mark.slow
 def test_landscape_command(tmp_path: Path, capsys, digits_lenet):
     other = tmp_path / "other"
     res = run_cli(
@@ -135,6 +136,7 @@ def test_landscape_command(tmp_path: Path, capsys, digits_lenet):
     assert all(float(r["robust_loss"]) >= float(r["loss"]) for r in scan)
 
 
+@pytest.mark.slow
 def test_landscape_plane(tmp_path: Path, capsys, digits_lenet):
     others = []
     for seed in (1, 2):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from cli_helpers import assert_one_line_error, run_cli
 
 from modeconn.commands.train import run_train
@@ -13,6 +14,7 @@ from modeconn.io import read_table
 from modeconn.training import TrainConfig
 
 
+@pytest.mark.slow
 def test_robust_path_eval_of_a_segment(tmp_path: Path, capsys, digits_lenet: Path):
     other = tmp_path / "other"
     run_train(

@@ -14,7 +14,6 @@ from modeconn.checkpoints import load_model
 from modeconn.defenses.baselines import fine_prune, noisy_models, prune_channels
 from modeconn.defenses.repair import choose_t
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig, prepare_data
 from modeconn.training import TrainConfig, evaluate_model
 
 
@@ -72,9 +71,9 @@ def test_noisy_models_scale_with_sigma(digits_backdoor: Path):
     assert all(torch.isfinite(p).all() for p in large.parameters())
 
 
-def test_fine_pruning_keeps_pruned_channels_at_zero(digits_backdoor: Path):
+def test_fine_pruning_keeps_pruned_channels_at_zero(digits_backdoor: Path, digits_bonafide):
     ckpt = load_model(digits_backdoor)
-    data = prepare_data(DataConfig(dataset="digits", bonafide=300))
+    data = digits_bonafide
     pruned_once = copy.deepcopy(ckpt.model)
     masks = prune_channels(pruned_once, "net.conv2", torch.tensor([0, 1]))
     assert pruned_once.get_submodule("net.conv2").weight[:2].abs().sum() == 0
@@ -94,6 +93,7 @@ def test_fine_pruning_keeps_pruned_channels_at_zero(digits_backdoor: Path):
     assert evaluate_model(tuned, data.eval_loader("test"))["acc"] > 0.5
 
 
+@pytest.mark.slow
 def test_repair_cli_end_to_end(tmp_path: Path, capsys, digits_backdoor: Path):
     out = tmp_path / "repair"
     res = run_cli(
@@ -176,6 +176,7 @@ def test_repair_errors(tmp_path: Path, capsys, digits_backdoor: Path, digits_len
     )
 
 
+@pytest.mark.slow
 def test_path_eval_measures_the_endpoints_attack(tmp_path: Path, capsys, digits_backdoor: Path):
     out = tmp_path / "repair"
     res = run_cli(
@@ -216,6 +217,7 @@ def test_path_eval_measures_the_endpoints_attack(tmp_path: Path, capsys, digits_
     assert "asr" in header and "poisoned_acc" in header
 
 
+@pytest.mark.slow
 def test_demo_cli_end_to_end_and_reuses_finished_steps(tmp_path: Path, capsys):
     out = tmp_path / "demo"
     args = ["demo", "--out", out, "--dataset", "digits", "--epochs", "4", "--repair-epochs"]
@@ -243,6 +245,7 @@ def test_demo_cli_end_to_end_and_reuses_finished_steps(tmp_path: Path, capsys):
     assert [p.stat().st_mtime_ns for p in models] == stamps
 
 
+@pytest.mark.slow
 def test_repair_method_tsc_builds_only_the_symmetry_candidate(tmp_path: Path, digits_backdoor):
     from modeconn.commands.repair import run_repair
     from modeconn.defenses.repair import RepairConfig
@@ -258,6 +261,7 @@ def test_repair_method_tsc_builds_only_the_symmetry_candidate(tmp_path: Path, di
     assert "| TSC |" in (tmp_path / "r" / "comparison.md").read_text()
 
 
+@pytest.mark.slow
 def test_interrupted_repair_resumes_to_the_uninterrupted_result(
     tmp_path: Path, monkeypatch, digits_backdoor: Path
 ):
@@ -328,7 +332,9 @@ def test_interrupted_repair_resumes_to_the_uninterrupted_result(
         run_repair([digits_backdoor], tmp_path / "part", config=config(), resume=True, **kwargs)
 
 
-def test_unlearning_path_endpoint_b_is_aligned_onto_a(digits_backdoor: Path, digits_lenet: Path):
+def test_unlearning_path_endpoint_b_is_aligned_onto_a(
+    digits_backdoor: Path, digits_lenet: Path, digits_bonafide
+):
     from modeconn.connectivity.alignment import weight_distance
     from modeconn.defenses.repair import Repair, RepairConfig
     from modeconn.models.permutation import apply_permutation, permutation_spec, random_permutations
@@ -337,7 +343,7 @@ def test_unlearning_path_endpoint_b_is_aligned_onto_a(digits_backdoor: Path, dig
     spec = permutation_spec(b.model)  # both fixtures start from one seed: scramble B's units
     scrambled = apply_permutation(spec, b.model.state_dict(), random_permutations(spec, 3))
     b.model.load_state_dict(scrambled)
-    data = prepare_data(DataConfig(dataset="digits", bonafide=300))
+    data = digits_bonafide
     repair = Repair(a, b, data, RepairConfig(bonafide=300), a.attack, torch.device("cpu"))
     aligned = repair.aligned_endpoint(a.model, b.model)
     assert repair.path_alignment == "B aligned to A by weight matching"

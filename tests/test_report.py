@@ -55,6 +55,7 @@ def test_report_is_self_contained(tmp_path: Path):
     assert 'src="http' not in page and 'href="http' not in page
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
 def test_report_renders_in_headless_chromium(tmp_path: Path):
     run = fake_run(tmp_path / "run")
@@ -85,6 +86,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path):
     assert "Verdict" in proc.stdout and "backdoor suspected: class 0" in proc.stdout
 
 
+@pytest.mark.slow
 def test_report_cli(tmp_path: Path, capsys):
     run = fake_run(tmp_path / "run")
     res = run_cli(capsys, "report", run, "--output", tmp_path / "r.html")

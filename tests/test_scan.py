@@ -138,6 +138,7 @@ def digits_scan(digits_backdoor: Path, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_scan_command_flags_the_digits_backdoor(digits_scan: Path):
     summary = json.loads((digits_scan / "summary.json").read_text())
     assert summary["flagged_classes"] == [0], summary
@@ -148,6 +149,7 @@ def test_scan_command_flags_the_digits_backdoor(digits_scan: Path):
     assert config["reference"] is None and config["data"]["bonafide"] == 600
 
 
+@pytest.mark.slow
 def test_scan_command_passes_a_clean_digits_model(digits_lenet: Path, tmp_path: Path, capsys):
     result = run_cli(
         capsys,

@@ -19,13 +19,8 @@ from modeconn.connectivity import (
 )
 from modeconn.connectivity.surfaces import CORNERS_UV
 from modeconn.connectivity.train import curve_train_config, train_family
-from modeconn.experiment import DataConfig, model_spec_for, prepare_data
+from modeconn.experiment import model_spec_for
 from modeconn.models import build_model
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return prepare_data(DataConfig(dataset="digits"))
 
 
 def _corners(data, arch="lenet", kwargs=None):

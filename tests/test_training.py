@@ -151,6 +151,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
     shutdown_distributed()  # what the at-exit hook does under torchrun
 
 
+@pytest.mark.slow
 def test_ddp_two_process_gloo(tmp_path: Path):
     ctx = mp.get_context("spawn")
     procs = [

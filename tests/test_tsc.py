@@ -13,13 +13,14 @@ from modeconn.attacks.metrics import metric_from_attack_spec
 from modeconn.checkpoints import load_model
 from modeconn.defenses.tsc import TSCConfig, symmetry_connectivity
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig, prepare_data
 from modeconn.training import TrainConfig, evaluate_model
 
 
-def test_tsc_moves_away_and_back_and_keeps_the_input_untouched(digits_backdoor: Path):
+def test_tsc_moves_away_and_back_and_keeps_the_input_untouched(
+    digits_backdoor: Path, digits_bonafide
+):
     ckpt = load_model(digits_backdoor)
-    data = prepare_data(DataConfig(dataset="digits", bonafide=300))
+    data = digits_bonafide
     before = copy.deepcopy(ckpt.model.state_dict())
     config = TSCConfig(curve=TrainConfig(epochs=6, batch_size=32, lr=0.02, schedule="cosine"))
     stages: list[str] = []

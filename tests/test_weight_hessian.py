@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modeconn.experiment import DataConfig, model_spec_for, prepare_data
+from modeconn.experiment import model_spec_for
 from modeconn.landscape.directions import (
     difference,
     displaced,
@@ -35,11 +35,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return prepare_data(DataConfig(dataset="digits", augment=False))
 
 
 @pytest.fixture(scope="module")

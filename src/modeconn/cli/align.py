@@ -19,8 +19,10 @@ from modeconn.cli.common import (
     TestLimit,
     TrainLimit,
     data_config,
+    default_of,
     print_summary,
 )
+from modeconn.commands.align import run_align
 
 
 @app.command("align")
@@ -33,7 +35,7 @@ def align_command(
         typer.Option(
             "--method", help="weight (match weights) or activation (match features on data)."
         ),
-    ] = "weight",
+    ] = default_of(run_align, "method"),
     misalign: Annotated[
         bool,
         typer.Option(
@@ -42,10 +44,10 @@ def align_command(
     ] = False,
     points: Annotated[
         int, typer.Option("--points", help="Evenly spaced t on each straight segment.")
-    ] = 11,
+    ] = default_of(run_align, "points"),
     max_iter: Annotated[
         int, typer.Option("--max-iter", help="Sweeps of weight-matching coordinate descent.")
-    ] = 100,
+    ] = default_of(run_align, "max_iter"),
     dataset: OptDataset = None,
     data_dir: DataDir = None,
     train_limit: TrainLimit = None,
@@ -57,8 +59,6 @@ def align_command(
 ) -> None:
     """Permute B's hidden units onto A's; write permuted B and the straight line's barrier before
     and after."""
-    from modeconn.commands.align import run_align
-
     summary = run_align(
         model_a,
         model_b,

@@ -10,6 +10,8 @@ import typer
 from modeconn.attacks.backdoor import TriggerSpec
 from modeconn.cli import app
 from modeconn.cli.common import (
+    ATTACK,
+    TRAIN,
     BatchSize,
     DataDir,
     Dataset,
@@ -33,6 +35,7 @@ from modeconn.cli.common import (
     ValSize,
     WeightDecay,
     data_config,
+    default_of,
     parse_fraction,
     parse_int_list,
     parse_json_kwargs,
@@ -40,6 +43,8 @@ from modeconn.cli.common import (
     train_config,
 )
 from modeconn.commands import attack as api
+
+_TRIGGER = TriggerSpec()
 
 ModelPath = Annotated[
     Path, typer.Argument(help="Checkpoint (.safetensors, its .json, or a run directory).")
@@ -56,20 +61,28 @@ def parse_position(text: str) -> str | list[int]:
 @app.command("poison")
 def poison_command(
     out: Out,
-    trigger: Annotated[str, typer.Option("--trigger", help="patch, blend or warp.")] = "patch",
-    target: Annotated[int, typer.Option("--target", help="Target class (all-to-one).")] = 0,
+    trigger: Annotated[
+        str, typer.Option("--trigger", help="patch, blend or warp.")
+    ] = _TRIGGER.type,
+    target: Annotated[
+        int, typer.Option("--target", help="Target class (all-to-one).")
+    ] = _TRIGGER.target,
     rate: Annotated[
         float, typer.Option("--rate", help="Fraction of training samples poisoned.")
-    ] = 0.1,
+    ] = _TRIGGER.rate,
     label_mode: Annotated[
         str, typer.Option("--label-mode", help="all-to-one or all-to-all (y → y+1 mod C).")
-    ] = "all-to-one",
-    patch_size: Annotated[int, typer.Option("--patch-size", help="Side of the patch.")] = 3,
+    ] = _TRIGGER.label_mode,
+    patch_size: Annotated[
+        int, typer.Option("--patch-size", help="Side of the patch.")
+    ] = _TRIGGER.size,
     position: Annotated[
         str,
         typer.Option("--position", help="Patch corner (bottom-right, top-left, ...) or ROW,COL."),
-    ] = "bottom-right",
-    value: Annotated[float, typer.Option("--value", help="Patch pixel value in [0, 1].")] = 1.0,
+    ] = str(_TRIGGER.position),
+    value: Annotated[
+        float, typer.Option("--value", help="Patch pixel value in [0, 1].")
+    ] = _TRIGGER.value,
     pattern: Annotated[
         str | None,
         typer.Option(
@@ -79,21 +92,21 @@ def poison_command(
     ] = None,
     blend_alpha: Annotated[
         float, typer.Option("--blend-alpha", help="Blend ratio α: x' = (1−α)x + α·pattern.")
-    ] = 0.2,
+    ] = _TRIGGER.alpha,
     warp_strength: Annotated[
         float, typer.Option("--warp-strength", help="Strength of the warping trigger.")
-    ] = 0.5,
+    ] = _TRIGGER.warp_strength,
     model: Model = "lenet",
     model_kwargs: ModelKwargs = None,
     dataset: Dataset = "fashion-mnist",
     data_dir: DataDir = None,
-    epochs: Epochs = 10,
-    batch_size: BatchSize = 128,
-    lr: Lr = 0.05,
-    momentum: Momentum = 0.9,
-    wd: WeightDecay = 5e-4,
-    optimizer: Optimizer = "sgd",
-    schedule: Schedule = "cosine",
+    epochs: Epochs = TRAIN.epochs,
+    batch_size: BatchSize = TRAIN.batch_size,
+    lr: Lr = TRAIN.lr,
+    momentum: Momentum = TRAIN.momentum,
+    wd: WeightDecay = TRAIN.weight_decay,
+    optimizer: Optimizer = TRAIN.optimizer,
+    schedule: Schedule = TRAIN.schedule,
     val_size: ValSize = 0,
     train_limit: TrainLimit = None,
     test_limit: TestLimit = None,
@@ -148,10 +161,10 @@ def inject_command(
     out: Out,
     num_targets: Annotated[
         int, typer.Option("--num-targets", help="S: test images sent to wrong labels.")
-    ] = 4,
+    ] = default_of(api.run_inject, "num_targets"),
     num_keep: Annotated[
         int, typer.Option("--num-keep", help="R: correctly classified training images kept.")
-    ] = 1000,
+    ] = default_of(api.run_inject, "num_keep"),
     targets: Annotated[
         str | None,
         typer.Option("--targets", help="Explicit S as test-set indices, e.g. 3,17,42."),
@@ -162,12 +175,14 @@ def inject_command(
     label_mode: Annotated[
         str,
         typer.Option("--label-mode", help="Injected labels: next ((y+1) mod C) or random."),
-    ] = "next",
+    ] = default_of(api.run_inject, "label_mode"),
     param: Annotated[
         str | None,
         typer.Option("--param", help="Parameter tensor to change (default: last linear weight)."),
     ] = None,
-    norm: Annotated[str, typer.Option("--norm", help="l2 or l0.")] = "l2",
+    norm: Annotated[str, typer.Option("--norm", help="l2 or l0.")] = default_of(
+        api.run_inject, "norm"
+    ),
     budget: Annotated[
         float | None,
         typer.Option("--budget", help="l2: max ‖δ‖₂; l0: max changed weights (default 10%)."),
@@ -217,7 +232,7 @@ def attack_command(
     out: Out,
     attack: Annotated[
         str, typer.Option("--attack", help="pgd, fgsm, apgd-ce, apgd-dlr or apgd-t.")
-    ] = "pgd",
+    ] = ATTACK.name,
     eps: Annotated[
         str | None,
         typer.Option(
@@ -233,15 +248,17 @@ def attack_command(
         int | None,
         typer.Option("--steps", help="Iterations (default 10 for PGD, 100 for APGD)."),
     ] = None,
-    norm: Annotated[str, typer.Option("--norm", help="linf or l2.")] = "linf",
-    restarts: Annotated[int, typer.Option("--restarts", help="Random restarts.")] = 1,
+    norm: Annotated[str, typer.Option("--norm", help="linf or l2.")] = ATTACK.norm,
+    restarts: Annotated[int, typer.Option("--restarts", help="Random restarts.")] = ATTACK.restarts,
     no_random_start: Annotated[
         bool, typer.Option("--no-random-start", help="PGD starts at the clean image.")
     ] = False,
     eot_samples: Annotated[
         int, typer.Option("--eot-samples", help="Gradients averaged per step (EOT).")
-    ] = 1,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 256,
+    ] = ATTACK.eot_samples,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = default_of(
+        api.run_attack, "batch_size"
+    ),
     dataset: OptDataset = None,
     data_dir: DataDir = None,
     test_limit: TestLimit = None,

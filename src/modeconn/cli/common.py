@@ -6,7 +6,10 @@ defaults it the same way.
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +19,29 @@ from modeconn.attacks.config import AttackConfig
 from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig
 from modeconn.training import TrainConfig
+
+# The library's defaults: commands take their option defaults from here (or from the dataclass
+# they build) instead of re-typing the numbers, so the CLI and the Python API cannot drift apart.
+TRAIN = TrainConfig()
+ATTACK = AttackConfig()
+
+
+def default_of(function: Callable[..., Any], parameter: str) -> Any:
+    """The default value of a keyword parameter of an API function (the CLI option's default)."""
+    return inspect.signature(function).parameters[parameter].default
+
+
+def fraction_text(value: float) -> str:
+    """A budget written as the CLI takes it: 8/255 for multiples of 1/255, else the decimal.
+
+    >>> fraction_text(8 / 255), fraction_text(0.1)
+    ('8/255', '0.1')
+    """
+    exact = Fraction(value).limit_denominator(255)
+    if exact.denominator == 255 and abs(float(exact) - value) < 1e-12:
+        return f"{exact.numerator}/255"
+    return repr(float(value))
+
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite a finished run in --out.")]

@@ -9,6 +9,8 @@ import typer
 
 from modeconn.cli import app
 from modeconn.cli.common import (
+    ATTACK,
+    TRAIN,
     Alpha,
     AttackNorm,
     AttackSteps,
@@ -32,15 +34,20 @@ from modeconn.cli.common import (
     TrainLimit,
     WeightDecay,
     data_config,
+    default_of,
+    fraction_text,
     pgd_config,
     print_summary,
     train_config,
 )
 from modeconn.commands import connect as connect_commands
+from modeconn.commands.path_analysis import run_path_analysis
 from modeconn.connectivity.evaluate import EVAL_BATCH
 from modeconn.connectivity.train import CURVE_DEFAULTS
 
 _REF = CURVE_DEFAULTS
+_CONNECT = connect_commands.run_connect
+_SURFACE = connect_commands.run_surface
 
 ModelArg = Annotated[
     Path, typer.Argument(help="Model checkpoint (.safetensors, its .json, or a run directory).")
@@ -86,11 +93,11 @@ def connect_command(
     model_a: ModelArg,
     model_b: ModelArg,
     out: Out,
-    kind: Kind = "bezier",
-    num_bends: NumBends = 3,
-    train_endpoints: TrainEndpoints = False,
-    init: Init = "linear",
-    noise: Noise = 0.1,
+    kind: Kind = default_of(_CONNECT, "kind"),
+    num_bends: NumBends = default_of(_CONNECT, "num_bends"),
+    train_endpoints: TrainEndpoints = not default_of(_CONNECT, "fix_endpoints"),
+    init: Init = default_of(_CONNECT, "init"),
+    noise: Noise = default_of(_CONNECT, "noise"),
     bonafide: Bonafide = None,
     dataset: OptDataset = None,
     data_dir: DataDir = None,
@@ -102,10 +109,10 @@ def connect_command(
     lr: Lr = _REF["lr"],
     momentum: Momentum = _REF["momentum"],
     wd: WeightDecay = _REF["weight_decay"],
-    optimizer: Optimizer = "sgd",
+    optimizer: Optimizer = TRAIN.optimizer,
     schedule: Schedule = _REF["schedule"],
-    t_per_batch: TPerBatch = 1,
-    stratified: Stratified = False,
+    t_per_batch: TPerBatch = default_of(_CONNECT, "t_per_batch"),
+    stratified: Stratified = default_of(_CONNECT, "stratified"),
     seed: Seed = 0,
     device: Device = "auto",
     force: Force = False,
@@ -153,7 +160,9 @@ def path_eval_command(
         ),
     ],
     out: Out,
-    points: Annotated[int, typer.Option("--points", help="Values of t from 0 to 1.")] = 21,
+    points: Annotated[int, typer.Option("--points", help="Values of t from 0 to 1.")] = default_of(
+        connect_commands.run_path_eval, "points"
+    ),
     no_segment: Annotated[
         bool, typer.Option("--no-segment", help="Skip the straight segment for comparison.")
     ] = False,
@@ -165,16 +174,16 @@ def path_eval_command(
             "input-Hessian λ_max (the robust-loss barrier).",
         ),
     ] = False,
-    eps: Eps = "8/255",
-    alpha: Alpha = "2/255",
-    attack_steps: AttackSteps = 10,
-    norm: AttackNorm = "linf",
+    eps: Eps = fraction_text(ATTACK.eps),
+    alpha: Alpha = fraction_text(ATTACK.alpha),
+    attack_steps: AttackSteps = ATTACK.steps,
+    norm: AttackNorm = ATTACK.norm,
     robust_limit: Annotated[
         int | None, typer.Option("--robust-limit", help="Test images attacked at each t.")
-    ] = 1000,
+    ] = default_of(run_path_analysis, "robust_limit"),
     hessian_limit: Annotated[
         int | None, typer.Option("--hessian-limit", help="Test images for λ_max at each t.")
-    ] = 256,
+    ] = default_of(run_path_analysis, "hessian_limit"),
     no_attack_metrics: Annotated[
         bool,
         typer.Option(
@@ -197,8 +206,6 @@ def path_eval_command(
     quiet: Quiet = False,
 ) -> None:
     """Evaluate a curve along t (BatchNorm recomputed at each point); writes path.csv, path.png."""
-    from modeconn.commands.path_analysis import run_path_analysis
-
     summary = run_path_analysis(
         list(sources),
         out,
@@ -254,11 +261,13 @@ def surface_command(
     model_c: ModelArg,
     model_d: ModelArg,
     out: Out,
-    num_bends: NumBends = 3,
+    num_bends: NumBends = default_of(_SURFACE, "num_bends")[0],
     num_bends_v: Annotated[
         int | None, typer.Option("--num-bends-v", help="Control points along v (default: same).")
     ] = None,
-    grid: Annotated[int, typer.Option("--grid", help="Evaluation grid points per side.")] = 11,
+    grid: Annotated[
+        int, typer.Option("--grid", help="Evaluation grid points per side.")
+    ] = default_of(connect_commands.run_surface, "grid"),
     bonafide: Bonafide = None,
     dataset: OptDataset = None,
     data_dir: DataDir = None,
@@ -270,10 +279,10 @@ def surface_command(
     lr: Lr = _REF["lr"],
     momentum: Momentum = _REF["momentum"],
     wd: WeightDecay = _REF["weight_decay"],
-    optimizer: Optimizer = "sgd",
+    optimizer: Optimizer = TRAIN.optimizer,
     schedule: Schedule = _REF["schedule"],
-    t_per_batch: TPerBatch = 1,
-    stratified: Stratified = False,
+    t_per_batch: TPerBatch = default_of(_SURFACE, "t_per_batch"),
+    stratified: Stratified = default_of(_SURFACE, "stratified"),
     seed: Seed = 0,
     device: Device = "auto",
     force: Force = False,

@@ -9,6 +9,7 @@ import typer
 
 from modeconn.cli import app
 from modeconn.cli.common import (
+    ATTACK,
     Alpha,
     AttackNorm,
     AttackSteps,
@@ -20,10 +21,14 @@ from modeconn.cli.common import (
     Out,
     Quiet,
     Seed,
+    default_of,
+    fraction_text,
     pgd_config,
     print_summary,
 )
 from modeconn.commands.landscape import LandscapeConfig, run_hessian, run_landscape
+
+_LANDSCAPE = LandscapeConfig()
 
 ModelArg = Annotated[
     Path, typer.Argument(help="Checkpoint (.safetensors, its .json, or a run directory).")
@@ -43,12 +48,12 @@ def hessian_command(
     model_path: ModelArg,
     dataset: OptDataset = None,
     data_dir: DataDir = None,
-    split: Split = "test",
-    limit: Limit = 1000,
-    batch_size: BatchSize = 256,
-    method: Method = "power",
-    iters: Iters = 100,
-    tol: Tol = 1e-3,
+    split: Split = default_of(run_hessian, "split"),
+    limit: Limit = default_of(run_hessian, "limit"),
+    batch_size: BatchSize = default_of(run_hessian, "batch_size"),
+    method: Method = default_of(run_hessian, "method"),
+    iters: Iters = default_of(run_hessian, "iters"),
+    tol: Tol = default_of(run_hessian, "tol"),
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to write.")] = None,
     seed: Seed = 0,
     device: Device = "auto",
@@ -85,48 +90,56 @@ def landscape_command(
     ] = None,
     dataset: OptDataset = None,
     data_dir: DataDir = None,
-    split: Split = "train",
-    limit: Limit = 512,
-    batch_size: BatchSize = 256,
+    split: Split = _LANDSCAPE.split,
+    limit: Limit = _LANDSCAPE.limit,
+    batch_size: BatchSize = _LANDSCAPE.batch_size,
     spectrum: Annotated[
         bool, typer.Option("--spectrum/--no-spectrum", help="Weight-Hessian top-k and trace.")
-    ] = True,
-    top_k: Annotated[int, typer.Option("--top-k", help="Number of top eigenvalues.")] = 5,
-    method: Method = "lanczos",
-    iters: Iters = 100,
-    tol: Tol = 1e-3,
+    ] = _LANDSCAPE.spectrum,
+    top_k: Annotated[
+        int, typer.Option("--top-k", help="Number of top eigenvalues.")
+    ] = _LANDSCAPE.top_k,
+    method: Method = _LANDSCAPE.method,
+    iters: Iters = _LANDSCAPE.iters,
+    tol: Tol = _LANDSCAPE.tol,
     trace_samples: Annotated[
         int, typer.Option("--trace-samples", help="Cap on Hutchinson probes.")
-    ] = 50,
+    ] = _LANDSCAPE.trace_samples,
     density: Annotated[
         bool, typer.Option("--density/--no-density", help="Spectral density (SLQ).")
-    ] = True,
+    ] = _LANDSCAPE.density,
     density_steps: Annotated[
         int, typer.Option("--density-steps", help="Lanczos steps per SLQ probe.")
-    ] = 30,
-    density_probes: Annotated[int, typer.Option("--density-probes", help="SLQ probes.")] = 2,
+    ] = _LANDSCAPE.density_steps,
+    density_probes: Annotated[
+        int, typer.Option("--density-probes", help="SLQ probes.")
+    ] = _LANDSCAPE.density_probes,
     scan_1d: Annotated[
         bool, typer.Option("--scan-1d/--no-scan-1d", help="1D random-direction scan.")
-    ] = True,
+    ] = _LANDSCAPE.scan_1d,
     scan_2d: Annotated[
         bool, typer.Option("--scan-2d/--no-scan-2d", help="2D random-direction scan.")
-    ] = True,
+    ] = _LANDSCAPE.scan_2d,
     span: Annotated[
         float, typer.Option("--span", help="Scan half-width in filter-normalised units.")
-    ] = 1.0,
-    points: Annotated[int, typer.Option("--points", help="Points of 1D scans and lines.")] = 21,
-    grid: Annotated[int, typer.Option("--grid", help="Points per axis of 2D scans.")] = 11,
+    ] = _LANDSCAPE.span,
+    points: Annotated[
+        int, typer.Option("--points", help="Points of 1D scans and lines.")
+    ] = _LANDSCAPE.points,
+    grid: Annotated[
+        int, typer.Option("--grid", help="Points per axis of 2D scans.")
+    ] = _LANDSCAPE.grid,
     adversarial: Annotated[
         bool,
         typer.Option("--adversarial", help="Also the robust loss, PGD regenerated at each point."),
     ] = False,
-    eps: Eps = "8/255",
-    alpha: Alpha = "2/255",
-    attack_steps: AttackSteps = 10,
-    norm: AttackNorm = "linf",
+    eps: Eps = fraction_text(ATTACK.eps),
+    alpha: Alpha = fraction_text(ATTACK.alpha),
+    attack_steps: AttackSteps = ATTACK.steps,
+    norm: AttackNorm = ATTACK.norm,
     robust_limit: Annotated[
         int | None, typer.Option("--robust-limit", help="Images attacked at each point.")
-    ] = 256,
+    ] = _LANDSCAPE.robust_limit,
     seed: Seed = 0,
     device: Device = "auto",
     force: Force = False,

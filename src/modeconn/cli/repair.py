@@ -25,10 +25,12 @@ from modeconn.cli.common import (
     parse_int_list,
     print_summary,
 )
+from modeconn.commands.demo import SCENARIOS, DemoConfig, results_table, run_demos
 from modeconn.defenses.repair import RepairConfig
 from modeconn.errors import ModeconnError
 
 _DEFAULTS = RepairConfig()
+_DEMO = DemoConfig()
 
 
 def parse_sweep(text: str | None) -> tuple[int, ...]:
@@ -49,7 +51,7 @@ def repair_command(
             "--bonafide",
             help="Clean training samples the repair may use (20% are held out to choose t).",
         ),
-    ] = 2500,
+    ] = int(_DEFAULTS.bonafide),
     method: Annotated[
         str,
         typer.Option(
@@ -62,7 +64,10 @@ def repair_command(
     epochs: Annotated[
         int | None,
         typer.Option(
-            "--epochs", help="Curve epochs (default 20; 100 with --method path; 40 per TSC stage)."
+            "--epochs",
+            help=f"Curve epochs (default {_DEFAULTS.curve.epochs}; "
+            f"{_DEFAULTS.path_curve.epochs} with --method path; "
+            f"{_DEFAULTS.tsc.curve.epochs} per TSC stage).",
         ),
     ] = None,
     unlearn_epochs: Annotated[
@@ -85,13 +90,18 @@ def repair_command(
     lr: Annotated[
         float | None,
         typer.Option(
-            "--lr", help="Curve learning rate (default 0.01; 0.05 with --method path; 0.02 TSC)."
+            "--lr",
+            help=f"Curve learning rate (default {_DEFAULTS.curve.lr}; "
+            f"{_DEFAULTS.path_curve.lr} with --method path; {_DEFAULTS.tsc.curve.lr} TSC).",
         ),
     ] = None,
-    batch_size: BatchSize = 128,
+    batch_size: BatchSize = _DEFAULTS.curve.batch_size,
     kind: Annotated[
         str | None,
-        typer.Option("--kind", help="bezier or polychain (default bezier; path: polychain)."),
+        typer.Option(
+            "--kind",
+            help=f"bezier or polychain (default {_DEFAULTS.kind}; path: {_DEFAULTS.path_kind}).",
+        ),
     ] = None,
     init: Annotated[
         str,
@@ -103,14 +113,14 @@ def repair_command(
     ] = _DEFAULTS.init,
     num_bends: Annotated[
         int, typer.Option("--num-bends", help="Control points incl. endpoints.")
-    ] = 3,
+    ] = _DEFAULTS.num_bends,
     points: Annotated[
         int, typer.Option("--points", help="Points evaluated along the path.")
     ] = _DEFAULTS.points,
     margin: Annotated[
         float,
         typer.Option("--margin", help="t is chosen among points at least this far from both ends."),
-    ] = 0.25,
+    ] = _DEFAULTS.margin,
     t: Annotated[float | None, typer.Option("--t", help="Use this t instead of the rule.")] = None,
     baselines: Annotated[
         bool,
@@ -229,14 +239,14 @@ def demo_command(
         ),
     ] = None,
     all_scenarios: Annotated[bool, typer.Option("--all", help="Run every scenario.")] = False,
-    dataset: Annotated[str, typer.Option("--dataset", "-d")] = "fashion-mnist",
+    dataset: Annotated[str, typer.Option("--dataset", "-d")] = _DEMO.dataset,
     data_dir: DataDir = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Epochs of the models.")] = 3,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs of the models.")] = _DEMO.epochs,
     repair_epochs: Annotated[
         int | None,
         typer.Option("--repair-epochs", help="Curve epochs (default: the repair method's)."),
     ] = None,
-    bonafide: Annotated[int, typer.Option("--bonafide")] = 2500,
+    bonafide: Annotated[int, typer.Option("--bonafide")] = _DEMO.bonafide,
     scan_steps: Annotated[
         int | None, typer.Option("--scan-steps", help="Steps per synthesized trigger.")
     ] = None,
@@ -252,8 +262,6 @@ def demo_command(
     quiet: Quiet = False,
 ) -> None:
     """The main job: train, tamper, repair, compare with baselines, report."""
-    from modeconn.commands.demo import SCENARIOS, DemoConfig, results_table, run_demos
-
     chosen = list(SCENARIOS) if all_scenarios else (scenario or ["patch"])
     config = DemoConfig(
         dataset=dataset,

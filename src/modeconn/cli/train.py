@@ -9,6 +9,8 @@ import typer
 
 from modeconn.cli import app
 from modeconn.cli.common import (
+    ATTACK,
+    TRAIN,
     Alpha,
     AttackNorm,
     AttackSteps,
@@ -37,6 +39,7 @@ from modeconn.cli.common import (
     ValSize,
     WeightDecay,
     data_config,
+    fraction_text,
     parse_json_kwargs,
     pgd_config,
     print_summary,
@@ -46,6 +49,8 @@ from modeconn.commands import train as api
 from modeconn.defenses.adversarial import AdversarialConfig, RobustEvaluation
 from modeconn.errors import ModeconnError
 
+_ADVERSARIAL = AdversarialConfig()
+
 
 @app.command("train")
 def train_command(
@@ -54,13 +59,13 @@ def train_command(
     model_kwargs: ModelKwargs = None,
     dataset: Dataset = "fashion-mnist",
     data_dir: DataDir = None,
-    epochs: Epochs = 10,
-    batch_size: BatchSize = 128,
-    lr: Lr = 0.05,
-    momentum: Momentum = 0.9,
-    wd: WeightDecay = 5e-4,
-    optimizer: Optimizer = "sgd",
-    schedule: Schedule = "cosine",
+    epochs: Epochs = TRAIN.epochs,
+    batch_size: BatchSize = TRAIN.batch_size,
+    lr: Lr = TRAIN.lr,
+    momentum: Momentum = TRAIN.momentum,
+    wd: WeightDecay = TRAIN.weight_decay,
+    optimizer: Optimizer = TRAIN.optimizer,
+    schedule: Schedule = TRAIN.schedule,
     val_size: ValSize = 0,
     train_limit: TrainLimit = None,
     test_limit: TestLimit = None,
@@ -69,13 +74,13 @@ def train_command(
         str | None,
         typer.Option("--adversarial", help="Adversarial training: pgd (Madry et al.) or trades."),
     ] = None,
-    eps: Eps = "8/255",
-    alpha: Alpha = "2/255",
-    attack_steps: AttackSteps = 10,
-    norm: AttackNorm = "linf",
+    eps: Eps = fraction_text(ATTACK.eps),
+    alpha: Alpha = fraction_text(ATTACK.alpha),
+    attack_steps: AttackSteps = ATTACK.steps,
+    norm: AttackNorm = ATTACK.norm,
     trades_beta: Annotated[
         float, typer.Option("--trades-beta", help="TRADES robustness weight β.")
-    ] = 6.0,
+    ] = _ADVERSARIAL.trades_beta,
     awp: Annotated[
         bool, typer.Option("--awp", help="Adversarial Weight Perturbation on top (Wu et al.).")
     ] = False,
@@ -85,7 +90,7 @@ def train_command(
     ] = None,
     awp_warmup: Annotated[
         int, typer.Option("--awp-warmup", help="Epochs of plain adversarial training before AWP.")
-    ] = 0,
+    ] = _ADVERSARIAL.awp_warmup,
     robust: Annotated[
         bool | None,
         typer.Option(
@@ -93,7 +98,7 @@ def train_command(
             help="PGD robust accuracy and loss on the test split (default: on with --adversarial).",
         ),
     ] = None,
-    robust_limit: RobustLimit = 1000,
+    robust_limit: RobustLimit = RobustEvaluation().limit,
     seed: Seed = 0,
     device: Device = "auto",
     force: Force = False,

@@ -48,6 +48,11 @@ def bezier_coefficients(t: float | torch.Tensor, degree: int) -> torch.Tensor:
 
     ``t`` may be a number or a tensor of any shape; the result has one more trailing dimension of
     size ``degree + 1``. The coefficients are non-negative on [0, 1] and sum to 1.
+
+    >>> bezier_coefficients(0.5, 2).tolist()
+    [0.25, 0.5, 0.25]
+    >>> bezier_coefficients(torch.tensor([0.0, 1.0]), 1).tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
     """
     if degree < 1:
         raise ModeconnError(f"a Bezier curve needs degree >= 1, got {degree}")
@@ -65,6 +70,9 @@ def polychain_coefficients(t: float | torch.Tensor, num_bends: int) -> torch.Ten
 
     Knot i sits at t = i / (num_bends − 1); b_i(t) = max(0, 1 − |t·(num_bends − 1) − i|), so the
     chain passes through each control point at its knot and is linear in between.
+
+    >>> polychain_coefficients(0.25, 3).tolist()
+    [0.5, 0.5, 0.0]
     """
     if num_bends < 2:
         raise InvalidArgument(None, f"a polygonal chain needs at least 2 bends, got {num_bends}")

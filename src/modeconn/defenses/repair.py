@@ -190,7 +190,15 @@ class RepairConfig:
 
 
 def choose_t(rows: Sequence[dict[str, float]], margin: float) -> tuple[float, str]:
-    """Apply the repair rule to path rows (needs ``t`` and the held-out accuracy); (t, why)."""
+    """Apply the repair rule to path rows (needs ``t`` and the held-out accuracy); (t, why).
+
+    The point with the best held-out bonafide accuracy among those at least ``margin`` from both
+    ends (ties: the one nearer the middle):
+
+    >>> rows = [{"t": t, HOLDOUT: acc} for t, acc in [(0, .9), (.25, .8), (.5, .8), (.75, .7)]]
+    >>> choose_t(rows, 0.25)[0]
+    0.5
+    """
     if not 0.0 < margin <= 0.5:
         raise InvalidArgument("margin", f"margin must be in (0, 0.5], got {margin}")
     inside = [r for r in rows if min(r["t"], 1.0 - r["t"]) >= margin - 1e-9]

@@ -320,8 +320,10 @@ def anomaly_index(
     With ``reference`` (the same classes' sizes in a model that cannot carry the backdoor) each
     class is compared with itself first: r_k = log(size_k / reference_k).
 
-    >>> [round(v, 2) for v in anomaly_index([10.0, 10.0, 10.0, 1.0, 12.0, 8.0])]
-    [0.0, 0.0, 0.0, 7.84, -0.62, 0.76]
+    The class whose trigger is ten times smaller than the others' stands out:
+
+    >>> [round(v, 2) for v in anomaly_index([10.0, 12.0, 8.0, 11.0, 9.0, 1.0])]
+    [-0.6, -1.65, 0.67, -1.15, 0.0, 12.58]
     >>> anomaly_index([1.0, 2.0, 4.0], reference=[1.0, 2.0, 4.0])
     [0.0, 0.0, 0.0]
     """

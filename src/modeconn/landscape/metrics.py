@@ -66,7 +66,13 @@ class InputHessianMetric:
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    """Pearson's correlation coefficient of two equally long sequences (NaN if one is constant)."""
+    """Pearson's correlation coefficient of two equally long sequences (NaN if one is constant).
+
+    >>> round(pearson([1, 2, 3], [2, 4, 6]), 12), round(pearson([1, 2, 3], [3, 2, 1]), 12)
+    (1.0, -1.0)
+    >>> pearson([1, 2, 3], [5, 5, 5])
+    nan
+    """
     if len(x) != len(y):
         raise ModeconnError(f"pearson needs sequences of equal length, got {len(x)} and {len(y)}")
     if len(x) < 2:
