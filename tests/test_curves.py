@@ -20,6 +20,7 @@ from modeconn.connectivity import (
     evaluate_path,
     fit_curve,
     load_curve,
+    path_integral,
     path_summary,
     polychain_coefficients,
     save_curve,
@@ -31,11 +32,6 @@ from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig, model_spec_for, prepare_data
 from modeconn.models import build_model
 from modeconn.training import TrainConfig, train
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return prepare_data(DataConfig(dataset="digits"))
 
 
 def _models(data, arch="lenet", kwargs=None, seeds=(1, 2)):
@@ -246,7 +242,26 @@ def test_fit_curve_finds_a_lower_path_than_the_segment(digits):
     assert rows[1]["train_loss"] < seg[1]["train_loss"]
     summary = path_summary(rows, seg)
     assert summary["segment_mid_test_error"] == pytest.approx(1 - seg[1]["test_acc"])
-    assert set(rows[0]) == {"t", "train_loss", "train_acc", "test_loss", "test_acc"}
+    assert set(rows[0]) == {"t", "step_length", "train_loss", "train_acc", "test_loss", "test_acc"}
+    # Lengths: the segment is as long as ||B - A|| over the trainable parameters, and the bent
+    # curve (through a trained middle point) is longer; the integrals are length-weighted means.
+    pairs = zip(a.parameters(), b.parameters(), strict=True)
+    distance = torch.cat([(pb - pa).detach().flatten() for pa, pb in pairs]).norm()
+    assert summary["segment_path_length"] == pytest.approx(float(distance), rel=1e-5)
+    assert [r["step_length"] for r in seg] == pytest.approx(
+        [0.0, summary["segment_path_length"] / 2, summary["segment_path_length"] / 2], rel=1e-5
+    )
+    assert summary["path_length"] > summary["segment_path_length"]
+    losses = [r["test_loss"] for r in rows]
+    assert min(losses) <= summary["test_loss_integral"] <= max(losses)
+    steps = [r["step_length"] for r in rows]
+    expected = ((losses[0] + losses[1]) / 2 * steps[1] + (losses[1] + losses[2]) / 2 * steps[2]) / (
+        steps[1] + steps[2]
+    )
+    assert summary["test_loss_integral"] == pytest.approx(expected)
+    assert summary["test_error_integral"] == pytest.approx(
+        path_integral([1 - r["test_acc"] for r in rows], steps)
+    )
 
 
 def test_path_metrics_add_columns(digits):
@@ -370,6 +385,7 @@ def _ddp_curve_worker(rank: int, world: int, init_file: str, out: str) -> None:
     shutdown_distributed()  # what the at-exit hook does under torchrun
 
 
+@pytest.mark.slow
 def test_curve_training_under_ddp(tmp_path: Path):
     ctx = mp.get_context("spawn")
     procs = [

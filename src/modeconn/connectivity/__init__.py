@@ -33,6 +33,7 @@ from modeconn.connectivity.curves import (
 from modeconn.connectivity.evaluate import (
     evaluate_path,
     evaluate_surface,
+    path_integral,
     path_summary,
 )
 from modeconn.connectivity.metrics import PathMetric, SplitLossAccuracy
@@ -63,6 +64,7 @@ __all__ = [
     "load_curve",
     "load_family",
     "load_surface",
+    "path_integral",
     "path_summary",
     "polychain_coefficients",
     "save_curve",

@@ -132,7 +132,11 @@ def evaluate_path(
     progress: bool = False,
     description: str = "path",
 ) -> list[dict[str, float]]:
-    """One row per t: ``t, train_loss, train_acc, test_loss, test_acc`` and the metrics' columns.
+    """One row per t: ``t, train_loss, train_acc, test_loss, test_acc, step_length`` and the
+    metrics' columns.
+
+    ``step_length`` is the Euclidean distance in weight space (trainable parameters) from the
+    previous row's point, 0 at the first; its sum is the length of the path as evaluated.
 
     The "train" columns are measured on ``bn_split``, the data the curve was trained on, which
     is also where BatchNorm statistics come from; ``train_eval_limit`` uses a stratified subset
@@ -144,25 +148,79 @@ def evaluate_path(
     curve.to(dev)
     point_data = PointData(data, bn_split, dev, batch_size, train_eval_limit, test_limit)
     rows = []
+    previous: torch.Tensor | None = None
     with make_progress(progress) as bar:
         task = bar.add_task(description, total=len(ts), status="")
         for t in ts:
+            with torch.no_grad():
+                weights = torch.cat([w.flatten() for w in curve.weights_at(float(t)).values()])
+            step = 0.0 if previous is None else float((weights - previous).norm())
+            previous = weights
             model = curve.model_at(float(t), point_data.own, dev)
             row, _ = evaluate_point(model, point_data, metrics)
-            rows.append({"t": float(t), **row})
+            ordered: dict[str, float] = {"t": float(t)}
+            for key, value in row.items():  # step_length after the four standard columns
+                ordered[key] = value
+                if key == "test_acc":
+                    ordered["step_length"] = step
+            rows.append(ordered)
             bar.update(task, advance=1, status=f"t {t:.2f} test acc {row['test_acc']:.3f}")
     return rows
 
 
 def barrier_height(errors: Sequence[float]) -> float:
-    """The barrier of a path: its largest test error minus the larger of its endpoints' errors."""
+    """The barrier of a path: its largest test error minus the larger of its endpoints' errors.
+
+    >>> round(barrier_height([0.1, 0.3, 0.2]), 6), barrier_height([0.3, 0.2, 0.1])
+    (0.1, 0.0)
+    """
     return max(errors) - max(errors[0], errors[-1])
+
+
+def path_integral(values: Sequence[float], steps: Sequence[float]) -> float:
+    """The length-weighted mean of ``values`` along a path: ∫ f dl / ∫ dl by the trapezoid rule.
+
+    ``steps[i]`` is the weight-space distance from point i − 1 to point i (``steps[0]`` is
+    ignored), so a stretch of the path where the weights move far counts for more than one where
+    they barely move — the integral Garipov et al.'s evaluation reports. A path of length 0
+    gives the plain mean.
+
+    >>> path_integral([1.0, 3.0, 3.0], [0.0, 1.0, 3.0])
+    2.75
+    >>> path_integral([1.0, 3.0], [0.0, 0.0])
+    2.0
+    """
+    if len(values) != len(steps) or not values:
+        raise InvalidArgument(None, "path_integral needs one step per value")
+    length = sum(steps[1:])
+    if length <= 0:
+        return sum(values) / len(values)
+    area = sum(0.5 * (values[i - 1] + values[i]) * steps[i] for i in range(1, len(values)))
+    return area / length
+
+
+def _length_figures(rows: Sequence[dict[str, float]], prefix: str = "") -> dict[str, float]:
+    """Path length and the length-weighted integrals of loss and error (needs ``step_length``)."""
+    if not rows or "step_length" not in rows[0]:
+        return {}
+    steps = [r["step_length"] for r in rows]
+    columns = {
+        "train_loss": [r["train_loss"] for r in rows],
+        "test_loss": [r["test_loss"] for r in rows],
+        "train_error": [1.0 - r["train_acc"] for r in rows],
+        "test_error": [1.0 - r["test_acc"] for r in rows],
+    }
+    figures = {f"{prefix}path_length": sum(steps[1:])}
+    for name, values in columns.items():
+        figures[f"{prefix}{name}_integral"] = path_integral(values, steps)
+    return figures
 
 
 def path_summary(
     rows: Sequence[dict[str, float]], segment_rows: Sequence[dict[str, float]] | None = None
 ) -> dict[str, float]:
-    """Flat summary of a path table: the worst point, the endpoints, the segment's midpoint."""
+    """Flat summary of a path table: the worst point, the endpoints, the segment's midpoint, and
+    (for rows with ``step_length``) the path's length and length-weighted loss/error integrals."""
     err = [1.0 - r["test_acc"] for r in rows]
     worst = max(range(len(rows)), key=err.__getitem__)
     best = min(range(len(rows)), key=err.__getitem__)
@@ -180,6 +238,7 @@ def path_summary(
         "barrier_test_error": barrier_height(err),
         "max_train_loss": max(r["train_loss"] for r in rows),
         "max_test_loss": max(r["test_loss"] for r in rows),
+        **_length_figures(rows),
     }
     if segment_rows:
         seg_err = [1.0 - r["test_acc"] for r in segment_rows]
@@ -189,6 +248,7 @@ def path_summary(
             segment_max_test_error=max(seg_err),
             segment_max_train_loss=max(r["train_loss"] for r in segment_rows),
             segment_barrier_test_error=barrier_height(seg_err),
+            **_length_figures(segment_rows, "segment_"),
         )
     return summary
 
