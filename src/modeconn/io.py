@@ -91,3 +91,27 @@ def read_table(path: str | Path) -> list[dict[str, float]]:
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     return [{k: float(v) if v != "" else math.nan for k, v in row.items()} for row in rows]
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], digits: int = 4) -> str:
+    """Rows as a Markdown table (columns in order of first appearance; floats to ``digits``).
+
+    >>> print(markdown_table([{"seed": 0, "excess": 0.12345, "holds": True}]))
+    | seed | excess | holds |
+    |---|---|---|
+    | 0 | 0.1235 | yes |
+    """
+    if not rows:
+        raise RuntimeError("no rows for a Markdown table")
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+
+    def cell(value: Any) -> str:
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, float):
+            return f"{value:.{digits}f}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)

@@ -32,6 +32,7 @@ def _register_commands() -> None:
         connect,  # noqa: F401
         landscape,  # noqa: F401
         repair,  # noqa: F401
+        reproduce,  # noqa: F401
         scan,  # noqa: F401
         train,  # noqa: F401
     )

@@ -19,6 +19,7 @@ from modeconn.commands.demo import run_demo, run_demos
 from modeconn.commands.landscape import run_hessian, run_landscape
 from modeconn.commands.path_analysis import run_path_analysis
 from modeconn.commands.repair import run_repair
+from modeconn.commands.reproduce import run_reproduce
 from modeconn.commands.scan import run_scan
 from modeconn.commands.train import run_evaluate, run_train
 
@@ -37,6 +38,7 @@ __all__ = [
     "run_path_eval",
     "run_poison",
     "run_repair",
+    "run_reproduce",
     "run_scan",
     "run_surface",
     "run_surface_eval",

@@ -27,15 +27,16 @@ import torch
 from modeconn.attacks.backdoor import TriggerSpec
 from modeconn.commands.attack import run_inject, run_poison
 from modeconn.commands.repair import run_repair
+from modeconn.commands.steps import run_step
 from modeconn.commands.train import run_train
 from modeconn.defenses.repair import Names, RepairConfig, slug
 from modeconn.distributed import resolve_device
 from modeconn.errors import InvalidArgument
 from modeconn.experiment import DataConfig
-from modeconn.io import atomic_write_text, read_json, write_json
+from modeconn.io import atomic_write_text, write_json
 from modeconn.progress import spinner
 from modeconn.report.html import write_report
-from modeconn.rundir import SUMMARY, run_status
+from modeconn.rundir import run_status
 from modeconn.training import TrainConfig
 
 SCENARIOS = ("patch", "blend", "all-to-all", "injection")
@@ -79,17 +80,6 @@ class DemoConfig:
     sweep: tuple[int, ...] = ()
     seed: int = 0
     parallel_models: bool = True  # on CPU, train the two backdoored models side by side
-
-
-def _step(path: Path, force: bool, run) -> dict[str, Any]:
-    """Reuse a finished step, resume an interrupted one, or run it afresh.
-
-    ``run(path, resume)`` does the step; ``resume`` is true when ``path`` holds an unfinished run.
-    """
-    status = "new" if force else run_status(path)
-    if status == "finished":
-        return read_json(path / SUMMARY)
-    return run(path, status == "started")
 
 
 def _parallel_on_cpu(device: str) -> bool:
@@ -170,12 +160,12 @@ def run_demo(
     tampered: list[Path] = []
     reference: dict[str, Any] = {}
     if scenario == "injection":  # the clean model is the one the errors are injected into
-        reference["reference_clean_acc"] = _step(out / "clean", force, train_clean)["clean_acc"]
+        reference["reference_clean_acc"] = run_step(out / "clean", force, train_clean)["clean_acc"]
 
         def inject(path: Path, resume: bool) -> dict[str, Any]:  # quick: redone, not resumed
             return run_inject(out / "clean", path, device=device, force=True, seed=config.seed)
 
-        _step(out / "injected", force, inject)
+        run_step(out / "injected", force, inject)
         tampered.append(out / "injected")
     else:
         spec = trigger_for(scenario)
@@ -197,7 +187,7 @@ def run_demo(
             _poison_in_parallel(pending, force, progress)
         else:
             for path, kwargs in jobs:
-                _step(
+                run_step(
                     path,
                     force,
                     lambda p, resume, kwargs=kwargs: run_poison(
@@ -229,7 +219,7 @@ def run_demo(
         repair_cfg.scan.steps = config.scan_steps
     if config.repair_epochs is not None:
         repair_cfg.curve.epochs = repair_cfg.path_curve.epochs = config.repair_epochs
-    repair = _step(
+    repair = run_step(
         out / "repair",
         force,
         lambda path, resume: run_repair(

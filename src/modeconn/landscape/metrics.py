@@ -142,3 +142,42 @@ def robust_path_summary(rows: Sequence[dict[str, float]]) -> dict[str, float]:
             [r["robust_loss"] for r in rows], [r["input_hessian_lmax"] for r in rows]
         )
     return out
+
+
+def robust_barrier_figures(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    """How far one path shows Zhao et al.'s robust-loss barrier (2020, §5, Fig. 4), as ratios.
+
+    The claim: along a path trained on the standard loss there is no barrier in the standard
+    loss but there is one in the robust (adversarial) loss. From a table with ``t``,
+    ``test_loss`` and ``robust_loss`` columns (endpoints first and last):
+
+    - ``robust_excess``: the largest robust loss strictly inside the path minus the larger
+      endpoint value, over the endpoints' mean robust loss (positive: a peak above both ends);
+    - ``robust_peak_t``: where that interior maximum is;
+    - ``standard_excess``: the largest test loss anywhere on the path minus the worse
+      endpoint's, over the worse endpoint's (≤ 0: no standard-loss barrier at all);
+    - ``pcc_robust_loss_lmax``: Pearson's r of robust loss and input-Hessian λ_max over the
+      points, when the table has the ``input_hessian_lmax`` column.
+
+    >>> rows = [{"t": 0.0, "test_loss": 0.5, "robust_loss": 2.0},
+    ...         {"t": 0.5, "test_loss": 0.5, "robust_loss": 3.3},
+    ...         {"t": 1.0, "test_loss": 0.4, "robust_loss": 1.0}]
+    >>> figures = robust_barrier_figures(rows)
+    >>> round(figures["robust_excess"], 6), figures["robust_peak_t"], figures["standard_excess"]
+    (0.866667, 0.5, 0.0)
+    """
+    if len(rows) < 3:
+        raise InvalidArgument(None, "a robust barrier needs at least one point inside the path")
+    robust = [r["robust_loss"] for r in rows]
+    test = [r["test_loss"] for r in rows]
+    inside = max(range(1, len(rows) - 1), key=robust.__getitem__)
+    ends = (robust[0], robust[-1])
+    worse_test = max(test[0], test[-1])
+    out = {
+        "robust_excess": (robust[inside] - max(ends)) / (sum(ends) / 2),
+        "robust_peak_t": rows[inside]["t"],
+        "standard_excess": (max(test) - worse_test) / worse_test,
+    }
+    if "input_hessian_lmax" in rows[0]:
+        out["pcc_robust_loss_lmax"] = pearson(robust, [r["input_hessian_lmax"] for r in rows])
+    return out

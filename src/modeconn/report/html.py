@@ -41,6 +41,7 @@ TABLES = (
     ("comparison.csv", "Comparison"),
     ("sweep.csv", "Bonafide-size sweep"),
     ("path.csv", "Metrics along the path"),
+    ("table.csv", "Results"),
 )
 
 
@@ -150,6 +151,13 @@ def render_report(run_dir: str | Path, title: str | None = None) -> str:
         lead = run / "repair_candidates.png"
         if lead.exists():
             parts.append(embedded_figure(lead))
+    elif command == "reproduce" and "holds" in summary:
+        verdict = "The claim holds" if summary["holds"] else "The claim does not hold"
+        parts.append(
+            f'<h2>Verdict</h2><div class="why"><b>{verdict}</b> '
+            f"({html.escape(str(summary.get('seeds_holding', '')))} seeds): "
+            f"{html.escape(str(summary.get('claim', '')))}</div>"
+        )
     elif command == "scan" and "verdict" in summary:
         parts.append(f'<h2>Verdict</h2><div class="why">{html.escape(summary["verdict"])}</div>')
     why = summary.get("t_rule") or summary.get("why")

@@ -140,6 +140,45 @@ def plot_robust_path(path: str | Path, rows: Rows, *, pcc: float | None = None) 
     return save_figure(fig, path)
 
 
+def attack_success_rate(row: Mapping[str, float]) -> float:
+    """Evasion attack success at a point: the share of correctly classified test images the
+    attack turns wrong, 1 − robust_acc / test_acc (PGD starts from correct images only)."""
+    return 1.0 - row["robust_acc"] / row["test_acc"] if row["test_acc"] > 0 else 0.0
+
+
+def plot_robust_barrier(
+    path: str | Path, rows_by_seed: Mapping[str, Rows], *, pcc: Mapping[str, float]
+) -> Path:
+    """Zhao et al. (2020), Fig. 4 laid out for several seeds: loss, error, attack success rate
+    and input-Hessian λ_max against t; standard (solid) and robust (dashed) lines share a colour
+    per seed; each seed's PCC of robust loss and λ_max in the title."""
+    fig = Figure(figsize=(16, 3.8), layout="constrained")
+    ax_loss, ax_err, ax_asr, ax_eig = fig.subplots(1, 4)
+    for i, (seed, rows) in enumerate(rows_by_seed.items()):
+        colour = f"C{i}"
+        ts = [r["t"] for r in rows]
+        ax_loss.plot(ts, [r["test_loss"] for r in rows], "-", color=colour, marker=".")
+        ax_loss.plot(ts, [r["robust_loss"] for r in rows], "--", color=colour, marker=".")
+        ax_err.plot(ts, [100 * (1 - r["test_acc"]) for r in rows], "-", color=colour, marker=".")
+        ax_err.plot(ts, [100 * (1 - r["robust_acc"]) for r in rows], "--", color=colour, marker=".")
+        ax_asr.plot(
+            ts, [100 * attack_success_rate(r) for r in rows], color=colour, marker=".", label=seed
+        )
+        ax_eig.plot(ts, [r["input_hessian_lmax"] for r in rows], color=colour, marker=".")
+    ax_loss.set(xlabel="t", ylabel="loss", title="test loss (solid) / robust loss (dashed)")
+    ax_err.set(xlabel="t", ylabel="error (%)", title="standard (solid) / robust (dashed) error")
+    ax_asr.set(xlabel="t", ylabel="attack success (%)", title="PGD attack success rate")
+    ax_eig.set(xlabel="t", ylabel="λ_max", title="input-Hessian λ_max (mean)")
+    for ax in (ax_loss, ax_err, ax_asr, ax_eig):
+        ax.grid(alpha=0.3)
+    ax_asr.legend(title="seed")
+    shown = ", ".join(f"{seed} {value:.3f}" for seed, value in pcc.items())
+    fig.suptitle(
+        f"regular (t = 0) to adversarially trained (t = 1): PCC(robust loss, λ_max) {shown}"
+    )
+    return save_figure(fig, path)
+
+
 def plot_top_eigenvalues(
     path: str | Path, values: Sequence[float], *, trace: float | None = None
 ) -> Path:

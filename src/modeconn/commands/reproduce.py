@@ -1,0 +1,333 @@
+"""``modeconn reproduce NAME``: one published landscape claim, end to end, with a verdict.
+
+Each experiment trains the models it needs through the ordinary commands (every step is a run
+directory below ``out`` that is reused when finished and resumed when interrupted), measures the
+claim's figure of merit, and writes the paper's figure, a table (``table.csv``, ``table.md``)
+and ``summary.json`` with ``claim``, ``holds`` (true/false) and the numbers behind it.
+
+Experiments:
+
+``robust-barrier``
+    Zhao et al. (ICLR 2020, §5, Fig. 4): on a curve trained with the standard loss between a
+    regular and an adversarially trained model there is no barrier in the standard loss but one
+    in the robust loss, and the robust loss correlates with the input-Hessian λ_max. Per seed:
+    a regular model, a PGD-trained one, a Bezier curve between them (standard loss, bonafide =
+    the training subset), ``path-eval --robust`` along it. The claim holds for a seed when the
+    robust loss peaks inside the path by at least 10% of the endpoints' mean robust loss, the
+    standard test loss stays within 10% of the worse endpoint's, and PCC(robust loss, λ_max)
+    ≥ 0.9; it holds when it holds for every seed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from modeconn.attacks.config import AttackConfig
+from modeconn.commands.connect import run_connect
+from modeconn.commands.path_analysis import run_path_analysis
+from modeconn.commands.steps import run_step
+from modeconn.commands.train import run_train
+from modeconn.defenses.adversarial import AdversarialConfig, RobustEvaluation
+from modeconn.errors import InvalidArgument
+from modeconn.experiment import DataConfig
+from modeconn.io import atomic_write_text, markdown_table, read_table, write_table
+from modeconn.landscape.metrics import robust_barrier_figures
+from modeconn.report.landscape_plots import attack_success_rate, plot_robust_barrier
+from modeconn.rundir import RunDir, run_status
+from modeconn.training import TrainConfig
+
+#: The thresholds of the robust-barrier claim (see the module doc).
+ROBUST_EXCESS_MIN = 0.10
+STANDARD_EXCESS_MAX = 0.10
+PCC_MIN = 0.9
+
+
+@dataclass
+class RobustBarrierSettings:
+    """What the robust-barrier experiment trains and measures.
+
+    The defaults are the full Fashion-MNIST setting (``lenet``; a 10,000-image stratified
+    training subset, because every adversarial epoch costs ``attack.steps + 1`` passes);
+    :meth:`quick` is the digits setting the tests run. ``attack`` is used both to train the
+    robust endpoint (PGD-AT, Madry et al.) and to measure the robust loss along the path.
+    """
+
+    dataset: str = "fashion-mnist"
+    model: str = "lenet"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    train_limit: int | None = 10000
+    test_limit: int | None = 1000
+    epochs: int = 10
+    adversarial_epochs: int = 10
+    attack: AttackConfig = field(
+        default_factory=lambda: AttackConfig(name="pgd", eps=0.1, alpha=0.025, steps=7)
+    )
+    curve_epochs: int = 20
+    curve_lr: float = 0.05
+    num_bends: int = 3
+    points: int = 11
+    robust_limit: int | None = 500
+    hessian_limit: int | None = 128
+    hessian_iters: int = 30
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+    @classmethod
+    def quick(cls) -> RobustBarrierSettings:
+        """A small digits setting (about half a minute on 2 CPU cores) for tests and smoke runs."""
+        return cls(
+            dataset="digits",
+            train_limit=None,
+            test_limit=None,
+            epochs=8,
+            adversarial_epochs=8,
+            attack=AttackConfig(name="pgd", eps=0.2, alpha=0.08, steps=5),
+            curve_epochs=8,
+            points=5,
+            robust_limit=120,
+            hessian_limit=24,
+            hessian_iters=10,
+            seeds=(0,),
+        )
+
+    def validate(self) -> RobustBarrierSettings:
+        self.attack.validate()
+        if not self.seeds:
+            raise InvalidArgument("seeds", "give at least one seed")
+        if self.points < 3:
+            raise InvalidArgument("points", f"points must be at least 3, got {self.points}")
+        for name in ("epochs", "adversarial_epochs", "curve_epochs"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(name, f"{name} must be at least 1")
+        return self
+
+
+def _barrier_steps(
+    base: Path,
+    seed: int,
+    settings: RobustBarrierSettings,
+    *,
+    data_dir: str | None,
+    device: str,
+    force: bool,
+    progress: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One seed's steps: regular model, PGD-trained model, curve, robust path evaluation
+    (each a run directory below ``base``). Returns the two models' summaries."""
+    data = DataConfig(
+        dataset=settings.dataset, data_dir=data_dir, train_limit=settings.train_limit, seed=seed
+    )
+
+    def trainer(epochs: int, adversarial: AdversarialConfig | None):
+        def train(path: Path, resume: bool) -> dict[str, Any]:
+            return run_train(
+                path,
+                model=settings.model,
+                model_kwargs=settings.model_kwargs,
+                data=data,
+                config=TrainConfig(epochs=epochs, batch_size=128, lr=0.05, seed=seed),
+                adversarial=adversarial,
+                robust=RobustEvaluation(attack=settings.attack, limit=settings.robust_limit),
+                device=device,
+                force=not resume,
+                resume=resume,
+                progress=progress,
+            )
+
+        return train
+
+    regular = run_step(base / "regular", force, trainer(settings.epochs, None))
+    robust = run_step(
+        base / "adversarial",
+        force,
+        trainer(settings.adversarial_epochs, AdversarialConfig(attack=settings.attack)),
+    )
+
+    def connect(path: Path, resume: bool) -> dict[str, Any]:
+        return run_connect(
+            base / "regular",
+            base / "adversarial",
+            path,
+            data=data,
+            config=TrainConfig(
+                epochs=settings.curve_epochs,
+                batch_size=128,
+                lr=settings.curve_lr,
+                momentum=0.9,
+                weight_decay=5e-4,
+                schedule="mc",
+                seed=seed,
+            ),
+            num_bends=settings.num_bends,
+            device=device,
+            force=not resume,
+            resume=resume,
+            progress=progress,
+        )
+
+    run_step(base / "curve", force, connect)
+
+    def evaluate(path: Path, resume: bool) -> dict[str, Any]:
+        return run_path_analysis(
+            [base / "curve"],
+            path,
+            robust=True,
+            attack=settings.attack,
+            robust_limit=settings.robust_limit,
+            hessian_limit=settings.hessian_limit,
+            hessian_iters=settings.hessian_iters,
+            with_attack_metrics=False,
+            points=settings.points,
+            data_dir=data_dir,
+            test_limit=settings.test_limit,
+            with_segment=False,
+            device=device,
+            force=True,
+            progress=progress,
+        )
+
+    run_step(base / "path", force, evaluate)
+    return regular, robust
+
+
+def _robust_barrier(
+    run: RunDir,
+    settings: RobustBarrierSettings,
+    *,
+    data_dir: str | None,
+    device: str,
+    force: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    out = run.path
+    per_seed: list[dict[str, Any]] = []
+    rows_by_seed: dict[str, list[dict[str, float]]] = {}
+    for seed in settings.seeds:
+        base = out / f"seed_{seed}"
+        regular, robust = _barrier_steps(
+            base,
+            seed,
+            settings,
+            data_dir=data_dir,
+            device=device,
+            force=force,
+            progress=progress,
+        )
+        rows = read_table(base / "path" / "path.csv")
+        figures = robust_barrier_figures(rows)
+        pcc = figures.get("pcc_robust_loss_lmax", float("nan"))
+        holds = (
+            figures["robust_excess"] >= ROBUST_EXCESS_MIN
+            and figures["standard_excess"] <= STANDARD_EXCESS_MAX
+            and pcc >= PCC_MIN
+        )
+        rows_by_seed[f"seed {seed}"] = rows
+        per_seed.append(
+            {
+                "seed": seed,
+                "regular_clean_acc": regular["clean_acc"],
+                "regular_robust_acc": regular.get("robust_acc", float("nan")),
+                "adversarial_clean_acc": robust["clean_acc"],
+                "adversarial_robust_acc": robust.get("robust_acc", float("nan")),
+                "robust_loss_t0": rows[0]["robust_loss"],
+                "robust_loss_t1": rows[-1]["robust_loss"],
+                "robust_loss_inside_max": max(r["robust_loss"] for r in rows[1:-1]),
+                "robust_peak_t": figures["robust_peak_t"],
+                "robust_excess": figures["robust_excess"],
+                "standard_excess": figures["standard_excess"],
+                "max_attack_success": max(attack_success_rate(r) for r in rows),
+                "pcc_robust_loss_lmax": pcc,
+                "holds": holds,
+            }
+        )
+    write_table(run.file("table.csv"), [{**r, "holds": float(r["holds"])} for r in per_seed])
+    atomic_write_text(run.file("table.md"), markdown_table(per_seed) + "\n")
+    plot_robust_barrier(
+        run.file("robust_barrier.png"),
+        rows_by_seed,
+        pcc={f"seed {r['seed']}": r["pcc_robust_loss_lmax"] for r in per_seed},
+    )
+    held = sum(r["holds"] for r in per_seed)
+    summary: dict[str, Any] = {
+        "experiment": "robust-barrier",
+        "claim": (
+            "on a curve trained with the standard loss from a regular to an adversarially "
+            "trained model, the robust loss peaks inside the path (by at least "
+            f"{ROBUST_EXCESS_MIN:.0%} of the endpoints' mean) while the standard test loss stays "
+            f"within {STANDARD_EXCESS_MAX:.0%} of the worse endpoint's, and PCC(robust loss, "
+            f"input-Hessian λ_max) ≥ {PCC_MIN} (Zhao et al. 2020, Fig. 4)"
+        ),
+        "holds": held == len(per_seed),
+        "seeds_holding": f"{held}/{len(per_seed)}",
+        "robust_excess_min": min(r["robust_excess"] for r in per_seed),
+        "robust_excess_mean": sum(r["robust_excess"] for r in per_seed) / len(per_seed),
+        "standard_excess_max": max(r["standard_excess"] for r in per_seed),
+        "pcc_robust_loss_lmax_min": min(r["pcc_robust_loss_lmax"] for r in per_seed),
+    }
+    for r in per_seed:
+        for key in ("robust_excess", "standard_excess", "pcc_robust_loss_lmax", "robust_peak_t"):
+            summary[f"seed{r['seed']}_{key}"] = r[key]
+    return summary
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A reproducible claim: its full and quick settings and the function that runs it."""
+
+    full: Callable[[], Any]
+    quick: Callable[[], Any]
+    run: Callable[..., dict[str, Any]]
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "robust-barrier": Experiment(
+        RobustBarrierSettings, RobustBarrierSettings.quick, _robust_barrier
+    ),
+}
+
+
+def run_reproduce(
+    name: str,
+    out: str | Path,
+    *,
+    quick: bool = False,
+    settings: Any = None,
+    seeds: tuple[int, ...] | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run experiment ``name`` (one of :data:`EXPERIMENTS`) into ``out``; return its summary.
+
+    ``settings`` replaces the experiment's defaults (its settings dataclass); ``quick`` takes
+    the small setting instead; ``seeds`` overrides the settings' seeds. A finished run is
+    re-aggregated from its finished steps; ``force`` redoes every step.
+    """
+    if name not in EXPERIMENTS:
+        raise InvalidArgument("name", f"unknown experiment '{name}' (use {', '.join(EXPERIMENTS)})")
+    experiment = EXPERIMENTS[name]
+    if settings is None:
+        settings = experiment.quick() if quick else experiment.full()
+    chosen = settings
+    if seeds is not None:
+        chosen = replace(chosen, seeds=tuple(seeds))
+    chosen.validate()
+    started = time.perf_counter()
+    earlier = "new" if force else run_status(out)
+    run = RunDir(out, force=force, resume=True)
+    # A run that was started (or finished) before is continued only with the same settings: its
+    # finished steps are reused, and steps of other settings must not be mixed in.
+    run.resuming = earlier != "new"
+    run.write_config(
+        {"command": "reproduce", "experiment": name, "quick": quick, "settings": asdict(chosen)}
+    )
+    summary = experiment.run(
+        run, chosen, data_dir=data_dir, device=device, force=force, progress=progress
+    )
+    summary["seconds"] = time.perf_counter() - started
+    run.write_summary(summary)
+    return summary
