@@ -17,10 +17,19 @@ from modeconn.connectivity import (
     surface_coefficients,
     update_bn,
 )
-from modeconn.connectivity.surfaces import CORNERS_UV
+from modeconn.connectivity.surfaces import CORNERS_UV, grid_from_curves
 from modeconn.connectivity.train import curve_train_config, train_family
+from modeconn.errors import InvalidArgument
 from modeconn.experiment import model_spec_for
 from modeconn.models import build_model
+
+
+@pytest.fixture(scope="module")
+def digits_val():
+    """digits with 200 training images held out as a validation split."""
+    from modeconn.experiment import DataConfig, prepare_data
+
+    return prepare_data(DataConfig(dataset="digits", val_size=200, augment=False))
 
 
 def _corners(data, arch="lenet", kwargs=None):
@@ -100,3 +109,41 @@ def test_training_and_grid_evaluation(digits):
         assert key in result.summary
     best = min(result.rows, key=lambda r: r["train_loss"])
     assert (result.summary["best_u"], result.summary["best_v"]) == (best["u"], best["v"])
+
+
+def test_grid_from_curves_has_the_curves_as_edges_and_the_coons_centre(digits):
+    spec, models = _corners(digits, "mlp", {"hidden": [8]})
+    a, b, c, d = [dict(m.named_parameters()) for m in models]
+    torch.manual_seed(9)
+    edges = [{n: torch.randn_like(t) for n, t in a.items()} for _ in range(4)]
+    points = grid_from_curves([a, b, c, d], edges, "coons")
+    surface = Surface(build_model(spec), points, (2, 2))
+    # Each edge of the surface is its quadratic Bezier curve: (1-s)^2 P0 + 2s(1-s) P1 + s^2 P2.
+    s = 0.3
+    curves = {(None, 0.0): (a, edges[0], b), (None, 1.0): (c, edges[1], d)}
+    curves |= {(0.0, None): (a, edges[2], c), (1.0, None): (b, edges[3], d)}
+    for (u, v), (p0, p1, p2) in curves.items():
+        on_surface = surface.weights_at(s if u is None else u, s if v is None else v)
+        for name, value in on_surface.items():
+            expected = (1 - s) ** 2 * p0[name] + 2 * s * (1 - s) * p1[name] + s**2 * p2[name]
+            torch.testing.assert_close(value, expected)
+    name = "net.1.weight"
+    coons = 0.5 * sum(e[name] for e in edges) - 0.25 * (a[name] + b[name] + c[name] + d[name])
+    torch.testing.assert_close(surface.control_point(4)[name], coons)
+    mean = grid_from_curves([a, b, c, d], edges, "mean")[4][name]
+    torch.testing.assert_close(mean, sum(e[name] for e in edges) / 4)
+    with pytest.raises(InvalidArgument, match="unknown centre 'middle'"):
+        grid_from_curves([a, b, c, d], edges, "middle")
+
+
+def test_grid_best_point_is_chosen_on_held_out_training_data(digits_val):
+    spec, models = _corners(digits_val, "mlp", {"hidden": [16]})
+    surface = Surface.from_corners(build_model(spec), [m.state_dict() for m in models])
+    result = evaluate_surface(surface, digits_val, grid=3, holdout_split="val")
+    assert {"holdout_loss", "holdout_acc"} <= set(result.rows[0])
+    best = min(result.rows, key=lambda r: r["holdout_loss"])
+    assert (result.summary["best_u"], result.summary["best_v"]) == (best["u"], best["v"])
+    assert result.summary["chosen_on_holdout"] == 1.0
+    assert result.summary["max_test_loss"] == max(r["test_loss"] for r in result.rows)
+    with pytest.raises(InvalidArgument, match="held-out training data"):
+        evaluate_surface(surface, digits_val, grid=3, holdout_split="test")

@@ -42,6 +42,7 @@ from modeconn.connectivity.evaluate import (
     center_coefficients,
     evaluate_path,
     evaluate_surface,
+    holdout_split_of,
     path_summary,
     ts_grid,
 )
@@ -330,6 +331,7 @@ def run_surface(
     t_per_batch: int = 1,
     stratified: bool = False,
     grid: int = 11,
+    train_eval_limit: int | None = None,
     device: str = "auto",
     force: bool = False,
     resume: bool = False,
@@ -339,9 +341,11 @@ def run_surface(
 
     The corners sit at (u, v) = (0, 0), (1, 0), (0, 1), (1, 1) and stay fixed; the other control
     points start from their bilinear blend and train with (u, v) ~ U[0, 1]². Then the surface is
-    evaluated on a ``grid``×``grid`` lattice (BatchNorm recomputed at every point): ``grid.csv``,
-    ``surface.png``, the best point as ``best.safetensors``, and the grid ensemble against the
-    corners' ensemble in the summary.
+    evaluated on a ``grid``×``grid`` lattice (BatchNorm recomputed at every point, from the
+    ``train_eval_limit`` stratified subset of the training data when given): ``grid.csv``,
+    ``surface.png``, the best point as ``best.safetensors`` (chosen on the validation split when
+    ``data.val_size`` makes one), and the grid ensemble against the corners' ensemble in the
+    summary.
     """
     if len(model_paths) != 4:
         raise ModeconnError(f"a surface joins 4 models, got {len(model_paths)}")
@@ -360,6 +364,7 @@ def run_surface(
             "t_per_batch": t_per_batch,
             "stratified": stratified,
             "grid": grid,
+            "train_eval_limit": train_eval_limit,
         }
     )
     torch.manual_seed(config.seed)
@@ -393,6 +398,7 @@ def run_surface(
                 grid=grid,
                 bn_split=s.split,
                 device=s.dev,
+                train_eval_limit=train_eval_limit,
                 progress=progress,
             )
         )
@@ -580,10 +586,16 @@ def report_surface(
     metrics: Sequence[PathMetric] = (),
     device: torch.device | str = "cpu",
     batch_size: int = EVAL_BATCH,
+    train_eval_limit: int | None = None,
     progress: bool = False,
 ) -> dict[str, float]:
     """Evaluate ``surface`` on a grid; write ``grid.csv``, ``surface.png`` and the best point
-    (``best.safetensors`` + ``best.json``, BatchNorm recomputed) into ``run``; return figures."""
+    (``best.safetensors`` + ``best.json``, BatchNorm recomputed) into ``run``; return figures.
+
+    The best point is chosen on held-out training data when the data has some (the validation
+    split, or the bonafide hold-out for a surface trained on bonafide data), else on the
+    surface's own training data; ``train_eval_limit`` measures BatchNorm statistics and the
+    "train" columns on a stratified subset of ``bn_split``."""
     from modeconn.report.plots import plot_surface
 
     dev = torch.device(device)
@@ -592,9 +604,11 @@ def report_surface(
         data,
         grid,
         bn_split=bn_split,
+        holdout_split=holdout_split_of(data, bn_split),
         metrics=metrics,
         device=dev,
         batch_size=batch_size,
+        train_eval_limit=train_eval_limit,
         progress=progress,
     )
     write_table(run.file("grid.csv"), evaluation.rows)
@@ -602,7 +616,7 @@ def report_surface(
     plot_surface(
         run.file("surface.png"), evaluation.rows, best=(summary["best_u"], summary["best_v"])
     )
-    point_data = PointData(data, bn_split, dev, batch_size)
+    point_data = PointData(data, bn_split, dev, batch_size, train_eval_limit)
     best = surface.model_at(summary["best_u"], summary["best_v"], point_data.own, dev)
     save_model(
         run.file("best.safetensors"),
@@ -636,11 +650,13 @@ def run_surface_eval(
     test_limit: int | None = None,
     bn_split: str | None = None,
     batch_size: int = EVAL_BATCH,
+    train_eval_limit: int | None = None,
     device: str = "auto",
     force: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a saved surface on a ``grid``×``grid`` lattice into run directory ``out``."""
+    """Evaluate a saved surface on a ``grid``×``grid`` lattice into run directory ``out`` (see
+    :func:`report_surface`)."""
 
     dev = resolve_device(device)
     surface, spec, meta = load_surface(surface_path, dev)
@@ -655,6 +671,7 @@ def run_surface_eval(
             "metrics": [m.name for m in metrics],
             "data": prepared.config.to_dict(),
             "bn_split": split,
+            "train_eval_limit": train_eval_limit,
             "device": str(dev),
         }
     )
@@ -669,6 +686,7 @@ def run_surface_eval(
         metrics=metrics,
         device=dev,
         batch_size=batch_size,
+        train_eval_limit=train_eval_limit,
         progress=progress,
     )
     run.write_summary(summary)

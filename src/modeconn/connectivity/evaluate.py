@@ -28,6 +28,8 @@ from modeconn.progress import make_progress
 from modeconn.training import evaluate_model
 
 EVAL_BATCH = 512
+#: The splits a point may be chosen on: training data held out from the family's training.
+HOLDOUT_SPLITS = ("val", "bonafide_holdout")
 
 
 # --- one point -------------------------------------------------------------------------------
@@ -40,7 +42,9 @@ class PointData:
     ``own`` iterates over ``split`` — the family's own training data, for BatchNorm statistics and
     the "train" columns — or, with ``own_limit``, over a seeded class-stratified subset of it
     (cheaper on large data sets); ``test`` over the test split, or with ``test_limit`` over a
-    seeded class-stratified subset of it (the same images at every point).
+    seeded class-stratified subset of it (the same images at every point). ``holdout_split``
+    (``val`` or ``bonafide_holdout``: training data the family never saw) adds the ``holdout``
+    loader and the ``holdout_loss``/``holdout_acc`` columns, on which points are chosen.
     """
 
     data: PreparedData
@@ -49,12 +53,22 @@ class PointData:
     batch_size: int = EVAL_BATCH
     own_limit: int | None = None
     test_limit: int | None = None
+    holdout_split: str | None = None
     own: Any = field(init=False)
     test: Any = field(init=False)
+    holdout: Any = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if self.split == "test":
             raise ModeconnError("BatchNorm statistics must not come from the test split")
+        if self.holdout_split is not None:
+            if self.holdout_split not in HOLDOUT_SPLITS:
+                raise InvalidArgument(
+                    "holdout_split",
+                    f"points are chosen on held-out training data ({', '.join(HOLDOUT_SPLITS)}), "
+                    f"not on '{self.holdout_split}'",
+                )
+            self.holdout = self.data.eval_loader(self.holdout_split, self.batch_size, self.device)
         images, labels = self.data.tensors(self.split)
         indices = self.data.indices(self.split)
         if self.own_limit is not None and self.own_limit < len(indices):
@@ -109,6 +123,9 @@ def evaluate_point(
         "test_loss": test["loss"],
         "test_acc": test["acc"],
     }
+    if point_data.holdout is not None:
+        holdout = evaluate_model(model, point_data.holdout, dev)
+        row.update(holdout_loss=holdout["loss"], holdout_acc=holdout["acc"])
     for metric in metrics:
         model.eval()
         row.update(metric(model, point_data.data, dev))
@@ -264,36 +281,51 @@ class SurfaceEvaluation:
     summary: dict[str, float]
 
 
+def holdout_split_of(data: PreparedData, bn_split: str) -> str | None:
+    """The held-out training data that goes with a family trained on ``bn_split``: the bonafide
+    hold-out for a bonafide family, the validation split otherwise; None when it is empty."""
+    split = "bonafide_holdout" if bn_split == "bonafide" else "val"
+    return split if data.split_sizes()[split] > 0 else None
+
+
 def evaluate_surface(
     surface: Surface,
     data: PreparedData,
     grid: int = 11,
     *,
     bn_split: str = "train",
+    holdout_split: str | None = None,
     metrics: Sequence[PathMetric] = (),
     device: torch.device | str = "cpu",
     batch_size: int = EVAL_BATCH,
+    train_eval_limit: int | None = None,
+    test_limit: int | None = None,
     progress: bool = False,
+    description: str = "surface",
 ) -> SurfaceEvaluation:
     """Evaluate ``surface`` on a ``grid``×``grid`` lattice of (u, v) in [0, 1]².
 
-    BatchNorm statistics are recomputed at every point. Besides the table, compares the output
-    ensemble of all grid points (mean softmax) with the ensemble of the four corners, and names
-    the best point — lowest loss on the surface's own training data, so the test set never
-    chooses it.
+    BatchNorm statistics are recomputed at every point from ``bn_split`` (or the stratified
+    ``train_eval_limit`` subset of it that also gives the "train" columns). Besides the table,
+    compares the output ensemble of all grid points (mean softmax) with the ensemble of the four
+    corners, and names the best point and the best corner — lowest loss on ``holdout_split``
+    (training data the surface never saw) when given, else on the surface's own training data;
+    the test set never chooses.
     """
     if grid < 2:
         raise InvalidArgument(None, f"the evaluation grid needs at least 2×2 points, got {grid}")
     dev = torch.device(device)
     surface.to(dev)
-    point_data = PointData(data, bn_split, dev, batch_size)
+    point_data = PointData(
+        data, bn_split, dev, batch_size, train_eval_limit, test_limit, holdout_split
+    )
     coords = [i / (grid - 1) for i in range(grid)]
     rows: list[dict[str, float]] = []
     prob_sum: torch.Tensor | None = None
     corners: dict[tuple[float, float], torch.Tensor] = {}
     labels = torch.cat([y.cpu() for _, y in point_data.test])
     with make_progress(progress) as bar:
-        task = bar.add_task("surface", total=grid * grid, status="")
+        task = bar.add_task(description, total=grid * grid, status="")
         for u in coords:
             for v in coords:
                 model = surface.model_at(u, v, point_data.own, dev)
@@ -315,26 +347,41 @@ def _ensemble(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
 
 
 def _surface_summary(rows, grid_probs, corners, labels) -> dict[str, float]:
-    best = min(rows, key=lambda r: r["train_loss"])
+    choose = "holdout_loss" if "holdout_loss" in rows[0] else "train_loss"
+    best = min(rows, key=lambda r: r[choose])
     grid_ens = _ensemble(grid_probs, labels)
     corner_ens = _ensemble(torch.stack(list(corners.values())).mean(0), labels)
+    corner_rows = {
+        name: next(r for r in rows if r["u"] == u and r["v"] == v)
+        for name, (u, v) in zip(CORNER_NAMES, CORNERS_UV, strict=True)
+    }
+    best_corner_name = min(corner_rows, key=lambda n: corner_rows[n][choose])
+    best_corner = corner_rows[best_corner_name]
     summary: dict[str, float] = {
         "points": len(rows),
+        "chosen_on_holdout": float(choose == "holdout_loss"),
         "best_u": best["u"],
         "best_v": best["v"],
         "best_train_loss": best["train_loss"],
         "best_test_loss": best["test_loss"],
         "best_test_acc": best["test_acc"],
+        "best_corner": float(CORNER_NAMES.index(best_corner_name)),
+        "best_corner_test_loss": best_corner["test_loss"],
+        "best_corner_test_acc": best_corner["test_acc"],
         "max_test_error": max(1.0 - r["test_acc"] for r in rows),
+        "max_test_loss": max(r["test_loss"] for r in rows),
+        "corner_max_test_loss": max(r["test_loss"] for r in corner_rows.values()),
         "mean_test_acc": sum(r["test_acc"] for r in rows) / len(rows),
         "ensemble_grid_acc": grid_ens["acc"],
         "ensemble_grid_loss": grid_ens["loss"],
         "ensemble_corners_acc": corner_ens["acc"],
         "ensemble_corners_loss": corner_ens["loss"],
     }
-    for name, (u, v) in zip(CORNER_NAMES, CORNERS_UV, strict=True):
-        row = next(r for r in rows if r["u"] == u and r["v"] == v)
+    if choose == "holdout_loss":
+        summary["best_holdout_loss"] = best["holdout_loss"]
+    for name, row in corner_rows.items():
         summary[f"corner_{name.lower()}_test_acc"] = row["test_acc"]
+        summary[f"corner_{name.lower()}_test_loss"] = row["test_loss"]
     return summary
 
 

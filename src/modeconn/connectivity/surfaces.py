@@ -5,6 +5,10 @@ are the given models and stay fixed: θ_00 = A, θ_n0 = B, θ_0m = C, θ_nm = D,
 passes through them at (u, v) = (0, 0), (1, 0), (0, 1) and (1, 1). The other points start from
 the bilinear blend of the corners, which makes the initial surface the bilinear interpolation of
 the four models' weights (a Bezier surface reproduces bilinear functions).
+
+A surface can also be assembled without training it (:func:`grid_from_curves`, the "no
+optimisation" surface of Ren et al., ICLR 2025): its boundary is four trained 3-bend Bezier curves
+between adjacent corners, and its centre control point follows from them.
 """
 
 from __future__ import annotations
@@ -65,6 +69,50 @@ def bilinear_grid(
     for idx, corner in zip(corner_indices(degree_u, degree_v), corners, strict=True):
         grid[idx] = {name: t.clone() for name, t in corner.items()}
     return grid
+
+
+#: How :func:`grid_from_curves` sets the centre control point.
+CENTRES = ("coons", "mean")
+#: The edges of the unit square, as pairs of corners, in the order :func:`grid_from_curves` takes.
+EDGES = (("A", "B"), ("C", "D"), ("A", "C"), ("B", "D"))
+
+
+def grid_from_curves(
+    corners: Sequence[StateDict], edge_points: Sequence[StateDict], centre: str = "coons"
+) -> list[dict[str, torch.Tensor]]:
+    """The 3×3 control grid of a degree-(2, 2) surface whose edges are four quadratic curves.
+
+    ``corners`` are A, B, C, D; ``edge_points`` the middle control points of the 3-bend Bezier
+    curves A–B (v = 0), C–D (v = 1), A–C (u = 0) and B–D (u = 1) (:data:`EDGES`). Each edge of
+    the surface is then exactly its curve. The centre θ_11 is
+
+    * ``"coons"``: the bilinearly blended Coons patch of the four curves, written as a Bezier
+      surface: θ_11 = (θ_AB + θ_CD + θ_AC + θ_BD) / 2 − (A + B + C + D) / 4 — the surface that
+      blends the two pairs of opposite curves linearly and corrects for the corners;
+    * ``"mean"``: the mean of the four edge points.
+
+    Only the parameter names of A are used; the result is row-major (index i·3 + j for θ_ij).
+    """
+    if len(corners) != 4 or len(edge_points) != 4:
+        raise ModeconnError(
+            f"a surface from curves needs 4 corners and 4 edge points, "
+            f"got {len(corners)} and {len(edge_points)}"
+        )
+    if centre not in CENTRES:
+        raise InvalidArgument("centre", f"unknown centre '{centre}' (use {', '.join(CENTRES)})")
+    a, b, c, d = corners
+    ab, cd, ac, bd = edge_points
+    names = [n for n in a if all(n in e for e in edge_points)]
+
+    def combine(weights: Sequence[float], states: Sequence[StateDict]) -> dict[str, torch.Tensor]:
+        return {n: sum(w * s[n] for w, s in zip(weights, states, strict=True)) for n in names}
+
+    if centre == "coons":
+        middle = combine([0.5] * 4 + [-0.25] * 4, [ab, cd, ac, bd, a, b, c, d])
+    else:
+        middle = combine([0.25] * 4, [ab, cd, ac, bd])
+    rows = ((a, ac, c), (ab, middle, cd), (b, bd, d))  # θ_i0, θ_i1, θ_i2 for i = 0, 1, 2
+    return [{n: p[n].clone() for n in names} for row in rows for p in row]
 
 
 class Surface(ControlPointModel):

@@ -174,3 +174,39 @@ def plot_surface(
             values = 100 * (1 - values)
         heatmap(ax, values, us, vs, title=title, marks=marks)
     return save_figure(fig, path)
+
+
+def plot_surface_comparison(
+    path: str | Path,
+    surfaces: Mapping[str, Rows],
+    *,
+    best: Mapping[str, tuple[float, float]] | None = None,
+    title: str = "",
+    corners: Sequence[str] = ("A", "B", "C", "D"),
+) -> Path:
+    """Surfaces side by side (one column each, e.g. trained and not): test loss (top) and test
+    error (bottom) over the (u, v) grid, corners and each surface's best point marked.
+
+    ``best`` gives the best points in the order of ``surfaces``. The colour scales are shared
+    along a row, so the surfaces compare at a glance.
+    """
+    labels = list(surfaces)
+    best_points = list((best or {}).values())
+    fig = Figure(figsize=(5 * len(labels), 8), layout="constrained")
+    axes = fig.subplots(2, len(labels), squeeze=False)
+    panels = (("test_loss", "test loss"), ("test_acc", "test error (%)"))
+    for row, (column, name) in enumerate(panels):
+        grids = [grid_values(surfaces[label], column) for label in labels]
+        if column.endswith("acc"):
+            grids = [(100 * (1 - values), us, vs) for values, us, vs in grids]
+        low = min(float(np.nanmin(g[0])) for g in grids)
+        high = max(float(np.nanmax(g[0])) for g in grids)
+        for col, (label, (values, us, vs)) in enumerate(zip(labels, grids, strict=True)):
+            marks = dict(zip(corners, [(0, 0), (1, 0), (0, 1), (1, 1)], strict=True))
+            if col < len(best_points):
+                marks["best"] = best_points[col]
+            mesh = heatmap(axes[row, col], values, us, vs, title=f"{label}\n{name}", marks=marks)
+            mesh.set_clim(low, high)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
