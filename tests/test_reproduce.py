@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from cli_helpers import assert_one_line_error, run_cli
 
 from modeconn.io import read_table
@@ -90,3 +91,135 @@ def test_unknown_experiment_is_one_line_and_writes_nothing(tmp_path: Path, capsy
     assert_one_line_error(result, "unknown experiment 'nope'", "robust-barrier")
     assert result.code == 2
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_awp_quick_measures_the_overfitting_gap_with_and_without_awp(tmp_path: Path):
+    from modeconn.commands.reproduce import run_reproduce
+
+    out = tmp_path / "awp"
+    summary = run_reproduce("awp", out, quick=True, progress=False)
+    assert isinstance(summary["holds"], bool)
+    assert summary["holds"] == (summary["gap_awp_mean"] > summary["gap_at_mean"])
+    for name in ("table.csv", "table.md", "robust_overfitting.png"):
+        assert (out / name).exists(), name
+    rows = read_table(out / "table.csv")
+    assert [r["awp"] for r in rows] == [0.0, 1.0]
+    for row, key in zip(rows, ("at", "awp"), strict=True):
+        assert row["gap"] <= 0.0  # the last epoch can at best equal the best one
+        assert row["gap"] == pytest.approx(
+            row["last_robust_acc"] - row["best_robust_acc"], abs=1e-5
+        )
+        assert summary[f"seed0_{key}_gap"] == pytest.approx(row["gap"], abs=1e-5)
+        history = [
+            json.loads(line)
+            for line in (out / "seed_0" / key / "metrics.jsonl").read_text().splitlines()
+        ]
+        assert len(history) == 10 and all("robust_acc" in r for r in history)
+        assert max(r["robust_acc"] for r in history) == pytest.approx(
+            row["best_robust_acc"], abs=1e-5
+        )
+    config = json.loads((out / "seed_0" / "awp" / "config.json").read_text())
+    assert config["adversarial"]["awp"] is True and config["robust_each_epoch"] is True
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"grid": 4}, "grid must be odd"),
+        ({"num_bends": (2, 3)}, "num_bends counts the control points"),
+        ({"no_opt_centre": "middle"}, "unknown centre 'middle'"),
+        ({"val_size": 0}, "val_size must be at least 1"),
+    ],
+)
+def test_surface_settings_reject_bad_values(change: dict, fragment: str):
+    from dataclasses import replace
+
+    from modeconn.commands.reproduce_surface import SurfaceSettings
+    from modeconn.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match=fragment):
+        replace(SurfaceSettings.quick(), **change).validate()
+
+
+def test_surface_with_an_unknown_model_is_one_line_and_writes_nothing(tmp_path: Path, capsys):
+    out = tmp_path / "x"
+    result = run_cli(capsys, "reproduce", "surface", "--quick", "--model", "nope", "--out", out)
+    assert_one_line_error(result, "unknown architecture 'nope'")
+    assert result.code == 2
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def quick_surface(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from modeconn.commands.reproduce import run_reproduce
+
+    out = tmp_path_factory.mktemp("reproduce") / "surface"
+    run_reproduce("surface", out, quick=True, progress=False)
+    return out
+
+
+@pytest.mark.slow
+def test_surface_quick_measures_the_claim_on_trained_and_untrained_surfaces(quick_surface: Path):
+    from modeconn.checkpoints import load_model
+    from modeconn.connectivity.checkpoints import load_curve, load_surface
+    from modeconn.connectivity.surfaces import corner_indices
+
+    out = quick_surface
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["experiment"] == "surface" and summary["seeds_holding"].endswith("/1")
+    for name in ("table.csv", "table.md", "surface_claim.png", "config.json"):
+        assert (out / name).exists(), name
+    for step in ("corner_a", "aligned_d", "curve_ab", "curve_bd", "no_opt", "surface"):
+        assert (out / "seed_0" / step / "summary.json").exists(), step
+    for prefix in ("", "no_opt_"):
+        grid = read_table(out / "seed_0" / ("surface" if not prefix else "no_opt") / "grid.csv")
+        assert len(grid) == 25 and "holdout_loss" in grid[0]
+        corners = [r for r in grid if r["u"] in (0.0, 1.0) and r["v"] in (0.0, 1.0)]
+        ratio = max(r["test_loss"] for r in grid) / max(r["test_loss"] for r in corners)
+        assert summary[f"seed0_{prefix}loss_ratio"] == pytest.approx(ratio, rel=1e-5)
+        assert summary[f"seed0_{prefix}holds"] == (ratio <= 1.25)
+        # The best point is the one of lowest loss on held-out training images, not on test.
+        best = min(grid, key=lambda r: r["holdout_loss"])
+        assert summary[f"seed0_{prefix}best_test_acc"] == pytest.approx(best["test_acc"])
+        for comparison in ("best_vs_best_corner", "ensemble_vs_corners_ensemble"):
+            difference = summary[f"seed0_{prefix}{comparison}_acc"]
+            verdict = summary[f"seed0_{prefix}{comparison}"]
+            assert verdict == "tie" or verdict.startswith(
+                "surface" if difference > 0 else "corners"
+            )
+    assert summary["holds"] == summary["seed0_holds"]
+    # Real models: the corners and their weight average are far above chance (10 classes).
+    assert 0.85 < summary["seed0_best_corner_test_acc"] <= 1.0
+    assert 0.5 < summary["seed0_average_test_acc"] <= 1.0
+    # Weight matching lowered the straight line's barrier from A to every other corner.
+    for name in "bcd":
+        assert summary[f"seed0_barrier_aligned_{name}"] < summary[f"seed0_barrier_unaligned_{name}"]
+    # The untrained surface is the four trained curves: its edge control point on v = 0 is the
+    # middle control point of curve A–B, and its corners are the aligned models.
+    surface, _, _ = load_surface(out / "seed_0" / "no_opt_surface")
+    curve, _, _ = load_curve(out / "seed_0" / "curve_ab")
+    for name, value in curve.control_points()[1].items():
+        assert torch.equal(surface.control_point(3)[name], value)
+    trained, _, _ = load_surface(out / "seed_0" / "surface")
+    for mine, theirs in zip(corner_indices(*trained.degrees), corner_indices(2, 2), strict=True):
+        for name, value in trained.control_point(mine).items():
+            assert torch.equal(surface.control_point(theirs)[name], value)
+    aligned_d = dict(load_model(out / "seed_0" / "aligned_d").model.named_parameters())
+    for name, value in trained.control_point(corner_indices(*trained.degrees)[3]).items():
+        assert torch.equal(aligned_d[name].detach(), value)
+    md = (out / "table.md").read_text()
+    assert "weight average of the corners" in md and "no-optimisation surface: best point" in md
+
+
+@pytest.mark.slow
+def test_surface_cli_end_to_end_is_deterministic(quick_surface: Path, tmp_path: Path, capsys):
+    out = tmp_path / "surface"
+    result = run_cli(capsys, "reproduce", "surface", "--quick", "--out", out, "-q")
+    assert result.code == 0, result.err
+    assert "surface: the claim" in result.out
+    first = json.loads((quick_surface / "summary.json").read_text())
+    second = json.loads((out / "summary.json").read_text())
+    first.pop("seconds"), second.pop("seconds")
+    assert first == second
+    assert (out / "table.csv").read_text() == (quick_surface / "table.csv").read_text()

@@ -20,7 +20,7 @@ def reproduce_command(
         bool, typer.Option("--quick", help="The small digits setting (under a minute).")
     ] = False,
     seeds: Annotated[
-        str | None, typer.Option("--seeds", help="Comma-separated seeds (default: 0,1,2).")
+        str | None, typer.Option("--seeds", help="Comma-separated seeds (default: the setting's).")
     ] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Architecture (default: the setting's).")

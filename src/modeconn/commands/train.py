@@ -35,8 +35,12 @@ def test_metrics(model: nn.Module, data: PreparedData, device: torch.device) -> 
     return {"clean_loss": res["loss"], "clean_acc": res["acc"]}
 
 
-def epoch_evaluator(data: PreparedData, device: torch.device):
-    """Per-epoch held-out figures: test (and validation when there is a validation split)."""
+def epoch_evaluator(
+    data: PreparedData, device: torch.device, robust: RobustEvaluation | None = None
+):
+    """Per-epoch held-out figures: test (and validation when there is a validation split), and
+    with ``robust`` the test split's ``robust_acc``/``robust_loss`` (robust overfitting shows
+    only epoch by epoch)."""
     has_val = data.split_sizes()["val"] > 0
 
     def evaluate(model: nn.Module) -> dict[str, float]:
@@ -45,6 +49,8 @@ def epoch_evaluator(data: PreparedData, device: torch.device):
         if has_val:
             val = evaluate_model(model, data.eval_loader("val", device=device), device)
             out.update(val_loss=val["loss"], val_acc=val["acc"])
+        if robust is not None:
+            out.update(robust(model, data, device))
         return out
 
     return evaluate
@@ -63,6 +69,7 @@ def run_train(
     attack: dict[str, Any] | None = None,
     transform=None,
     extra_config: dict[str, Any] | None = None,
+    robust_each_epoch: bool = False,
     device: str = "auto",
     force: bool = False,
     resume: bool = False,
@@ -74,7 +81,9 @@ def run_train(
     training (PGD-AT or TRADES, optionally with AWP) and implies ``robust``, the PGD evaluation
     whose ``robust_acc`` and ``robust_loss`` join the summary (by default with the training
     attack). ``transform`` rewrites training batches (backdoor poisoning) and ``attack`` is recorded
-    in the checkpoint's sidecar. Under ``torchrun`` this trains with DistributedDataParallel.
+    in the checkpoint's sidecar. With ``robust_each_epoch`` the robust figures are measured
+    after every epoch too (``metrics.jsonl``), not only at the end. Under ``torchrun`` this
+    trains with DistributedDataParallel.
     """
     data = data or DataConfig()
     config = config or TrainConfig()
@@ -106,6 +115,7 @@ def run_train(
         "attack": attack,
         "adversarial": adversarial.to_dict() if adversarial is not None else None,
         "robust_eval": robust.to_dict() if robust is not None else None,
+        **({"robust_each_epoch": True} if robust_each_epoch else {}),
         **(extra_config or {}),
     }
     if ctx.is_main:
@@ -129,7 +139,7 @@ def run_train(
         config,
         objective=objective,
         run=run,
-        evaluate=epoch_evaluator(prepared, dev),
+        evaluate=epoch_evaluator(prepared, dev, robust if robust_each_epoch else None),
         on_epoch_end=checkpoint,
         device=dev,
         dist_ctx=ctx,

@@ -179,6 +179,31 @@ def plot_robust_barrier(
     return save_figure(fig, path)
 
 
+def plot_robust_overfitting(
+    path: str | Path, histories: Mapping[str, Rows], *, title: str = ""
+) -> Path:
+    """Wu et al. (2020), Fig. 1 style: test robust accuracy (left) and clean accuracy (right)
+    per epoch; one line per run (label ``"<method> seed <s>"``; a method keeps its colour)."""
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    ax_rob, ax_clean = fig.subplots(1, 2)
+    methods = list(dict.fromkeys(label.split(" seed")[0] for label in histories))
+    for label, rows in histories.items():
+        colour = f"C{methods.index(label.split(' seed')[0])}"
+        epochs = [r["epoch"] for r in rows]
+        ax_rob.plot(epochs, [100 * r["robust_acc"] for r in rows], color=colour, alpha=0.8)
+        ax_clean.plot(epochs, [100 * r["test_acc"] for r in rows], color=colour, alpha=0.8)
+    for i, method in enumerate(methods):
+        ax_rob.plot([], [], color=f"C{i}", label=method)
+    ax_rob.set(xlabel="epoch", ylabel="robust accuracy (%)", title="test robust accuracy (PGD)")
+    ax_clean.set(xlabel="epoch", ylabel="accuracy (%)", title="test clean accuracy")
+    for ax in (ax_rob, ax_clean):
+        ax.grid(alpha=0.3)
+    ax_rob.legend()
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
 def plot_top_eigenvalues(
     path: str | Path, values: Sequence[float], *, trace: float | None = None
 ) -> Path:
