@@ -223,3 +223,36 @@ def test_surface_cli_end_to_end_is_deterministic(quick_surface: Path, tmp_path: 
     first.pop("seconds"), second.pop("seconds")
     assert first == second
     assert (out / "table.csv").read_text() == (quick_surface / "table.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    ("assignment", "fragment"),
+    [
+        ("nope=1", "unknown setting nope"),
+        ("grid=4", "grid must be odd"),
+        ("align=1", "setting align takes a value like True"),
+        ("grid", "--set takes NAME=VALUE"),
+    ],
+)
+def test_reproduce_set_rejects_bad_settings_in_one_line(
+    tmp_path: Path, capsys, assignment: str, fragment: str
+):
+    out = tmp_path / "x"
+    result = run_cli(capsys, "reproduce", "surface", "--quick", "--set", assignment, "--out", out)
+    assert_one_line_error(result, fragment)
+    assert result.code == 2
+    assert not out.exists()
+
+
+def test_with_overrides_replaces_fields_with_their_types():
+    from modeconn.commands.reproduce import AWPSettings, with_overrides
+    from modeconn.commands.reproduce_surface import SurfaceSettings
+
+    changed = with_overrides(
+        SurfaceSettings(), {"num_bends": [4, 4], "model_kwargs": {"hidden": [512]}, "lr": 1}
+    )
+    assert changed.num_bends == (4, 4) and changed.model_kwargs == {"hidden": [512]}
+    assert changed.lr == 1 and changed.align is True
+    awp = with_overrides(AWPSettings(), {"attack": {"eps": 0.2}, "train_limit": None})
+    assert awp.attack.eps == 0.2 and awp.attack.steps == AWPSettings().attack.steps
+    assert awp.train_limit is None

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from modeconn.cli import app
 from modeconn.cli.common import DataDir, Device, Force, Out, Quiet, parse_int_list, print_summary
 from modeconn.commands.reproduce import EXPERIMENTS, run_reproduce
+from modeconn.errors import ModeconnError
+
+
+def parse_assignments(texts: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs with JSON values; a bare word that is not JSON is a string."""
+    values: dict[str, Any] = {}
+    for text in texts:
+        name, sep, raw = text.partition("=")
+        if not sep or not name.strip():
+            raise ModeconnError(f"--set takes NAME=VALUE, got {text!r}")
+        try:
+            values[name.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[name.strip()] = raw
+    return values
 
 
 @app.command("reproduce")
@@ -25,6 +41,14 @@ def reproduce_command(
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Architecture (default: the setting's).")
     ] = None,
+    assignments: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Replace one setting, NAME=VALUE with a JSON value (repeatable), e.g. "
+            "--set align=false --set 'num_bends=[4,4]'.",
+        ),
+    ] = None,
     data_dir: DataDir = None,
     device: Device = "auto",
     force: Force = False,
@@ -36,12 +60,14 @@ def reproduce_command(
         defaults = EXPERIMENTS[name].quick() if quick else EXPERIMENTS[name].full()
         settings = replace(defaults, model=model)
     parsed = parse_int_list(seeds, "--seeds")
+    overrides = parse_assignments(assignments or [])
     summary = run_reproduce(
         name,
         out,
         quick=quick,
         settings=settings,
         seeds=tuple(parsed) if parsed is not None else None,
+        overrides=overrides,
         data_dir=str(data_dir) if data_dir else None,
         device=device,
         force=force,

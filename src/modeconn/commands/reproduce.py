@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -483,6 +483,51 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 
 
+def with_overrides(settings: Any, changes: dict[str, Any]) -> Any:
+    """``settings`` (an experiment's settings dataclass) with the fields in ``changes`` replaced.
+
+    Values come as parsed JSON: a list replaces a tuple field as a tuple, and a dict given for
+    ``attack`` is read as an :class:`AttackConfig`. An unknown field name is an error that lists
+    the known ones.
+
+    >>> with_overrides(SurfaceSettings(), {"num_bends": [4, 4], "align": False}).num_bends
+    (4, 4)
+    """
+    known = {f.name for f in fields(settings)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise InvalidArgument(
+            "set",
+            f"unknown setting {', '.join(unknown)} for this experiment "
+            f"(known: {', '.join(sorted(known))})",
+        )
+    values: dict[str, Any] = {}
+    for name, value in changes.items():
+        current = getattr(settings, name)
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(current, AttackConfig) and isinstance(value, dict):
+            value = AttackConfig.from_dict({**current.to_dict(), **value})
+        if not _same_kind(current, value):
+            raise InvalidArgument(
+                "set", f"setting {name} takes a value like {current!r}, got {value!r}"
+            )
+        values[name] = value
+    return replace(settings, **values)
+
+
+def _same_kind(current: Any, value: Any) -> bool:
+    """Whether ``value`` can stand where ``current`` stands (None for an optional setting, an
+    integer for a float; a bool is no number here)."""
+    if current is None or value is None:
+        return True
+    if isinstance(current, bool) or isinstance(value, bool):
+        return isinstance(current, bool) and isinstance(value, bool)
+    if isinstance(current, float):
+        return isinstance(value, int | float)
+    return isinstance(value, type(current))
+
+
 def run_reproduce(
     name: str,
     out: str | Path,
@@ -490,6 +535,7 @@ def run_reproduce(
     quick: bool = False,
     settings: Any = None,
     seeds: tuple[int, ...] | None = None,
+    overrides: dict[str, Any] | None = None,
     data_dir: str | None = None,
     device: str = "auto",
     force: bool = False,
@@ -498,7 +544,9 @@ def run_reproduce(
     """Run experiment ``name`` (one of :data:`EXPERIMENTS`) into ``out``; return its summary.
 
     ``settings`` replaces the experiment's defaults (its settings dataclass); ``quick`` takes
-    the small setting instead; ``seeds`` overrides the settings' seeds. A finished run is
+    the small setting instead; ``seeds`` overrides the settings' seeds; ``overrides`` replaces
+    single fields of the settings (:func:`with_overrides`; the CLI's ``--set NAME=VALUE``).
+    A finished run is
     re-aggregated from its finished steps; ``force`` redoes every step.
     """
     if name not in EXPERIMENTS:
@@ -506,7 +554,7 @@ def run_reproduce(
     experiment = EXPERIMENTS[name]
     if settings is None:
         settings = experiment.quick() if quick else experiment.full()
-    chosen = settings
+    chosen = with_overrides(settings, overrides) if overrides else settings
     if seeds is not None:
         chosen = replace(chosen, seeds=tuple(seeds))
     chosen.validate()
