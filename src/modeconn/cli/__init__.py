@@ -30,8 +30,10 @@ def _register_commands() -> None:
         align,  # noqa: F401
         attack,  # noqa: F401
         connect,  # noqa: F401
+        demo,  # noqa: F401
         landscape,  # noqa: F401
         repair,  # noqa: F401
+        report,  # noqa: F401
         reproduce,  # noqa: F401
         scan,  # noqa: F401
         train,  # noqa: F401

@@ -1,4 +1,4 @@
-"""``modeconn repair``, ``modeconn report`` and ``modeconn demo``."""
+"""``modeconn repair``."""
 
 from __future__ import annotations
 
@@ -25,12 +25,10 @@ from modeconn.cli.common import (
     parse_int_list,
     print_summary,
 )
-from modeconn.commands.demo import SCENARIOS, DemoConfig, results_table, run_demos
 from modeconn.defenses.repair import RepairConfig
 from modeconn.errors import ModeconnError
 
 _DEFAULTS = RepairConfig()
-_DEMO = DemoConfig()
 
 
 def parse_sweep(text: str | None) -> tuple[int, ...]:
@@ -211,72 +209,3 @@ def repair_command(
     print_summary(summary, out)
     if (out / "comparison.md").exists():
         typer.echo((out / "comparison.md").read_text())
-
-
-@app.command("report")
-def report_command(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", help="HTML file to write (default RUN_DIR/report.html)."),
-    ] = None,
-) -> None:
-    """Write one self-contained HTML page (figures embedded) for a run directory."""
-    from modeconn.report.html import write_report
-
-    typer.echo(f"report written to {write_report(run_dir, output)}")
-
-
-@app.command("demo")
-def demo_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for all demo runs.")] = Path(
-        "runs/demo"
-    ),
-    scenario: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--scenario", help="patch (default), blend, all-to-all, injection; repeatable."
-        ),
-    ] = None,
-    all_scenarios: Annotated[bool, typer.Option("--all", help="Run every scenario.")] = False,
-    dataset: Annotated[str, typer.Option("--dataset", "-d")] = _DEMO.dataset,
-    data_dir: DataDir = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Epochs of the models.")] = _DEMO.epochs,
-    repair_epochs: Annotated[
-        int | None,
-        typer.Option("--repair-epochs", help="Curve epochs (default: the repair method's)."),
-    ] = None,
-    bonafide: Annotated[int, typer.Option("--bonafide")] = _DEMO.bonafide,
-    scan_steps: Annotated[
-        int | None, typer.Option("--scan-steps", help="Steps per synthesized trigger.")
-    ] = None,
-    no_baselines: Annotated[bool, typer.Option("--no-baselines")] = False,
-    sweep: Annotated[
-        str | None, typer.Option("--sweep", help="Comma-separated bonafide sizes.")
-    ] = None,
-    seed: Seed = 0,
-    device: Device = "auto",
-    force: Annotated[
-        bool, typer.Option("--force", help="Redo every step instead of reusing finished ones.")
-    ] = False,
-    quiet: Quiet = False,
-) -> None:
-    """The main job: train, tamper, repair, compare with baselines, report."""
-    chosen = list(SCENARIOS) if all_scenarios else (scenario or ["patch"])
-    config = DemoConfig(
-        dataset=dataset,
-        data_dir=str(data_dir) if data_dir else None,
-        epochs=epochs,
-        repair_epochs=repair_epochs,
-        scan_steps=scan_steps,
-        bonafide=bonafide,
-        baselines=not no_baselines,
-        sweep=parse_sweep(sweep),
-        seed=seed,
-    )
-    summaries = run_demos(
-        out, chosen, config=config, device=device, force=force, progress=not quiet
-    )
-    typer.echo(results_table(summaries))
-    for s in summaries:
-        typer.echo(f"{s['scenario']}: report at {s['report']}")
