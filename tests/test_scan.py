@@ -74,6 +74,72 @@ def test_scan_flags_the_backdoor_class_against_a_clean_reference():
     assert "class 0" in result.verdict() and "no class" in clean.verdict()
 
 
+class PixelAllToAll(nn.Module):
+    """Row-mean classes as in :class:`PixelBackdoor`; the bottom-right pixel sends y → y+1 mod 4
+    (the all-to-all backdoor: no class is the target, every class is pushed off its label)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x[:, 0].mean(dim=2)[:, :4]
+        shifted = torch.roll(rows, shifts=1, dims=1)  # class j gets row j−1's brightness
+        on = x[:, 0, -1, -1].unsqueeze(1).clamp(0, 1)
+        return 10.0 * ((1 - on) * rows + on * (shifted + 0.5))
+
+
+def test_untargeted_trigger_finds_the_all_to_all_pixel_and_the_index_flags_it():
+    x, y = _images()
+    backdoored, clean = PixelAllToAll(), PixelAllToAll()
+    clean.forward = lambda x: 10.0 * x[:, 0].mean(dim=2)[:, :4]  # no pixel pathway
+    assert (backdoored(x).argmax(1) == y).all()
+    cfg = ScanConfig(steps=120, batch_size=32, untargeted_batch=64)
+    trig = synthesize_triggers(backdoored, x, y, 4, "mask", cfg, untargeted=True)
+    assert trig.untargeted and trig.num_classes == 1
+    assert trig.size[0] < 3.0 and int(trig.mask[0].flatten().argmax()) == 63
+    assert (backdoored(trig.apply(x, y)).argmax(1) != y).float().mean() >= 0.9
+    result = scan_model(backdoored, x, y, 4, cfg)
+    # no class stands out (every class is a target) but the label flipper does
+    assert result.flagged_classes == [] and result.untargeted_flagged and result.backdoor_found
+    assert "universal label-flipping" in result.verdict()
+    reference = scan_model(clean, x, y, 4, cfg)
+    assert not reference.backdoor_found
+    assert reference.untargeted_index < cfg.untargeted_threshold < result.untargeted_index
+    summary = result.summary()
+    assert summary["untargeted_flagged"] is True and summary["backdoor_found"] is True
+    assert summary["untargeted_mask_size"] < 3.0
+
+
+def test_unlearning_transform_stamps_the_untargeted_share_with_true_labels():
+    k, n = 4, 1000
+    per_class = TriggerSet(
+        "mask",
+        torch.ones(k),
+        torch.ones(k),
+        mask=torch.zeros(k, 1, 8, 8),
+        pattern=torch.zeros(k, 1, 8, 8),
+    )
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[0, 0, -1, -1] = 1.0
+    universal = TriggerSet(
+        "mask",
+        torch.ones(1),
+        torch.ones(1),
+        mask=mask,
+        pattern=torch.ones(1, 1, 8, 8),
+        untargeted=True,
+    )
+    x, y = torch.zeros(n, 1, 8, 8), torch.arange(n) % k
+    torch.manual_seed(0)
+    transform = UnlearningTransform(
+        [per_class], rate=0.0, untargeted=[universal], untargeted_rate=0.3
+    )
+    xs, ys = transform(x, y)
+    assert torch.equal(ys, y)
+    share = (xs[:, 0, -1, -1] == 1.0).float().mean()
+    assert 0.25 < share < 0.35
+    assert xs[:, 0, :-1].abs().sum() == 0  # nothing else was stamped
+    with pytest.raises(ModeconnError, match="untargeted triggers"):
+        UnlearningTransform([per_class], rate=0.0, untargeted_rate=0.3)
+
+
 def test_anomaly_index_uses_the_low_side_and_the_reference():
     assert anomaly_index([5.0, 5.0, 5.0, 5.0]) == [0.0, 0.0, 0.0, 0.0]
     idx = anomaly_index([50.0, 60.0, 55.0, 5.0, 500.0])
@@ -111,6 +177,8 @@ def test_unlearning_transform_keeps_labels_and_never_uses_the_own_class():
     assert 0.4 < (value > 0).float().mean() < 0.6
     with pytest.raises(ModeconnError, match="rate"):
         UnlearningTransform([trig], rate=0.0)
+    with pytest.raises(ModeconnError, match="rate"):
+        UnlearningTransform([trig], rate=-0.1, uniform_rate=0.5)
     with pytest.raises(ModeconnError, match="rate"):
         UnlearningTransform([trig], rate=0.8, uniform_rate=0.4)
 
@@ -237,3 +305,27 @@ def test_unlearning_follows_the_confidence_of_the_verdict():
     # the flagged classes and the uniform part are stamped.
     close = unlearning_transform([result([0, 3.61, 0, 4.43], [1, 3])], cfg)
     assert close.classes == [1, 3] and close.uniform_rate == cfg.uniform_rate
+    # With universal label flippers (the scan's untargeted triggers): no confident class means
+    # the flippers are stamped, plus the flagged classes' triggers when some class is flagged.
+    flipper = TriggerSet(
+        "mask",
+        torch.ones(1),
+        torch.ones(1),
+        mask=torch.zeros(1, 1, 8, 8),
+        pattern=torch.zeros(1, 1, 8, 8),
+        untargeted=True,
+    )
+
+    def with_flipper(index: list[float], flagged: list[int]) -> ScanResult:
+        scan = result(index, flagged)
+        scan.untargeted, scan.untargeted_index = {"mask": flipper}, 2.0
+        return scan
+
+    quiet = unlearning_transform([with_flipper([1.0, 0, 0, 0], [])], cfg)
+    assert quiet.rate == 0.0 and quiet.untargeted_rate == cfg.untargeted_rate
+    assert len(quiet.untargeted) == 1 and quiet.uniform_rate == 0.0
+    flagged = unlearning_transform([with_flipper([0, 3.61, 0, 4.43], [1, 3])], cfg)
+    assert flagged.classes == [1, 3] and flagged.rate == cfg.rate
+    assert flagged.untargeted_rate == cfg.untargeted_rate
+    sure = unlearning_transform([with_flipper([9.0, 0, 0, 0], [0])], cfg)
+    assert sure.classes == [0] and sure.untargeted_rate == 0.0

@@ -266,12 +266,12 @@ RESULT_ROWS = (
 def results_table(summaries: Sequence[dict[str, Any]]) -> str:
     """The README's results table: every candidate of every scenario with its clean accuracy, its
     change against the tampered model (points), the attack's figure (ASR, or injection success),
-    the ASR after the retuning attack and the scan's largest anomaly index; the model the repair
-    returned is in bold with the rule's reason."""
+    the ASR after the retuning attack, the scan's largest anomaly index and its untargeted index
+    (the universal label flipper); the model the repair returned is in bold."""
     lines = [
         "| scenario | model | clean acc | Δ clean (points) | ASR / injection success "
-        "| ASR after retuning | scan index | detail |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| ASR after retuning | scan index | untargeted index | detail |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
 
     def cell(value: Any) -> str:
@@ -296,7 +296,8 @@ def results_table(summaries: Sequence[dict[str, Any]]) -> str:
             lines.append(
                 f"| {s['scenario']} | {label} | {acc:.4f} | {delta} | "
                 f"{cell(s.get(f'{prefix}_{key}'))} | {cell(s.get(f'{prefix}_retuning_asr'))} | "
-                f"{cell(s.get(f'{prefix}_max_anomaly_index'))} | {detail} |"
+                f"{cell(s.get(f'{prefix}_max_anomaly_index'))} | "
+                f"{cell(s.get(f'{prefix}_untargeted_index'))} | {detail} |"
             )
     return "\n".join(lines) + "\n"
 

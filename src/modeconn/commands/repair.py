@@ -79,16 +79,26 @@ def repair_summary(result: RepairResult, key: str | None, bonafide: int) -> dict
         summary["t_rule"] = result.t_rule
     if key:
         summary[key] = chosen.metrics[key]
-    for name in ("eot_asr", "retuning_asr", "max_anomaly_index"):
+    for name in ("eot_asr", "retuning_asr", "max_anomaly_index", "untargeted_index"):
         if name in chosen.metrics:
             summary[name] = chosen.metrics[name]
     tampered_scan = result.scans.get(Names.TAMPERED)
     if tampered_scan is not None:
         summary["tampered_flagged_classes"] = list(tampered_scan.flagged_classes)
-    summary["repaired_flagged_classes"] = list(result.scans[chosen.name].flagged_classes)
+        summary["tampered_backdoor_found"] = tampered_scan.backdoor_found
+    repaired_scan = result.scans[chosen.name]
+    summary["repaired_flagged_classes"] = list(repaired_scan.flagged_classes)
+    summary["repaired_backdoor_found"] = repaired_scan.backdoor_found
     for row in result.table:
         prefix = slug(row.name)
-        for k in ("clean_acc", key, "retuning_asr", "eot_asr", "max_anomaly_index"):
+        for k in (
+            "clean_acc",
+            key,
+            "retuning_asr",
+            "eot_asr",
+            "max_anomaly_index",
+            "untargeted_index",
+        ):
             if k and k in row.metrics:
                 summary[f"{prefix}_{k}"] = row.metrics[k]
     summary.update({f"seconds_{step}": value for step, value in result.timings.items()})

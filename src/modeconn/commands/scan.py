@@ -86,18 +86,31 @@ def scan_markdown(result: ScanResult, class_names: list[str] | None = None) -> s
             cells.append(f"{result.index[kind][k]:.2f}")
         flag = "**yes**" if k in result.flagged_classes else ""
         lines.append(f"| {name} | {value:.2f} | {flag} | " + " | ".join(cells) + " |")
+    if result.untargeted:
+        sizes = ", ".join(
+            f"{kind} {float(trig.size[0]):.2f} "
+            f"(median class {float(result.triggers[kind].size.median()):.2f})"
+            for kind, trig in result.untargeted.items()
+        )
+        lines += [
+            "",
+            f"Universal label flipper (untargeted trigger): {sizes}; untargeted index "
+            f"{result.untargeted_index:.2f} (flagged above {result.untargeted_threshold:g}).",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def save_triggers(path: Path, result: ScanResult) -> None:
     tensors: dict[str, torch.Tensor] = {}
-    for kind, trig in result.triggers.items():
-        tensors[f"{kind}.size"] = trig.size
-        tensors[f"{kind}.success"] = trig.success
+    named = [(kind, trig) for kind, trig in result.triggers.items()]
+    named += [(f"untargeted_{kind}", trig) for kind, trig in result.untargeted.items()]
+    for key, trig in named:
+        tensors[f"{key}.size"] = trig.size
+        tensors[f"{key}.success"] = trig.success
         for name in ("mask", "pattern", "delta"):
             value = getattr(trig, name)
             if value is not None:
-                tensors[f"{kind}.{name}"] = value
+                tensors[f"{key}.{name}"] = value
     write_tensors(path, tensors)
 
 
@@ -172,7 +185,6 @@ def run_scan(
     write_scan_outputs(run, result, None)
     summary = {
         "verdict": result.verdict(),
-        "backdoor_found": result.backdoor_found,
         **result.summary(),
         "threshold": config.threshold,
         "images": len(y),

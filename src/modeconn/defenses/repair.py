@@ -220,6 +220,18 @@ class Candidate:
     detail: str = ""
 
 
+def scan_figures(result: ScanResult) -> dict[str, float]:
+    """A model's scan as candidate figures: the largest class anomaly index, the untargeted
+    index (when the scan made one) and whether a backdoor was found (1.0 / 0.0)."""
+    figures = {
+        "max_anomaly_index": max(result.anomaly_index),
+        "flagged": float(result.backdoor_found),
+    }
+    if result.untargeted_index is not None:
+        figures["untargeted_index"] = result.untargeted_index
+    return figures
+
+
 def attack_key(attack: dict[str, Any] | None) -> str | None:
     if not attack:
         return None
@@ -322,7 +334,7 @@ def eot_attack_success(
 def comparison_markdown(candidates: Sequence[Candidate], key: str | None) -> str:
     """The comparison table: clean and held-out accuracy, the attack's figure, the adaptive and
     retuning attacks' ASR and the scan's largest anomaly index, one row per model."""
-    optional = ["eot_asr", "retuning_asr", "max_anomaly_index"]
+    optional = ["eot_asr", "retuning_asr", "max_anomaly_index", "untargeted_index"]
     cols = (
         ["clean_acc", HOLDOUT]
         + ([key] if key else [])
@@ -520,9 +532,9 @@ def run_baselines(
 def choose_candidate(
     candidates: Sequence[Candidate], verdicts: dict[str, ScanResult]
 ) -> tuple[Candidate, str]:
-    """The trigger-free choice: the best held-out bonafide accuracy among the candidates whose
-    scan flags no class; when every candidate is flagged, the one with the smallest largest
-    anomaly index, and the reason says so.
+    """The trigger-free choice: the best held-out bonafide accuracy among the candidates in which
+    the scan finds no backdoor (no flagged class, no universal label flipper); when every
+    candidate is flagged, the least suspicious one, and the reason says so.
 
     Ties on accuracy go to the lower held-out loss (then the earlier candidate): 500 held-out
     images resolve accuracy to 0.2 points, and the demo's path repair and NC-unlearning tied on
@@ -530,7 +542,7 @@ def choose_candidate(
     accuracy 0.889 against 0.896)."""
     if not candidates:
         raise RuntimeError("no repair candidate was built")
-    clean = [c for c in candidates if not verdicts[c.name].flagged_classes]
+    clean = [c for c in candidates if not verdicts[c.name].backdoor_found]
     if clean:
         best = max(
             clean,
@@ -544,10 +556,10 @@ def choose_candidate(
             f"{best.name}: the best held-out bonafide accuracy ({best.metrics[HOLDOUT]:.4f}) among "
             f"the {len(clean)} of {len(candidates)} candidates the scan does not flag"
         )
-    best = min(candidates, key=lambda c: max(verdicts[c.name].anomaly_index))
+    best = min(candidates, key=lambda c: verdicts[c.name].suspicion)
     return best, (
-        f"{best.name}: every candidate is flagged by the scan; this one has the smallest anomaly "
-        f"index ({max(verdicts[best.name].anomaly_index):.2f}) — the repair may not have worked"
+        f"{best.name}: every candidate is flagged by the scan; this one is the least suspicious "
+        f"({verdicts[best.name].verdict()}) — the repair may not have worked"
     )
 
 
@@ -787,9 +799,7 @@ class Repair:
 
     def verify(self, candidate: Candidate, model: nn.Module) -> None:
         """Scan a candidate (the choice's input) and add its retuning-attack ASR (report only)."""
-        result = self.scan(candidate.name, model)
-        candidate.metrics["max_anomaly_index"] = max(result.anomaly_index)
-        candidate.metrics["flagged"] = float(bool(result.flagged_classes))
+        candidate.metrics.update(scan_figures(self.scan(candidate.name, model)))
         self.lap("verification_scans")
         retuned = self.retuning_asr(model)
         if retuned is not None:
@@ -847,7 +857,7 @@ class Repair:
             if retuned is not None:
                 ref.metrics["retuning_asr"] = retuned
             if ref.name in self.scans:
-                ref.metrics["max_anomaly_index"] = max(self.scans[ref.name].anomaly_index)
+                ref.metrics.update(scan_figures(self.scans[ref.name]))
         self.lap("verification_scans")
         baselines: list[Candidate] = []
         noisy_rows: list[dict[str, float]] = []

@@ -72,6 +72,10 @@ class ScanConfig:
     patience: int = 5
     cost_factor: float = 1.5
     threshold: float = 3.0
+    untargeted: bool = True
+    untargeted_batch: int = 96
+    untargeted_success: float = 0.9
+    untargeted_threshold: float = 1.0
     seed: int = 0
 
     def validate(self) -> None:
@@ -104,6 +108,8 @@ class TriggerSet:
     ``kind == "mask"``: ``mask`` (K×1×H×W) and ``pattern`` (K×C×H×W) in [0, 1];
     ``kind == "perturbation"``: ``delta`` (K×C×H×W). ``size`` is ‖m‖₁ or ‖δ‖₂ per class and
     ``success`` the fraction of other-class images the trigger sent to its class.
+    ``untargeted``: one universal trigger (K = 1) that moves images of every class away from their
+    label; :meth:`apply` stamps it whatever class it is given.
     """
 
     kind: str
@@ -112,6 +118,7 @@ class TriggerSet:
     mask: torch.Tensor | None = None
     pattern: torch.Tensor | None = None
     delta: torch.Tensor | None = None
+    untargeted: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -120,6 +127,8 @@ class TriggerSet:
     def apply(self, x: torch.Tensor, classes: torch.Tensor | int) -> torch.Tensor:
         """Stamp images ``x`` (N×C×H×W in [0, 1]) with the trigger of ``classes`` (N or one)."""
         k = torch.as_tensor(classes, device=x.device).long().expand(x.shape[0])
+        if self.untargeted:
+            k = torch.zeros_like(k)
         if self.kind == "mask":
             m = self.mask.to(x.device)[k]
             return (1 - m) * x + m * self.pattern.to(x.device)[k]
@@ -138,8 +147,15 @@ class TriggerSet:
                 self.success,
                 mask=(self.mask * factor).clamp(0, 1),
                 pattern=self.pattern,
+                untargeted=self.untargeted,
             )
-        return TriggerSet(self.kind, self.size, self.success, delta=self.delta * factor)
+        return TriggerSet(
+            self.kind,
+            self.size,
+            self.success,
+            delta=self.delta * factor,
+            untargeted=self.untargeted,
+        )
 
     def image(self, k: int) -> torch.Tensor:
         """What the trigger of class ``k`` looks like (C×H×W in [0, 1]), for figures."""
@@ -161,10 +177,29 @@ class ScanResult:
     threshold: float
     reference_sizes: dict[str, list[float]] | None = None
     notes: list[str] = field(default_factory=list)
+    untargeted: dict[str, TriggerSet] = field(default_factory=dict)
+    untargeted_index: float | None = None
+    untargeted_threshold: float = 1.0
+
+    @property
+    def untargeted_flagged(self) -> bool:
+        """The universal label flipper is suspiciously small (a label-dependent backdoor)."""
+        return (
+            self.untargeted_index is not None and self.untargeted_index > self.untargeted_threshold
+        )
 
     @property
     def backdoor_found(self) -> bool:
-        return bool(self.flagged_classes)
+        return bool(self.flagged_classes) or self.untargeted_flagged
+
+    @property
+    def suspicion(self) -> float:
+        """The strongest evidence relative to its threshold (above 1: a backdoor is suspected):
+        the largest anomaly index over ``threshold`` or the untargeted index over its own."""
+        value = max(self.anomaly_index) / self.threshold
+        if self.untargeted_index is not None:
+            value = max(value, self.untargeted_index / self.untargeted_threshold)
+        return value
 
     def summary(self, prefix: str = "") -> dict[str, Any]:
         """Flat summary keys (``flagged_classes``, ``anomaly_index``, ``max_anomaly_index``, and
@@ -177,17 +212,40 @@ class ScanResult:
         for kind, trig in self.triggers.items():
             out[f"{prefix}{kind}_size"] = [round(float(v), 4) for v in trig.size]
             out[f"{prefix}{kind}_index"] = [round(v, 4) for v in self.index[kind]]
+        if self.untargeted_index is not None:
+            out[f"{prefix}untargeted_index"] = round(self.untargeted_index, 4)
+            out[f"{prefix}untargeted_flagged"] = self.untargeted_flagged
+            for kind, trig in self.untargeted.items():
+                out[f"{prefix}untargeted_{kind}_size"] = round(float(trig.size[0]), 4)
+        out[f"{prefix}backdoor_found"] = self.backdoor_found
         return out
 
     def verdict(self) -> str:
         """One sentence a user can act on."""
-        if not self.flagged_classes:
-            return (
-                f"no class flagged (largest anomaly index {max(self.anomaly_index):.2f} "
-                f"≤ {self.threshold:g})"
+        parts = []
+        if self.flagged_classes:
+            classes = ", ".join(
+                f"{k} (index {self.anomaly_index[k]:.2f})" for k in self.flagged_classes
             )
-        parts = ", ".join(f"{k} (index {self.anomaly_index[k]:.2f})" for k in self.flagged_classes)
-        return f"backdoor suspected: class {parts} above {self.threshold:g}"
+            parts.append(f"class {classes} above {self.threshold:g}")
+        if self.untargeted_flagged:
+            parts.append(
+                f"a universal label-flipping trigger (untargeted index "
+                f"{self.untargeted_index:.2f} above {self.untargeted_threshold:g}: a "
+                "label-dependent backdoor such as all-to-all)"
+            )
+        if parts:
+            return "backdoor suspected: " + "; ".join(parts)
+        text = (
+            f"no class flagged (largest anomaly index {max(self.anomaly_index):.2f} "
+            f"≤ {self.threshold:g})"
+        )
+        if self.untargeted_index is not None:
+            text += (
+                f" and no universal label flipper (untargeted index {self.untargeted_index:.2f} "
+                f"≤ {self.untargeted_threshold:g})"
+            )
+        return text
 
 
 def _class_eligibility(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -215,9 +273,17 @@ def synthesize_triggers(
     num_classes: int,
     kind: str = "mask",
     config: ScanConfig | None = None,
+    *,
+    untargeted: bool = False,
 ) -> TriggerSet:
     """Optimise one trigger of ``kind`` per class on images ``x`` (labels ``y``), all classes in
-    one batched pass per step. ``model`` is used in eval mode and left unchanged."""
+    one batched pass per step. ``model`` is used in eval mode and left unchanged.
+
+    ``untargeted``: a single universal trigger instead, the smallest that moves
+    ``config.untargeted_success`` of *all* images away from their own label, wherever they go
+    (loss −log(1 − p_y)). A backdoor whose target depends on the label (all-to-all) gives no
+    class a small targeted trigger, but its trigger is exactly such a universal label flipper.
+    """
     config = config or ScanConfig()
     if kind not in TRIGGER_KINDS:
         raise InvalidArgument(
@@ -227,7 +293,9 @@ def synthesize_triggers(
     device = x.device
     n, c, h, w = x.shape
     gen = torch.Generator().manual_seed(config.seed)
-    K = num_classes
+    K = 1 if untargeted else num_classes  # triggers optimised side by side
+    batch = config.untargeted_batch if untargeted else config.batch_size
+    target_rate = config.untargeted_success if untargeted else config.success_target
     if kind == "mask":
         mask_logit = torch.full((K, 1, h, w), -2.0, device=device)
         pattern_logit = (torch.rand((K, c, h, w), generator=gen) * 2 - 1).to(device)
@@ -250,9 +318,8 @@ def synthesize_triggers(
     try:
         with eval_mode(model):
             for step in range(config.steps):
-                pick = torch.randint(0, n, (min(config.batch_size, n),), generator=gen).to(device)
+                pick = torch.randint(0, n, (min(batch, n),), generator=gen).to(device)
                 xb, yb = x[pick], y[pick]
-                eligible = _class_eligibility(yb, K).float()  # K×B
                 if kind == "mask":
                     m = torch.sigmoid(mask_logit)
                     p = torch.sigmoid(pattern_logit)
@@ -262,25 +329,32 @@ def synthesize_triggers(
                     xs = (xb.unsqueeze(0) + delta.unsqueeze(1)).clamp(0, 1)
                     size = delta.flatten(1).norm(dim=1)
                 logits = model(xs.reshape(-1, c, h, w))
-                goal = targets.repeat_interleave(xb.shape[0])
-                ce = F.cross_entropy(logits, goal, reduction="none").view(K, -1)
-                hits = (logits.argmax(1) == goal).float().view(K, -1)
+                if untargeted:
+                    p_true = logits.softmax(1).gather(1, yb.unsqueeze(1)).view(1, -1)
+                    loss_per = -torch.log((1 - p_true).clamp_min(1e-6))
+                    hits = (logits.argmax(1) != yb).float().view(1, -1)
+                    eligible = torch.ones_like(hits)
+                else:
+                    goal = targets.repeat_interleave(xb.shape[0])
+                    loss_per = F.cross_entropy(logits, goal, reduction="none").view(K, -1)
+                    hits = (logits.argmax(1) == goal).float().view(K, -1)
+                    eligible = _class_eligibility(yb, K).float()  # K×B
                 count = eligible.sum(1).clamp_min(1)
-                ce_k = (ce * eligible).sum(1) / count
+                loss_k = (loss_per * eligible).sum(1) / count
                 success = (hits * eligible).sum(1) / count
-                loss = (ce_k + cost * size).sum()
+                loss = (loss_k + cost * size).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 with torch.no_grad():
-                    improved = (success >= config.success_target) & (size < best_size)
+                    improved = (success >= target_rate) & (size < best_size)
                     best_size = torch.where(improved, size.detach(), best_size)
                     best_success = torch.where(improved, success, best_success)
                     for keep, cur in zip(best, params, strict=True):
                         keep[improved] = cur.detach()[improved]
                     window_success += success
                     if (step + 1) % config.patience == 0:
-                        reached = window_success / config.patience >= config.success_target
+                        reached = window_success / config.patience >= target_rate
                         cost = torch.where(
                             reached, cost * config.cost_factor, cost / config.cost_factor
                         )
@@ -307,8 +381,11 @@ def synthesize_triggers(
             best_success.cpu(),
             mask=torch.sigmoid(best[0]).cpu(),
             pattern=torch.sigmoid(best[1]).cpu(),
+            untargeted=untargeted,
         )
-    return TriggerSet(kind, best_size.cpu(), best_success.cpu(), delta=best[0].cpu())
+    return TriggerSet(
+        kind, best_size.cpu(), best_success.cpu(), delta=best[0].cpu(), untargeted=untargeted
+    )
 
 
 def anomaly_index(
@@ -381,7 +458,43 @@ def scan_model(
         sum(index[kind][k] for kind in config.kinds) / len(config.kinds) for k in range(num_classes)
     ]
     flagged = [k for k, v in enumerate(combined) if v > config.threshold]
-    return ScanResult(triggers, index, combined, flagged, config.threshold, ref_sizes)
+    untargeted: dict[str, TriggerSet] = {}
+    if config.untargeted:
+        for kind in config.kinds:
+            untargeted[kind] = synthesize_triggers(
+                model, x, y, num_classes, kind, config, untargeted=True
+            )
+    return ScanResult(
+        triggers,
+        index,
+        combined,
+        flagged,
+        config.threshold,
+        ref_sizes,
+        untargeted=untargeted,
+        untargeted_index=untargeted_index(triggers, untargeted) if untargeted else None,
+        untargeted_threshold=config.untargeted_threshold,
+    )
+
+
+def untargeted_index(targeted: dict[str, TriggerSet], untargeted: dict[str, TriggerSet]) -> float:
+    """How much smaller the universal label flipper is than a typical class's trigger: per kind
+    log(median_k size_k / size_untargeted), averaged over the kinds.
+
+    Moving every image off its label is never much easier than moving the other classes' images
+    to one class, so on a clean model the two sizes are alike; a backdoor whose target depends
+    on the label (all-to-all) is a universal label flipper far smaller than any class's trigger.
+
+    >>> t = {"mask": TriggerSet("mask", torch.tensor([20.0, 30.0, 40.0]), torch.ones(3))}
+    >>> u = {"mask": TriggerSet("mask", torch.tensor([3.0]), torch.ones(1), untargeted=True)}
+    >>> round(untargeted_index(t, u), 3)
+    2.303
+    """
+    logs = [
+        math.log(float(targeted[kind].size.median()) / max(float(trig.size[0]), 1e-12))
+        for kind, trig in untargeted.items()
+    ]
+    return sum(logs) / len(logs)
 
 
 def scan_images(
@@ -408,12 +521,17 @@ class UnlearningTransform:
     """A loader transform for trigger unlearning: stamps synthesized triggers on part of each
     batch and keeps the true labels, so training teaches the model to ignore them.
 
-    A ``rate`` fraction of the images gets the trigger of one of ``classes`` (the flagged ones;
-    every class when None) and a further ``uniform_rate`` fraction the trigger of a random class
-    other than the image's own (stamping an image with its own class's trigger teaches nothing).
-    The uniform part needs no verdict and covers backdoors whose target depends on the label
-    (all-to-all), which flag no single class. ``triggers`` may be replaced between epochs. Draws
-    use the global RNG, which the training loop re-seeds every epoch.
+    Each image draws one of three disjoint shares:
+
+    - ``rate``: the trigger of one of ``classes`` (the flagged ones; every class when None);
+    - ``uniform_rate``: the trigger of a random class other than the image's own (stamping an
+      image with its own class's trigger teaches nothing);
+    - ``untargeted_rate``: one of the ``untargeted`` universal label flippers (see
+      :func:`synthesize_triggers`), which need no verdict about a class and cover backdoors whose
+      target depends on the label (all-to-all).
+
+    ``triggers`` may be replaced between epochs. Draws use the global RNG, which the training loop
+    re-seeds every epoch.
     """
 
     def __init__(
@@ -422,43 +540,60 @@ class UnlearningTransform:
         rate: float = 0.3,
         classes: Sequence[int] | None = None,
         uniform_rate: float = 0.0,
+        untargeted: Sequence[TriggerSet] = (),
+        untargeted_rate: float = 0.0,
     ) -> None:
-        if not 0.0 < rate <= 1.0 or not 0.0 <= uniform_rate <= 1.0 - rate:
+        shares = (rate, uniform_rate, untargeted_rate)
+        if min(shares) < 0.0 or not 0.0 < sum(shares) <= 1.0:
             raise InvalidArgument(
                 None,
-                f"unlearning rate must lie in (0, 1] and rate + uniform_rate ≤ 1, got "
-                f"{rate} and {uniform_rate}",
+                "unlearning shares must be non-negative and add up to a value in (0, 1], got "
+                f"rate {rate}, uniform_rate {uniform_rate}, untargeted_rate {untargeted_rate}",
             )
         if not triggers:
             raise InvalidArgument(None, "unlearning needs at least one set of synthesized triggers")
+        if untargeted_rate > 0 and not untargeted:
+            raise InvalidArgument(None, "an untargeted share needs untargeted triggers")
         self.triggers = list(triggers)
+        self.untargeted = list(untargeted)
         self.rate = rate
         self.uniform_rate = uniform_rate
+        self.untargeted_rate = untargeted_rate
         self.classes = list(classes) if classes else None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         draw = torch.rand(x.shape[0])
-        stamp = draw < self.rate + self.uniform_rate
-        # the first ``rate`` of the draw goes to the flagged classes (when there are any)
-        targeted = (draw < self.rate) if self.classes else torch.zeros_like(stamp)
-        if not bool(stamp.any()):
+        per_class = draw < self.rate + self.uniform_rate
+        universal = (~per_class) & (draw < self.rate + self.uniform_rate + self.untargeted_rate)
+        if not bool(per_class.any() or universal.any()):
             return x, y
-        num_classes = self.triggers[0].num_classes
-        idx = stamp.nonzero().squeeze(1)
-        # any class but the image's own: draw from the other K−1
-        k = (y[idx].cpu() + torch.randint(1, num_classes, (idx.numel(),))) % num_classes
-        if self.classes:
-            pool = torch.tensor(self.classes)
-            chosen = pool[torch.randint(0, len(pool), (idx.numel(),))]
-            k = torch.where(targeted[idx], chosen, k)
-        which = torch.randint(0, len(self.triggers), (idx.numel(),))
         x = x.clone()
-        for j, trig in enumerate(self.triggers):
+        if bool(per_class.any()):
+            idx = per_class.nonzero().squeeze(1)
+            num_classes = self.triggers[0].num_classes
+            # any class but the image's own: draw from the other K−1
+            k = (y[idx].cpu() + torch.randint(1, num_classes, (idx.numel(),))) % num_classes
+            if self.classes:  # the first ``rate`` of the draw goes to the flagged classes
+                pool = torch.tensor(self.classes)
+                chosen = pool[torch.randint(0, len(pool), (idx.numel(),))]
+                k = torch.where(draw[idx] < self.rate, chosen, k)
+            self._stamp(x, idx, k, self.triggers)
+        if bool(universal.any()):
+            idx = universal.nonzero().squeeze(1)
+            self._stamp(x, idx, torch.zeros(idx.numel(), dtype=torch.long), self.untargeted)
+        return x, y
+
+    @staticmethod
+    def _stamp(
+        x: torch.Tensor, idx: torch.Tensor, k: torch.Tensor, triggers: Sequence[TriggerSet]
+    ) -> None:
+        """Stamp rows ``idx`` of ``x`` in place, each with class ``k``'s trigger of a random set."""
+        which = torch.randint(0, len(triggers), (idx.numel(),))
+        for j, trig in enumerate(triggers):
             sel = which == j
             if bool(sel.any()):
                 rows = idx[sel].to(x.device)
                 x[rows] = trig.apply(x[rows], k[sel].to(x.device))
-        return x, y
 
 
 __all__ = [
@@ -471,4 +606,5 @@ __all__ = [
     "scan_images",
     "scan_model",
     "synthesize_triggers",
+    "untargeted_index",
 ]
