@@ -324,7 +324,7 @@ def surface_claim_figures(
     >>> grid = {"max_test_loss": 0.5, "corner_max_test_loss": 0.4, "best_test_acc": 0.9,
     ...         "best_corner_test_acc": 0.88, "ensemble_grid_acc": 0.91,
     ...         "ensemble_corners_acc": 0.92, "best_test_loss": 0.3, "ensemble_grid_loss": 0.25,
-    ...         "ensemble_corners_loss": 0.24}
+    ...         "ensemble_corners_loss": 0.24, "best_corner_test_loss": 0.35}
     >>> f = surface_claim_figures(grid, grid, {"test_acc": 0.5, "test_loss": 1.5})
     >>> f["loss_ratio"], f["holds"], round(f["best_vs_best_corner_acc"], 6)
     (1.25, True, 0.02)
@@ -356,6 +356,7 @@ def surface_claim_figures(
     figures.update(
         corner_max_test_loss=trained["corner_max_test_loss"],
         best_corner_test_acc=trained["best_corner_test_acc"],
+        best_corner_test_loss=trained["best_corner_test_loss"],
         corners_ensemble_acc=trained["ensemble_corners_acc"],
         corners_ensemble_loss=trained["ensemble_corners_loss"],
         average_test_acc=average["test_acc"],
@@ -374,12 +375,12 @@ def _winner(difference: float) -> str:
 def surface_table_rows(seed: int, figures: dict[str, Any]) -> list[dict[str, Any]]:
     """The Markdown table's rows for one seed: one model (or ensemble) per row."""
 
-    def row(what: str, acc: float, loss: float | None) -> dict[str, Any]:
+    def row(what: str, acc: float, loss: float) -> dict[str, Any]:
         return {"seed": seed, "model": what, "test_acc": acc, "test_loss": loss}
 
     f = figures
     rows = [
-        row("best corner (held-out choice)", f["best_corner_test_acc"], None),
+        row("best corner (held-out choice)", f["best_corner_test_acc"], f["best_corner_test_loss"]),
         row("corners' ensemble", f["corners_ensemble_acc"], f["corners_ensemble_loss"]),
         row("weight average of the corners", f["average_test_acc"], f["average_test_loss"]),
     ]
