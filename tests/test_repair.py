@@ -50,9 +50,16 @@ def test_choice_takes_the_best_held_out_accuracy_the_scan_passes_and_breaks_ties
     chosen, why = choose_candidate([path, unlearnt, best], scans)
     assert chosen is unlearnt  # "b" is flagged; the tie on accuracy goes to the lower loss
     assert "2 of 3 candidates" in why
+    # A universal label flipper (untargeted index above its threshold) is a finding too.
+    scans["unl"].untargeted_index, scans["unl"].untargeted_threshold = 1.6, 1.0
+    chosen, why = choose_candidate([path, unlearnt, best], scans)
+    assert chosen is path and "1 of 3 candidates" in why
     scans["path"], scans["unl"] = verdict([1], 4.0), verdict([0], 3.5)
     chosen, why = choose_candidate([path, unlearnt, best], scans)
-    assert chosen is unlearnt and "may not have worked" in why  # all flagged: least anomalous
+    assert chosen is unlearnt and "may not have worked" in why  # all flagged: least suspicious
+    scans["unl"].untargeted_index, scans["unl"].untargeted_threshold = 2.0, 1.0  # 2.0 > 4/3
+    chosen, _ = choose_candidate([path, unlearnt, best], scans)
+    assert chosen is path
 
 
 def test_backdoored_digits_model_is_tampered(digits_backdoor: Path):
