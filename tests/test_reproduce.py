@@ -174,6 +174,14 @@ def test_surface_quick_measures_the_claim_on_trained_and_untrained_surfaces(quic
         assert (out / name).exists(), name
     for step in ("corner_a", "aligned_d", "curve_ab", "curve_bd", "no_opt", "surface"):
         assert (out / "seed_0" / step / "summary.json").exists(), step
+    # Four models of different seeds on one split, so the held-out images stay held out for all.
+    configs = {
+        step: json.loads((out / "seed_0" / step / "config.json").read_text())
+        for step in ("corner_a", "corner_b", "corner_c", "corner_d", "curve_ab", "surface")
+    }
+    assert {c["data"]["seed"] for c in configs.values()} == {0}
+    assert {c["data"]["val_size"] for c in configs.values()} == {200}
+    assert [configs[f"corner_{k}"]["train"]["seed"] for k in "abcd"] == [0, 1, 2, 3]
     for prefix in ("", "no_opt_"):
         grid = read_table(out / "seed_0" / ("surface" if not prefix else "no_opt") / "grid.csv")
         assert len(grid) == 25 and "holdout_loss" in grid[0]

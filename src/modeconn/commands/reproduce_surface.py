@@ -7,8 +7,9 @@ points a surface is low-loss even without training it ("no optimisation").
 Per seed ``s``, every step a run directory below ``out/seed_s`` (reused when finished, resumed
 when interrupted):
 
-1. ``corner_a`` … ``corner_d``: four models trained from seeds 4s … 4s+3 on one data split,
-   which holds out ``val_size`` training images that no model, curve or surface ever trains on;
+1. ``corner_a`` … ``corner_d``: four models trained from seeds 4s … 4s+3 (initialisation and
+   batch order) on one data split drawn with seed s, which holds out ``val_size`` training
+   images that no model, curve or surface ever trains on;
 2. with ``align`` (the default), ``aligned_b`` … ``aligned_d``: B, C, D permuted onto A by
    weight matching (``modeconn align``). Independently trained models sit in basins that differ
    by a permutation of their hidden units; aligned, their surface has far less to bridge;
@@ -170,6 +171,7 @@ def _steps(
                 config=TrainConfig(
                     epochs=settings.epochs, batch_size=128, lr=settings.lr, seed=model_seed
                 ),
+                data_seed=seed,
                 device=device,
                 force=not resume,
                 resume=resume,

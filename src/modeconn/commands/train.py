@@ -7,6 +7,7 @@ the CLI is a thin layer of argument parsing on top.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ def run_train(
     transform=None,
     extra_config: dict[str, Any] | None = None,
     robust_each_epoch: bool = False,
+    data_seed: int | None = None,
     device: str = "auto",
     force: bool = False,
     resume: bool = False,
@@ -82,8 +84,10 @@ def run_train(
     whose ``robust_acc`` and ``robust_loss`` join the summary (by default with the training
     attack). ``transform`` rewrites training batches (backdoor poisoning) and ``attack`` is recorded
     in the checkpoint's sidecar. With ``robust_each_epoch`` the robust figures are measured
-    after every epoch too (``metrics.jsonl``), not only at the end. Under ``torchrun`` this
-    trains with DistributedDataParallel.
+    after every epoch too (``metrics.jsonl``), not only at the end. The data split and subset
+    are drawn with ``config.seed`` unless ``data_seed`` pins them (models of different seeds
+    that must share one split, such as the corners of a surface with a held-out slice). Under
+    ``torchrun`` this trains with DistributedDataParallel.
     """
     data = data or DataConfig()
     config = config or TrainConfig()
@@ -95,7 +99,9 @@ def run_train(
         robust = robust or RobustEvaluation(attack=adversarial.attack)
     if robust is not None:
         robust.validate()
-    data.seed = config.seed
+    # The split follows the training seed unless the caller pins it; the caller's object is
+    # left as it was (it may be shared by several steps).
+    data = replace(data, seed=config.seed if data_seed is None else data_seed)
     ctx, dev = init_distributed(device, os.environ.get("MODECONN_INIT_METHOD"))
     # Only the main process checks and clears the directory; the others attach to it afterwards.
     run = RunDir(out, force=force, resume=resume) if ctx.is_main else None
