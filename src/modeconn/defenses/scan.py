@@ -16,6 +16,14 @@ Both minimise CE(f(x'), k) + λ_k·size with a per-class weight λ_k tuned as in
 grows while the trigger reaches the success target and shrinks while it does not, and the smallest
 trigger that reached the target is kept.
 
+**Untargeted index.** A backdoor whose target depends on the label (all-to-all: y → y+1)
+gives no class a small trigger, but its trigger moves images of every class off their label.
+Per kind the scan also synthesizes one universal *untargeted* trigger (the smallest that moves
+``untargeted_success`` of all images anywhere but their own label) and reports
+log(median class size / untargeted size), averaged over the kinds; a model is flagged when it
+exceeds ``untargeted_threshold`` (1.0: clean Fashion-MNIST lenets −0.3, all-to-all ones 1.6–1.8,
+README). :attr:`ScanResult.backdoor_found` is either finding.
+
 **Anomaly index.** Per kind, the sizes are compared across classes on a log scale (a trigger
 half the usual size is as suspicious on a large class as on a small one) by the median absolute
 deviation: index_k = (median(r) − r_k) / (1.4826·MAD(r)) with r_k = log size_k. Only small
