@@ -123,6 +123,50 @@ def test_awp_quick_measures_the_overfitting_gap_with_and_without_awp(tmp_path: P
         )
     config = json.loads((out / "seed_0" / "awp" / "config.json").read_text())
     assert config["adversarial"]["awp"] is True and config["robust_each_epoch"] is True
+    # the settings reach the training step
+    assert config["train"]["batch_size"] == 128 and config["train"]["weight_decay"] == 5e-4
+    assert config["adversarial"]["awp_warmup"] == 0 and config["model"] == "lenet"
+
+
+def test_awp_settings_overfit_by_default_and_keep_the_earlier_setting_reachable():
+    """The default trains a wide MLP on few images for many small steps without weight decay
+    (where PGD-AT overfits on Fashion-MNIST); the earlier lenet setting is a few --set away."""
+    from modeconn.commands.reproduce import AWPSettings, with_overrides
+
+    full = AWPSettings()
+    steps = full.epochs * -(-full.train_limit // full.batch_size)
+    assert full.model == "mlp" and full.weight_decay == 0.0 and steps >= 1500
+    earlier = with_overrides(
+        full,
+        {
+            "model": "lenet",
+            "model_kwargs": {},
+            "train_limit": 2000,
+            "epochs": 20,
+            "batch_size": 128,
+            "weight_decay": 5e-4,
+        },
+    ).validate()
+    assert (earlier.model, earlier.batch_size, earlier.weight_decay) == ("lenet", 128, 5e-4)
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"epochs": 1}, "epochs must be at least 2"),
+        ({"awp_warmup": 10}, "awp_warmup must be at least 0 and below epochs"),
+        ({"awp_warmup": -1}, "awp_warmup must be at least 0"),
+        ({"seeds": ()}, "give at least one seed"),
+    ],
+)
+def test_awp_settings_reject_bad_values(change: dict, fragment: str):
+    from dataclasses import replace
+
+    from modeconn.commands.reproduce import AWPSettings
+    from modeconn.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match=fragment):
+        replace(AWPSettings.quick(), **change).validate()
 
 
 @pytest.mark.parametrize(

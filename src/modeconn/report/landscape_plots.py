@@ -183,7 +183,12 @@ def plot_robust_overfitting(
     path: str | Path, histories: Mapping[str, Rows], *, title: str = ""
 ) -> Path:
     """Wu et al. (2020), Fig. 1 style: test robust accuracy (left) and clean accuracy (right)
-    per epoch; one line per run (label ``"<method> seed <s>"``; a method keeps its colour)."""
+    per epoch; one line per run (label ``"<method> seed <s>"``; a method keeps its colour).
+
+    Where the rows carry ``train_acc`` (PGD-AT's accuracy on its own adversarial training
+    batches) it is drawn dashed on the left: the widening distance between the dashed and the
+    solid line is the memorisation that robust overfitting is.
+    """
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     ax_rob, ax_clean = fig.subplots(1, 2)
     methods = list(dict.fromkeys(label.split(" seed")[0] for label in histories))
@@ -191,10 +196,17 @@ def plot_robust_overfitting(
         colour = f"C{methods.index(label.split(' seed')[0])}"
         epochs = [r["epoch"] for r in rows]
         ax_rob.plot(epochs, [100 * r["robust_acc"] for r in rows], color=colour, alpha=0.8)
+        if all("train_acc" in r for r in rows):
+            train = [100 * r["train_acc"] for r in rows]
+            ax_rob.plot(epochs, train, color=colour, alpha=0.5, linestyle="--", linewidth=1)
         ax_clean.plot(epochs, [100 * r["test_acc"] for r in rows], color=colour, alpha=0.8)
     for i, method in enumerate(methods):
         ax_rob.plot([], [], color=f"C{i}", label=method)
-    ax_rob.set(xlabel="epoch", ylabel="robust accuracy (%)", title="test robust accuracy (PGD)")
+    if any(all("train_acc" in r for r in rows) for rows in histories.values()):
+        ax_rob.plot([], [], color="grey", linestyle="--", label="training batches (PGD)")
+    ax_rob.set(
+        xlabel="epoch", ylabel="robust accuracy (%)", title="robust accuracy (PGD): test, training"
+    )
     ax_clean.set(xlabel="epoch", ylabel="accuracy (%)", title="test clean accuracy")
     for ax in (ax_rob, ax_clean):
         ax.grid(alpha=0.3)
