@@ -188,9 +188,10 @@ def test_surface_settings_reject_bad_values(change: dict, fragment: str):
         replace(SurfaceSettings.quick(), **change).validate()
 
 
-def test_surface_with_an_unknown_model_is_one_line_and_writes_nothing(tmp_path: Path, capsys):
+@pytest.mark.parametrize("name", ["surface", "awp", "robust-barrier"])
+def test_an_unknown_model_is_one_line_and_writes_nothing(tmp_path: Path, capsys, name: str):
     out = tmp_path / "x"
-    result = run_cli(capsys, "reproduce", "surface", "--quick", "--model", "nope", "--out", out)
+    result = run_cli(capsys, "reproduce", name, "--quick", "--model", "nope", "--out", out)
     assert_one_line_error(result, "unknown architecture 'nope'")
     assert result.code == 2
     assert not out.exists()

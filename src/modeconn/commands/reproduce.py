@@ -44,7 +44,7 @@ from modeconn.attacks.config import AttackConfig
 from modeconn.commands.connect import run_connect
 from modeconn.commands.path_analysis import run_path_analysis
 from modeconn.commands.reproduce_surface import SurfaceSettings, run_surface_claim
-from modeconn.commands.steps import run_step
+from modeconn.commands.steps import check_experiment, run_step
 from modeconn.commands.train import run_train
 from modeconn.defenses.adversarial import AdversarialConfig, RobustEvaluation
 from modeconn.errors import InvalidArgument
@@ -117,9 +117,7 @@ class RobustBarrierSettings:
         )
 
     def validate(self) -> RobustBarrierSettings:
-        self.attack.validate()
-        if not self.seeds:
-            raise InvalidArgument("seeds", "give at least one seed")
+        check_experiment(self.model, self.seeds, self.attack)
         if self.points < 3:
             raise InvalidArgument("points", f"points must be at least 3, got {self.points}")
         for name in ("epochs", "adversarial_epochs", "curve_epochs"):
@@ -346,9 +344,7 @@ class AWPSettings:
         )
 
     def validate(self) -> AWPSettings:
-        self.attack.validate()
-        if not self.seeds:
-            raise InvalidArgument("seeds", "give at least one seed")
+        check_experiment(self.model, self.seeds, self.attack)
         if self.epochs < 2:
             raise InvalidArgument("epochs", f"epochs must be at least 2, got {self.epochs}")
         if not 0 <= self.awp_warmup < self.epochs:

@@ -40,7 +40,7 @@ import torch
 from modeconn.checkpoints import load_model
 from modeconn.commands.align import run_align
 from modeconn.commands.connect import run_connect, run_surface, run_surface_eval
-from modeconn.commands.steps import run_step
+from modeconn.commands.steps import check_experiment, run_step
 from modeconn.commands.train import run_train
 from modeconn.connectivity.checkpoints import endpoint_meta, load_curve, save_surface
 from modeconn.connectivity.curves import load_buffers
@@ -51,7 +51,6 @@ from modeconn.errors import InvalidArgument
 from modeconn.experiment import DataConfig, prepare_data
 from modeconn.io import atomic_write_text, markdown_table, read_json, read_table, write_table
 from modeconn.models import build_model
-from modeconn.models.registry import resolve_factory
 from modeconn.rundir import RunDir
 from modeconn.training import TrainConfig
 
@@ -109,11 +108,7 @@ class SurfaceSettings:
         )
 
     def validate(self) -> SurfaceSettings:
-        resolve_factory(self.model)
-        if not self.seeds:
-            raise InvalidArgument("seeds", "give at least one seed")
-        if any(s < 0 for s in self.seeds):
-            raise InvalidArgument("seeds", f"seeds must be non-negative, got {self.seeds}")
+        check_experiment(self.model, self.seeds)
         for name in ("epochs", "curve_epochs", "surface_epochs", "val_size"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(name, f"{name} must be at least 1")

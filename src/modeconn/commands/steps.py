@@ -6,7 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from modeconn.attacks.config import AttackConfig
+from modeconn.errors import InvalidArgument
 from modeconn.io import read_json
+from modeconn.models.registry import resolve_factory
 from modeconn.rundir import SUMMARY, run_status
 
 
@@ -21,3 +24,17 @@ def run_step(
     if status == "finished":
         return read_json(path / SUMMARY)
     return run(path, status == "started")
+
+
+def check_experiment(
+    model: str, seeds: tuple[int, ...], attack: AttackConfig | None = None
+) -> None:
+    """The checks every multi-step experiment's settings share, made before anything is written:
+    a known architecture, at least one seed and none negative, and a valid attack if it has one."""
+    resolve_factory(model)
+    if not seeds:
+        raise InvalidArgument("seeds", "give at least one seed")
+    if any(s < 0 for s in seeds):
+        raise InvalidArgument("seeds", f"seeds must be non-negative, got {seeds}")
+    if attack is not None:
+        attack.validate()
