@@ -113,6 +113,12 @@ def test_awp_quick_measures_the_overfitting_gap_with_and_without_awp(tmp_path: P
             row["last_robust_acc"] - row["best_robust_acc"], abs=1e-5
         )
         assert summary[f"seed0_{key}_gap"] == pytest.approx(row["gap"], abs=1e-5)
+        assert row["train_test_gap"] == pytest.approx(
+            row["last_train_robust_acc"] - row["last_robust_acc"], abs=1e-5
+        )
+        assert summary[f"train_test_gap_{key}_mean"] == pytest.approx(
+            row["train_test_gap"], abs=1e-5
+        )
         history = [
             json.loads(line)
             for line in (out / "seed_0" / key / "metrics.jsonl").read_text().splitlines()

@@ -362,10 +362,15 @@ AWP_METHODS = ("PGD-AT", "PGD-AT + AWP")
 def overfitting_gap(history: list[dict[str, float]]) -> dict[str, float]:
     """Robust overfitting of one training run from its per-epoch ``robust_acc``.
 
-    >>> gap = overfitting_gap([{"epoch": 1, "robust_acc": 0.3}, {"epoch": 2, "robust_acc": 0.5},
-    ...                        {"epoch": 3, "robust_acc": 0.4, "test_acc": 0.8}])
-    >>> gap["best_epoch"], round(gap["gap"], 6)
-    (2, -0.1)
+    ``gap`` is the last epoch's test robust accuracy minus the best epoch's (the measure of Rice
+    et al. and Wu et al.); ``train_test_gap`` is the last epoch's robust accuracy on its own PGD
+    training batches (``train_acc`` of PGD-AT) minus the test one: the memorisation behind it.
+
+    >>> gap = overfitting_gap([{"epoch": 1, "robust_acc": 0.3, "train_acc": 0.3},
+    ...                        {"epoch": 2, "robust_acc": 0.5, "train_acc": 0.6},
+    ...                        {"epoch": 3, "robust_acc": 0.4, "train_acc": 0.9, "test_acc": 0.8}])
+    >>> gap["best_epoch"], round(gap["gap"], 6), round(gap["train_test_gap"], 6)
+    (2, -0.1, 0.5)
     """
     best = max(history, key=lambda r: r["robust_acc"])
     last = history[-1]
@@ -375,6 +380,8 @@ def overfitting_gap(history: list[dict[str, float]]) -> dict[str, float]:
         "last_robust_acc": last["robust_acc"],
         "gap": last["robust_acc"] - best["robust_acc"],
         "last_clean_acc": last["test_acc"],
+        "last_train_robust_acc": last["train_acc"],
+        "train_test_gap": last["train_acc"] - last["robust_acc"],
     }
 
 
@@ -442,10 +449,23 @@ def _awp(
         "seeds_holding": f"{narrower}/{len(settings.seeds)}",
         "gap_at_mean": mean["PGD-AT"],
         "gap_awp_mean": mean["PGD-AT + AWP"],
+        **{
+            f"{name}_{key}_mean": sum(r[name] for r in table if r["method"] == method)
+            / len(settings.seeds)
+            for key, method in zip(("at", "awp"), AWP_METHODS, strict=True)
+            for name in ("last_robust_acc", "last_clean_acc", "train_test_gap")
+        },
     }
     for r in table:
         key = "awp" if r["method"] == AWP_METHODS[1] else "at"
-        for name in ("gap", "best_robust_acc", "last_robust_acc", "last_clean_acc"):
+        for name in (
+            "gap",
+            "best_robust_acc",
+            "last_robust_acc",
+            "last_clean_acc",
+            "last_train_robust_acc",
+            "train_test_gap",
+        ):
             summary[f"seed{r['seed']}_{key}_{name}"] = r[name]
     return summary
 
