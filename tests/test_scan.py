@@ -329,3 +329,43 @@ def test_unlearning_follows_the_confidence_of_the_verdict():
     assert flagged.untargeted_rate == cfg.untargeted_rate
     sure = unlearning_transform([with_flipper([9.0, 0, 0, 0], [0])], cfg)
     assert sure.classes == [0] and sure.untargeted_rate == 0.0
+
+
+def test_trigger_figure_shows_the_untargeted_flipper_framed_when_it_is_a_finding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from modeconn.defenses.scan import ScanResult
+    from modeconn.report import scan_plots
+
+    figures = []
+    monkeypatch.setattr(scan_plots, "save_figure", lambda fig, path: figures.append(fig) or path)
+    k = 3
+
+    def triggers(n: int, untargeted: bool = False) -> TriggerSet:
+        return TriggerSet(
+            "mask",
+            torch.full((n,), 2.0),
+            torch.ones(n),
+            mask=torch.zeros(n, 1, 8, 8),
+            pattern=torch.zeros(n, 1, 8, 8),
+            untargeted=untargeted,
+        )
+
+    index = [0.5, 0.2, 0.1]
+    plain = ScanResult({"mask": triggers(k)}, {"mask": index}, index, [], 3.0)
+    scan_plots.plot_triggers(tmp_path / "a.png", plain, "mask")
+    flagged = ScanResult(
+        {"mask": triggers(k)},
+        {"mask": index},
+        index,
+        [],
+        3.0,
+        untargeted={"mask": triggers(1, untargeted=True)},
+        untargeted_index=1.6,
+    )
+    scan_plots.plot_triggers(tmp_path / "b.png", flagged, "mask")
+    without, with_flipper = (fig.axes for fig in figures)
+    assert len(without) == k and len(with_flipper) == k + 1
+    last = with_flipper[-1]
+    assert "any → other" in last.get_title() and "idx 1.6" in last.get_title()
+    assert last.title.get_color() == "red" and without[0].title.get_color() == "black"
