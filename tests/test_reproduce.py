@@ -68,7 +68,8 @@ def test_reproduce_reuses_finished_steps_and_refuses_other_settings(quick_barrie
     assert result.code == 0, result.err
     assert "the claim" in result.out
     after = json.loads((quick_barrier / "summary.json").read_text())
-    assert after["seconds"] < before["seconds"] / 3  # every step reused, nothing retrained
+    # Every step reused, nothing retrained; the re-aggregation adds its time to the run's.
+    assert before["seconds"] <= after["seconds"] < before["seconds"] * 4 / 3
     assert after["seed0_robust_excess"] == before["seed0_robust_excess"]
     other = run_cli(
         capsys, "reproduce", "robust-barrier", "--quick", "--seeds", "5", "--out", quick_barrier

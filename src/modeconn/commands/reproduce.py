@@ -598,8 +598,9 @@ def run_reproduce(
     ``settings`` replaces the experiment's defaults (its settings dataclass); ``quick`` takes
     the small setting instead; ``seeds`` overrides the settings' seeds; ``overrides`` replaces
     single fields of the settings (:func:`with_overrides`; the CLI's ``--set NAME=VALUE``).
-    A finished run is
-    re-aggregated from its finished steps; ``force`` redoes every step.
+    A finished run is re-aggregated from its finished steps; ``force`` redoes every step. The
+    summary's ``seconds`` is the wall time of the calls that produced it: a call that only
+    re-aggregates adds its own time to the finished run's.
     """
     if name not in EXPERIMENTS:
         raise InvalidArgument("name", f"unknown experiment '{name}' (use {', '.join(EXPERIMENTS)})")
@@ -622,6 +623,7 @@ def run_reproduce(
     summary = experiment.run(
         run, chosen, data_dir=data_dir, device=device, force=force, progress=progress
     )
-    summary["seconds"] = time.perf_counter() - started
+    before = run.read_summary().get("seconds", 0.0) if earlier == "finished" else 0.0
+    summary["seconds"] = before + time.perf_counter() - started
     run.write_summary(summary)
     return summary
