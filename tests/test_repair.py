@@ -136,7 +136,16 @@ def test_repair_cli_end_to_end(tmp_path: Path, capsys, digits_backdoor: Path):
     )
     assert summary["tampered_flagged_classes"] == [0]  # the scan finds the target
     assert summary["repaired_flagged_classes"] == []  # and the chosen model passes it
-    steps = ["scan", "unlearning", "curve_and_path", "verification_scans", "baselines", "sweep"]
+    steps = [
+        "scan",
+        "unlearning",
+        "curve_and_path",
+        "verification_scans",
+        "retuning",
+        "references",
+        "baselines",
+        "sweep",
+    ]
     assert all(summary[f"seconds_{step}"] >= 0 for step in steps)
     assert not any(isinstance(v, dict) for v in summary.values())  # flat keys
     assert all(k.endswith("flagged_classes") for k, v in summary.items() if isinstance(v, list))

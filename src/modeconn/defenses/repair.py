@@ -849,6 +849,7 @@ class Repair:
             tampered_models.append((Names.ENDPOINT_B, self.second.model, "second model"))
         if Names.TAMPERED not in self.scans:  # method "path" has not scanned it yet
             self.scan(Names.TAMPERED, self.tampered.model)
+            self.lap("verification_scans")
         references = []
         for name, model, detail in tampered_models:
             ref = self.evaluate(name, model, detail)
@@ -858,7 +859,7 @@ class Repair:
                 ref.metrics["retuning_asr"] = retuned
             if ref.name in self.scans:
                 ref.metrics.update(scan_figures(self.scans[ref.name]))
-        self.lap("verification_scans")
+        self.lap("references")  # the tampered models' evaluation and retuning attack
         baselines: list[Candidate] = []
         noisy_rows: list[dict[str, float]] = []
         if cfg.baselines:
