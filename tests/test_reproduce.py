@@ -164,6 +164,10 @@ def test_awp_settings_overfit_by_default_and_keep_the_earlier_setting_reachable(
         ({"awp_warmup": 10}, "awp_warmup must be at least 0 and below epochs"),
         ({"awp_warmup": -1}, "awp_warmup must be at least 0"),
         ({"seeds": ()}, "give at least one seed"),
+        ({"batch_size": 0}, "batch_size must be at least 1"),
+        ({"weight_decay": -0.1}, "weight_decay must be non-negative"),
+        ({"awp_gamma": 0.0}, "awp_gamma must be positive"),
+        ({"model": "nope"}, "unknown architecture 'nope'"),
     ],
 )
 def test_awp_settings_reject_bad_values(change: dict, fragment: str):

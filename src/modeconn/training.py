@@ -58,6 +58,10 @@ class TrainConfig:
             )
         if not self.lr > 0:
             raise InvalidArgument("lr", f"lr must be positive, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise InvalidArgument(
+                "weight_decay", f"weight_decay must be non-negative, got {self.weight_decay}"
+            )
         if self.schedule not in SCHEDULES:
             raise InvalidArgument(
                 None, f"unknown schedule '{self.schedule}' (use {', '.join(SCHEDULES)})"

@@ -265,6 +265,12 @@ class AdversarialConfig:
                 None, f"unknown adversarial training '{self.method}' (use {', '.join(METHODS)})"
             )
         check_training_attack(self.attack)
+        if self.awp and not self.gamma > 0:
+            raise InvalidArgument("awp_gamma", f"awp_gamma must be positive, got {self.gamma}")
+        if self.awp_warmup < 0:
+            raise InvalidArgument(
+                "awp_warmup", f"awp_warmup must be non-negative, got {self.awp_warmup}"
+            )
 
     @property
     def gamma(self) -> float:
