@@ -16,12 +16,11 @@ import time
 import torch
 
 from modeconn.attacks.config import AttackConfig
-from modeconn.commands.reproduce import overfitting_gap
+from modeconn.commands.reproduce import AWPSettings, overfitting_gap
 from modeconn.commands.train import run_train
-from modeconn.defenses.adversarial import AdversarialConfig, RobustEvaluation
+from modeconn.defenses.adversarial import RobustEvaluation
 from modeconn.experiment import DataConfig
 from modeconn.rundir import RunDir
-from modeconn.training import TrainConfig
 
 
 def main() -> None:
@@ -44,25 +43,31 @@ def main() -> None:
     p.add_argument("--out", required=True)
     a = p.parse_args()
     torch.set_num_threads(1)
-    attack = AttackConfig(name="pgd", eps=a.eps, alpha=a.eps / 4, steps=a.steps)
+    # The experiment's own settings, so that a probe row is what ``reproduce awp --set`` runs.
+    settings = AWPSettings(
+        dataset=a.dataset,
+        model=a.model,
+        model_kwargs=json.loads(a.kwargs),
+        train_limit=a.train,
+        epochs=a.epochs,
+        batch_size=a.batch,
+        lr=a.lr,
+        weight_decay=a.wd,
+        attack=AttackConfig(name="pgd", eps=a.eps, alpha=a.eps / 4, steps=a.steps),
+        awp_gamma=a.gamma,
+        awp_warmup=a.warmup,
+        robust_limit=a.robust,
+        seeds=(a.seed,),
+    ).validate()
     started = time.perf_counter()
     run_train(
         a.out,
-        model=a.model,
-        model_kwargs=json.loads(a.kwargs),
-        data=DataConfig(dataset=a.dataset, train_limit=a.train, seed=a.seed),
-        config=TrainConfig(
-            epochs=a.epochs,
-            batch_size=a.batch,
-            lr=a.lr,
-            weight_decay=a.wd,
-            schedule="step",
-            seed=a.seed,
-        ),
-        adversarial=AdversarialConfig(
-            attack=attack, awp=a.awp, awp_gamma=a.gamma, awp_warmup=a.warmup
-        ),
-        robust=RobustEvaluation(attack=attack, limit=a.robust),
+        model=settings.model,
+        model_kwargs=settings.model_kwargs,
+        data=DataConfig(dataset=settings.dataset, train_limit=settings.train_limit, seed=a.seed),
+        config=settings.train_config(a.seed),
+        adversarial=settings.adversarial(a.awp),
+        robust=RobustEvaluation(attack=settings.attack, limit=settings.robust_limit),
         robust_each_epoch=True,
         force=True,
         progress=False,
