@@ -88,6 +88,12 @@ def test_clear_errors(tmp_path: Path, capsys, monkeypatch):
     assert_one_line_error(
         run_cli(capsys, "train", "--dataset", "imagenet", "--out", tmp_path / "c"), "imagenet"
     )
+    # A model option the architecture does not take: one line, and no half-written run.
+    bad_kwargs = ["--model", "lenet", "--model-kwargs", '{"hidden": [3]}', "--dataset", "digits"]
+    assert_one_line_error(
+        run_cli(capsys, "train", *bad_kwargs, "--out", tmp_path / "d"), "takes no option hidden"
+    )
+    assert not (tmp_path / "d").exists()
     assert_one_line_error(
         run_cli(capsys, "evaluate", tmp_path / "missing.safetensors"), "not found"
     )

@@ -225,6 +225,28 @@ def test_user_factory_errors(user_module: str, factory: str, kwargs: dict) -> No
         build_model(ModelSpec(f"{user_module}:{factory}", kwargs, 1, 8, 2))
 
 
+def test_model_kwargs_are_checked_before_anything_is_built(user_module: str) -> None:
+    from modeconn.errors import InvalidArgument
+    from modeconn.models import check_model_kwargs
+
+    for arch, kwargs in TINY_KWARGS.items():  # every registered model takes its own options
+        check_model_kwargs(arch, kwargs)
+    check_model_kwargs("lenet", None)
+    check_model_kwargs(f"{user_module}:broken", {"anything": 1})  # **kwargs takes every name
+    with pytest.raises(
+        InvalidArgument,
+        match=r"'lenet' takes no option hidden \(its options: "
+        r"batch_norm\)",
+    ):
+        check_model_kwargs("lenet", {"hidden": [8]})
+    with pytest.raises(InvalidArgument, match="num_classes belong in the model spec"):
+        check_model_kwargs("mlp", {"num_classes": 3})
+    with pytest.raises(InvalidArgument, match="takes no option bad"):
+        check_model_kwargs(f"{user_module}:full", {"bad": 1})
+    with pytest.raises(InvalidArgument, match="unknown architecture"):
+        check_model_kwargs("lenett", {})
+
+
 def test_register_model_makes_a_name_buildable() -> None:
     @register_model("test_only_linear")
     def linear(*, in_channels: int, image_size: int, num_classes: int) -> nn.Module:

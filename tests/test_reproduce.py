@@ -199,6 +199,23 @@ def test_surface_settings_reject_bad_values(change: dict, fragment: str):
         replace(SurfaceSettings.quick(), **change).validate()
 
 
+def test_model_options_are_checked_first_and_another_model_drops_the_settings_ones(
+    tmp_path: Path, capsys
+):
+    out = tmp_path / "x"
+    # The quick surface's corners are MLPs with {"hidden": [64]}; --set applies after --model.
+    bad = ["--model", "lenet", "--set", 'model_kwargs={"hiden": [3]}', "--out", out]
+    result = run_cli(capsys, "reproduce", "surface", "--quick", *bad)
+    assert_one_line_error(result, "'lenet' takes no option hiden")
+    assert not out.exists()
+    # --model lenet alone does not carry the MLP's "hidden" over: the next check is the seeds'.
+    result = run_cli(
+        capsys, "reproduce", "surface", "--quick", "--model", "lenet", "--seeds", "-1", "--out", out
+    )
+    assert_one_line_error(result, "seeds must be non-negative")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("name", ["surface", "awp", "robust-barrier"])
 def test_an_unknown_model_is_one_line_and_writes_nothing(tmp_path: Path, capsys, name: str):
     out = tmp_path / "x"

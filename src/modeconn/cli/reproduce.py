@@ -39,7 +39,13 @@ def reproduce_command(
         str | None, typer.Option("--seeds", help="Comma-separated seeds (default: the setting's).")
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Architecture (default: the setting's).")
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Architecture (default: the setting's; another one starts from its own "
+            "default options).",
+        ),
     ] = None,
     assignments: Annotated[
         list[str] | None,
@@ -58,7 +64,10 @@ def reproduce_command(
     settings = None
     if model is not None and name in EXPERIMENTS:
         defaults = EXPERIMENTS[name].quick() if quick else EXPERIMENTS[name].full()
-        settings = replace(defaults, model=model)
+        # The setting's model options belong to its own architecture (e.g. the MLP's widths):
+        # another architecture starts from its defaults; --set model_kwargs=... gives others.
+        kwargs = defaults.model_kwargs if model == defaults.model else {}
+        settings = replace(defaults, model=model, model_kwargs=kwargs)
     parsed = parse_int_list(seeds, "--seeds")
     overrides = parse_assignments(assignments or [])
     summary = run_reproduce(

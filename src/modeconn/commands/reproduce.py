@@ -117,7 +117,7 @@ class RobustBarrierSettings:
         )
 
     def validate(self) -> RobustBarrierSettings:
-        check_experiment(self.model, self.seeds, self.attack)
+        check_experiment(self.model, self.model_kwargs, self.seeds, self.attack)
         if self.points < 3:
             raise InvalidArgument("points", f"points must be at least 3, got {self.points}")
         for name in ("epochs", "adversarial_epochs", "curve_epochs"):
@@ -345,7 +345,7 @@ class AWPSettings:
         )
 
     def validate(self) -> AWPSettings:
-        check_experiment(self.model, self.seeds, self.attack)
+        check_experiment(self.model, self.model_kwargs, self.seeds, self.attack)
         if self.epochs < 2:
             raise InvalidArgument("epochs", f"epochs must be at least 2, got {self.epochs}")
         if not 0 <= self.awp_warmup < self.epochs:

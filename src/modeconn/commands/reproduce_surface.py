@@ -108,7 +108,7 @@ class SurfaceSettings:
         )
 
     def validate(self) -> SurfaceSettings:
-        check_experiment(self.model, self.seeds)
+        check_experiment(self.model, self.model_kwargs, self.seeds)
         for name in ("epochs", "curve_epochs", "surface_epochs", "val_size"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(name, f"{name} must be at least 1")

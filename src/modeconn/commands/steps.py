@@ -9,7 +9,7 @@ from typing import Any
 from modeconn.attacks.config import AttackConfig
 from modeconn.errors import InvalidArgument
 from modeconn.io import read_json
-from modeconn.models.registry import resolve_factory
+from modeconn.models.registry import check_model_kwargs
 from modeconn.rundir import SUMMARY, run_status
 
 
@@ -27,11 +27,15 @@ def run_step(
 
 
 def check_experiment(
-    model: str, seeds: tuple[int, ...], attack: AttackConfig | None = None
+    model: str,
+    model_kwargs: dict[str, Any],
+    seeds: tuple[int, ...],
+    attack: AttackConfig | None = None,
 ) -> None:
     """The checks every multi-step experiment's settings share, made before anything is written:
-    a known architecture, at least one seed and none negative, and a valid attack if it has one."""
-    resolve_factory(model)
+    a known architecture that takes the options given, at least one seed and none negative, and
+    a valid attack if it has one."""
+    check_model_kwargs(model, model_kwargs)
     if not seeds:
         raise InvalidArgument("seeds", "give at least one seed")
     if any(s < 0 for s in seeds):

@@ -25,7 +25,7 @@ from modeconn.experiment import (
     model_spec_for,
     prepare_data,
 )
-from modeconn.models import ModelSpec, build_model
+from modeconn.models import ModelSpec, build_model, check_model_kwargs
 from modeconn.rundir import RunDir
 from modeconn.training import Objective, TrainConfig, evaluate_model, train
 
@@ -92,6 +92,7 @@ def run_train(
     data = data or DataConfig()
     config = config or TrainConfig()
     config.validate()
+    check_model_kwargs(model, model_kwargs)
     if adversarial is not None:
         if objective is not None:
             raise ModeconnError("give either an objective or adversarial settings, not both")

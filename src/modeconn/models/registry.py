@@ -173,6 +173,37 @@ def resolve_factory(arch: str) -> ModelFactory:
     )
 
 
+def check_model_kwargs(arch: str, kwargs: Mapping[str, Any] | None) -> None:
+    """Check, before anything is built or written, that ``arch`` exists and takes ``kwargs``.
+
+    Catches unknown option names (a factory without ``**kwargs`` in its signature) and the shape
+    arguments, which the data set decides; a wrong value of a known option still fails when the
+    network is built.
+    """
+    factory = resolve_factory(arch)
+    kwargs = kwargs or {}
+    clash = sorted(set(kwargs) & set(SHAPE_ARGS))
+    if clash:
+        raise InvalidArgument(
+            "model_kwargs", f"{', '.join(clash)} belong in the model spec, not in its kwargs"
+        )
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no introspectable signature: the build will tell
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    by_keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    known = sorted(n for n, p in params.items() if p.kind in by_keyword and n not in SHAPE_ARGS)
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        raise InvalidArgument(
+            "model_kwargs",
+            f"{arch!r} takes no option {', '.join(unknown)} "
+            f"(its options: {', '.join(known) or 'none'})",
+        )
+
+
 def _accepted_shape_args(factory: ModelFactory, shape: dict[str, int]) -> dict[str, int]:
     """The subset of in_channels/image_size/num_classes that ``factory`` accepts by keyword."""
     try:
