@@ -88,6 +88,7 @@ def test_clear_errors(tmp_path: Path, capsys, monkeypatch):
     assert_one_line_error(
         run_cli(capsys, "train", "--dataset", "imagenet", "--out", tmp_path / "c"), "imagenet"
     )
+    assert not (tmp_path / "c").exists()  # the data set is checked before the run directory
     # A model option the architecture does not take: one line, and no half-written run.
     bad_kwargs = ["--model", "lenet", "--model-kwargs", '{"hidden": [3]}', "--dataset", "digits"]
     assert_one_line_error(

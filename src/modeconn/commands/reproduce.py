@@ -46,6 +46,7 @@ from modeconn.commands.path_analysis import run_path_analysis
 from modeconn.commands.reproduce_surface import SurfaceSettings, run_surface_claim
 from modeconn.commands.steps import check_experiment, run_step
 from modeconn.commands.train import run_train
+from modeconn.data.registry import load_dataset
 from modeconn.defenses.adversarial import AdversarialConfig, RobustEvaluation
 from modeconn.errors import InvalidArgument
 from modeconn.experiment import DataConfig
@@ -619,6 +620,8 @@ def run_reproduce(
     if seeds is not None:
         chosen = replace(chosen, seeds=tuple(seeds))
     chosen.validate()
+    # An unknown or missing data set is reported before the run directory is written.
+    load_dataset(chosen.dataset, data_dir)
     started = time.perf_counter()
     earlier = "new" if force else run_status(out)
     run = RunDir(out, force=force, resume=True)

@@ -103,14 +103,15 @@ def run_train(
     # The split follows the training seed unless the caller pins it; the caller's object is
     # left as it was (it may be shared by several steps).
     data = replace(data, seed=config.seed if data_seed is None else data_seed)
+    # The data (a missing or unknown data set) is checked before the run directory is touched.
+    prepared = prepare_data(data)
+    spec = model_spec_for(model, prepared.info, model_kwargs)
     ctx, dev = init_distributed(device, os.environ.get("MODECONN_INIT_METHOD"))
     # Only the main process checks and clears the directory; the others attach to it afterwards.
     run = RunDir(out, force=force, resume=resume) if ctx.is_main else None
     ctx.barrier()
     if run is None:
         run = RunDir.attach(out, resuming=resume and (Path(out) / "state").exists())
-    prepared = prepare_data(data)
-    spec = model_spec_for(model, prepared.info, model_kwargs)
     options = {
         "command": "train",
         "model": model,
