@@ -190,6 +190,9 @@ def test_repair_errors(tmp_path: Path, capsys, digits_backdoor: Path, digits_len
         run_cli(capsys, "repair", digits_backdoor, "--out", tmp_path / "c", "--sweep", "a,b"),
         "--sweep",
     )
+    result = run_cli(capsys, "repair", digits_backdoor, "--out", tmp_path / "d", "--bonafide", "0")
+    assert_one_line_error(result, "'bonafide' split is empty")
+    assert not (tmp_path / "d").exists()  # checked before the run directory is written
 
 
 @pytest.mark.slow

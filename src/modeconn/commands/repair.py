@@ -190,6 +190,7 @@ def run_repair(
     if resume and not force and run_status(out) == "finished":
         raise ModeconnError(f"{out} holds a finished repair; nothing to resume (force redoes it)")
     tampered, second, data, prepared = load_repair_inputs(model_paths, config, data, dev)
+    prepared.indices("bonafide")  # an empty bonafide split is an error before anything is written
     attack = attack if attack is not None else tampered.attack
     run = RunDir(out, force=force, resume=resume and not force)
     run.write_config(
