@@ -216,19 +216,20 @@ def test_model_options_are_checked_first_and_another_model_drops_the_settings_on
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("bad", "fragment"),
+    [
+        (["--set", "dataset=nope"], "unknown dataset 'nope'"),
+        (["--model", "nope"], "unknown architecture 'nope'"),
+    ],
+)
 @pytest.mark.parametrize("name", ["surface", "awp", "robust-barrier"])
-def test_an_unknown_data_set_is_one_line_and_writes_nothing(tmp_path: Path, capsys, name: str):
+def test_bad_input_is_one_line_and_writes_nothing(
+    tmp_path: Path, capsys, name: str, bad: list[str], fragment: str
+):
     out = tmp_path / "x"
-    result = run_cli(capsys, "reproduce", name, "--quick", "--set", "dataset=nope", "--out", out)
-    assert_one_line_error(result, "unknown dataset 'nope'")
-    assert not out.exists()
-
-
-@pytest.mark.parametrize("name", ["surface", "awp", "robust-barrier"])
-def test_an_unknown_model_is_one_line_and_writes_nothing(tmp_path: Path, capsys, name: str):
-    out = tmp_path / "x"
-    result = run_cli(capsys, "reproduce", name, "--quick", "--model", "nope", "--out", out)
-    assert_one_line_error(result, "unknown architecture 'nope'")
+    result = run_cli(capsys, "reproduce", name, "--quick", *bad, "--out", out)
+    assert_one_line_error(result, fragment)
     assert result.code == 2
     assert not out.exists()
 
