@@ -187,14 +187,10 @@ def check_model_kwargs(arch: str, kwargs: Mapping[str, Any] | None) -> None:
         raise InvalidArgument(
             "model_kwargs", f"{', '.join(clash)} belong in the model spec, not in its kwargs"
         )
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # no introspectable signature: the build will tell
+    names = _keyword_names(factory)
+    if names is None:  # takes any keyword (or cannot be inspected): the build will tell
         return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    by_keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    known = sorted(n for n, p in params.items() if p.kind in by_keyword and n not in SHAPE_ARGS)
+    known = sorted(names - set(SHAPE_ARGS))
     unknown = sorted(set(kwargs) - set(known))
     if unknown:
         raise InvalidArgument(
@@ -204,24 +200,29 @@ def check_model_kwargs(arch: str, kwargs: Mapping[str, Any] | None) -> None:
         )
 
 
-def _accepted_shape_args(factory: ModelFactory, shape: dict[str, int]) -> dict[str, int]:
-    """The subset of in_channels/image_size/num_classes that ``factory`` accepts by keyword."""
+def _keyword_names(factory: ModelFactory) -> set[str] | None:
+    """The parameter names ``factory`` accepts by keyword; None when it takes any keyword
+    (``**kwargs``) or its signature cannot be inspected."""
     try:
         params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # no introspectable signature: pass everything
-        return shape
+    except (TypeError, ValueError):
+        return None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return shape
+        return None
     by_keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {k: v for k, v in shape.items() if k in params and params[k].kind in by_keyword}
+    return {n for n, p in params.items() if p.kind in by_keyword}
+
+
+def _accepted_shape_args(factory: ModelFactory, shape: dict[str, int]) -> dict[str, int]:
+    """The subset of in_channels/image_size/num_classes that ``factory`` accepts by keyword."""
+    names = _keyword_names(factory)
+    return shape if names is None else {k: v for k, v in shape.items() if k in names}
 
 
 def build_network(spec: ModelSpec) -> nn.Module:
     """The bare network of ``spec`` (no normalisation layer)."""
+    check_model_kwargs(spec.arch, spec.kwargs)
     factory = resolve_factory(spec.arch)
-    clash = sorted(set(spec.kwargs) & set(SHAPE_ARGS))
-    if clash:
-        raise ModeconnError(f"{', '.join(clash)} belong in the model spec, not in its kwargs")
     shape = {name: getattr(spec, name) for name in SHAPE_ARGS}
     try:
         net = factory(**_accepted_shape_args(factory, shape), **spec.kwargs)
