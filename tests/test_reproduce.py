@@ -192,7 +192,7 @@ def test_awp_settings_reject_bad_values(change: dict, fragment: str):
 def test_surface_settings_reject_bad_values(change: dict, fragment: str):
     from dataclasses import replace
 
-    from modeconn.commands.reproduce_surface import SurfaceSettings
+    from modeconn.commands.reproduce.surface import SurfaceSettings
     from modeconn.errors import InvalidArgument
 
     with pytest.raises(InvalidArgument, match=fragment):
@@ -338,7 +338,7 @@ def test_reproduce_set_rejects_bad_settings_in_one_line(
 
 def test_with_overrides_replaces_fields_with_their_types():
     from modeconn.commands.reproduce import AWPSettings, with_overrides
-    from modeconn.commands.reproduce_surface import SurfaceSettings
+    from modeconn.commands.reproduce.surface import SurfaceSettings
 
     changed = with_overrides(
         SurfaceSettings(), {"num_bends": [4, 4], "model_kwargs": {"hidden": [512]}, "lr": 1}

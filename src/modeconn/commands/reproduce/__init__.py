@@ -29,7 +29,7 @@ Experiments:
     Ren et al. (ICLR 2025): a Bezier surface trained through four models is low-loss (its
     largest test loss within 25% of the worst corner's), compared with the best corner, the
     weight average, the corners' ensemble and a surface assembled from trained curves without
-    training it; see :mod:`modeconn.commands.reproduce_surface`.
+    training it; see :mod:`modeconn.commands.reproduce.surface`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from typing import Any
 from modeconn.attacks.config import AttackConfig
 from modeconn.commands.connect import run_connect
 from modeconn.commands.path_analysis import run_path_analysis
-from modeconn.commands.reproduce_surface import SurfaceSettings, run_surface_claim
+from modeconn.commands.reproduce.surface import SurfaceSettings, run_surface_claim
 from modeconn.commands.steps import check_experiment, run_step
 from modeconn.commands.train import run_train
 from modeconn.data.registry import load_dataset
