@@ -1,0 +1,230 @@
+"""The anomaly test of a scan: trigger sizes compared across classes, the scan of a model and
+what it found."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from modeconn.defenses.scan.kinds import TriggerSet
+from modeconn.defenses.scan.synthesis import ScanConfig, synthesize_triggers
+from modeconn.errors import ModeconnError
+from modeconn.experiment import PreparedData
+
+MAD_SCALE = 1.4826  # makes the MAD a consistent estimate of the standard deviation
+
+
+@dataclass
+class ScanResult:
+    """What the scan found: per kind the triggers, sizes and indices; the flagged classes."""
+
+    triggers: dict[str, TriggerSet]
+    index: dict[str, list[float]]
+    anomaly_index: list[float]
+    flagged_classes: list[int]
+    threshold: float
+    reference_sizes: dict[str, list[float]] | None = None
+    notes: list[str] = field(default_factory=list)
+    untargeted: dict[str, TriggerSet] = field(default_factory=dict)
+    untargeted_index: float | None = None
+    untargeted_threshold: float = 1.0
+
+    @property
+    def untargeted_flagged(self) -> bool:
+        """The universal label flipper is suspiciously small (a label-dependent backdoor)."""
+        return (
+            self.untargeted_index is not None and self.untargeted_index > self.untargeted_threshold
+        )
+
+    @property
+    def backdoor_found(self) -> bool:
+        return bool(self.flagged_classes) or self.untargeted_flagged
+
+    @property
+    def suspicion(self) -> float:
+        """The strongest evidence relative to its threshold (above 1: a backdoor is suspected):
+        the largest anomaly index over ``threshold`` or the untargeted index over its own."""
+        value = max(self.anomaly_index) / self.threshold
+        if self.untargeted_index is not None:
+            value = max(value, self.untargeted_index / self.untargeted_threshold)
+        return value
+
+    def summary(self, prefix: str = "") -> dict[str, Any]:
+        """Flat summary keys (``flagged_classes``, ``anomaly_index``, ``max_anomaly_index``, and
+        per kind ``{kind}_size``/``{kind}_index``), each optionally prefixed."""
+        out: dict[str, Any] = {
+            f"{prefix}flagged_classes": list(self.flagged_classes),
+            f"{prefix}anomaly_index": [round(v, 4) for v in self.anomaly_index],
+            f"{prefix}max_anomaly_index": round(max(self.anomaly_index), 4),
+        }
+        for kind, trig in self.triggers.items():
+            out[f"{prefix}{kind}_size"] = [round(float(v), 4) for v in trig.size]
+            out[f"{prefix}{kind}_index"] = [round(v, 4) for v in self.index[kind]]
+        if self.untargeted_index is not None:
+            out[f"{prefix}untargeted_index"] = round(self.untargeted_index, 4)
+            out[f"{prefix}untargeted_flagged"] = self.untargeted_flagged
+            for kind, trig in self.untargeted.items():
+                out[f"{prefix}untargeted_{kind}_size"] = round(float(trig.size[0]), 4)
+        out[f"{prefix}backdoor_found"] = self.backdoor_found
+        return out
+
+    def verdict(self) -> str:
+        """One sentence a user can act on."""
+        parts = []
+        if self.flagged_classes:
+            classes = ", ".join(
+                f"{k} (index {self.anomaly_index[k]:.2f})" for k in self.flagged_classes
+            )
+            parts.append(f"class {classes} above {self.threshold:g}")
+        if self.untargeted_flagged:
+            parts.append(
+                f"a universal label-flipping trigger (untargeted index "
+                f"{self.untargeted_index:.2f} above {self.untargeted_threshold:g}: a "
+                "label-dependent backdoor such as all-to-all)"
+            )
+        if parts:
+            return "backdoor suspected: " + "; ".join(parts)
+        text = (
+            f"no class flagged (largest anomaly index {max(self.anomaly_index):.2f} "
+            f"≤ {self.threshold:g})"
+        )
+        if self.untargeted_index is not None:
+            text += (
+                f" and no universal label flipper (untargeted index {self.untargeted_index:.2f} "
+                f"≤ {self.untargeted_threshold:g})"
+            )
+        return text
+
+
+def anomaly_index(
+    sizes: Sequence[float] | torch.Tensor,
+    reference: Sequence[float] | torch.Tensor | None = None,
+) -> list[float]:
+    """Low-side MAD anomaly index of each class's trigger size (log scale).
+
+    With ``reference`` (the same classes' sizes in a model that cannot carry the backdoor) each
+    class is compared with itself first: r_k = log(size_k / reference_k).
+
+    The class whose trigger is ten times smaller than the others' stands out:
+
+    >>> [round(v, 2) for v in anomaly_index([10.0, 12.0, 8.0, 11.0, 9.0, 1.0])]
+    [-0.6, -1.65, 0.67, -1.15, 0.0, 12.58]
+    >>> anomaly_index([1.0, 2.0, 4.0], reference=[1.0, 2.0, 4.0])
+    [0.0, 0.0, 0.0]
+    """
+    s = torch.as_tensor(sizes, dtype=torch.float64).clamp_min(1e-12).log()
+    if reference is not None:
+        ref = torch.as_tensor(reference, dtype=torch.float64).clamp_min(1e-12).log()
+        if ref.shape != s.shape:
+            raise ModeconnError(
+                f"reference has {ref.numel()} class sizes, the model {s.numel()}: "
+                "they must have the same classes"
+            )
+        s = s - ref
+    med = s.median()
+    mad = (s - med).abs().median() * MAD_SCALE
+    # A floor keeps near-identical sizes from turning noise into huge indices: deviations under
+    # 5% of a size (0.05 in log units) never count as anomalous.
+    mad = max(float(mad), 0.05)
+    return [float(v) for v in (med - s) / mad]
+
+
+def scan_model(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    config: ScanConfig | None = None,
+    *,
+    reference: nn.Module | ScanResult | None = None,
+) -> ScanResult:
+    """Synthesize every kind of trigger for every class of ``model`` and test for anomalies.
+
+    ``x``, ``y``: bonafide images in [0, 1] and labels (never the test set). ``reference``: a
+    model that cannot carry the backdoor (scanned here with the same settings), or a previous
+    :class:`ScanResult` of one; without it the index compares raw sizes across classes.
+    """
+    config = config or ScanConfig()
+    config.validate()
+    ref_result = reference
+    if isinstance(reference, nn.Module):
+        ref_result = scan_model(reference, x, y, num_classes, config)
+    triggers: dict[str, TriggerSet] = {}
+    index: dict[str, list[float]] = {}
+    ref_sizes: dict[str, list[float]] | None = {} if ref_result is not None else None
+    for kind in config.kinds:
+        trig = synthesize_triggers(model, x, y, num_classes, kind, config)
+        triggers[kind] = trig
+        ref = None
+        if ref_result is not None:
+            if kind not in ref_result.triggers:
+                raise ModeconnError(f"the reference scan has no '{kind}' triggers")
+            ref = ref_result.triggers[kind].size
+            ref_sizes[kind] = [float(v) for v in ref]
+        index[kind] = anomaly_index(trig.size, ref)
+    combined = [
+        sum(index[kind][k] for kind in config.kinds) / len(config.kinds) for k in range(num_classes)
+    ]
+    flagged = [k for k, v in enumerate(combined) if v > config.threshold]
+    untargeted: dict[str, TriggerSet] = {}
+    if config.untargeted:
+        for kind in config.kinds:
+            untargeted[kind] = synthesize_triggers(
+                model, x, y, num_classes, kind, config, untargeted=True
+            )
+    return ScanResult(
+        triggers,
+        index,
+        combined,
+        flagged,
+        config.threshold,
+        ref_sizes,
+        untargeted=untargeted,
+        untargeted_index=untargeted_index(triggers, untargeted) if untargeted else None,
+        untargeted_threshold=config.untargeted_threshold,
+    )
+
+
+def untargeted_index(targeted: dict[str, TriggerSet], untargeted: dict[str, TriggerSet]) -> float:
+    """How much smaller the universal label flipper is than a typical class's trigger: per kind
+    log(median_k size_k / size_untargeted), averaged over the kinds.
+
+    Moving every image off its label is never much easier than moving the other classes' images
+    to one class, so on a clean model the two sizes are alike; a backdoor whose target depends
+    on the label (all-to-all) is a universal label flipper far smaller than any class's trigger.
+
+    >>> t = {"mask": TriggerSet("mask", torch.tensor([20.0, 30.0, 40.0]), torch.ones(3))}
+    >>> u = {"mask": TriggerSet("mask", torch.tensor([3.0]), torch.ones(1), untargeted=True)}
+    >>> round(untargeted_index(t, u), 3)
+    2.303
+    """
+    logs = [
+        math.log(float(targeted[kind].size.median()) / max(float(trig.size[0]), 1e-12))
+        for kind, trig in untargeted.items()
+    ]
+    return sum(logs) / len(logs)
+
+
+def scan_images(
+    data: PreparedData, count: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A class-stratified, seeded sample of ``count`` bonafide training images and labels.
+
+    Every class must be present: a class without images could not be pushed away from.
+    """
+    loader = data.eval_loader("bonafide", device=device, limit=count)
+    xs, ys = zip(*loader, strict=True)
+    x, y = torch.cat(xs), torch.cat(ys)
+    counts = torch.bincount(y.cpu(), minlength=data.info.num_classes)
+    missing = [k for k, c in enumerate(counts.tolist()) if c < 2]
+    if missing:
+        raise ModeconnError(
+            f"the bonafide data has fewer than 2 images of class {missing[0]} "
+            f"({len(y)} images drawn): use more bonafide samples"
+        )
+    return x, y
