@@ -1,13 +1,16 @@
 """Data sets, splits and loaders.
 
-``load_dataset`` reads a registered data set from disk into uint8 tensors; ``make_splits`` carves
-validation and bonafide subsets out of its training split; ``TensorLoader`` turns tensors (and an
-optional subset) into float mini-batches in [0, 1].
+``load_dataset`` reads a registered data set, or the user's own files (a folder of images per
+class, an ``.npz`` of arrays), from disk into uint8 tensors; ``make_splits`` carves validation and
+bonafide subsets out of its training split; ``TensorLoader`` turns tensors (and an optional
+subset) into float mini-batches in [0, 1].
 """
 
+from modeconn.data.folder import list_image_folder, load_image_folder
 from modeconn.data.formats import (
     ArraySplits,
     MissingFilesError,
+    SourceData,
     load_cifar10,
     load_cifar100,
     load_digits_dataset,
@@ -23,9 +26,11 @@ from modeconn.data.loaders import (
     subset_tensors,
     to_unit_float,
 )
+from modeconn.data.npz import load_npz
 from modeconn.data.registry import (
     AUGMENTATIONS,
     DEFAULT_DATASET,
+    USER_FORMATS,
     DatasetInfo,
     RawDataset,
     candidate_dirs,
@@ -38,21 +43,26 @@ from modeconn.data.splits import DataSplits, make_splits, stratified_indices
 __all__ = [
     "AUGMENTATIONS",
     "DEFAULT_DATASET",
+    "USER_FORMATS",
     "ArraySplits",
     "DataSplits",
     "DatasetInfo",
     "MissingFilesError",
     "RawDataset",
+    "SourceData",
     "TensorLoader",
     "augment_batch",
     "candidate_dirs",
     "dataset_names",
     "get_info",
+    "list_image_folder",
     "load_cifar10",
     "load_cifar100",
     "load_dataset",
     "load_digits_dataset",
     "load_idx_dataset",
+    "load_image_folder",
+    "load_npz",
     "load_svhn",
     "make_eval_loader",
     "make_splits",

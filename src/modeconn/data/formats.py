@@ -13,6 +13,10 @@ Formats:
   rebuilds numpy arrays (pickle is the official format, the one place where modeconn unpickles);
 * SVHN cropped digits ``*_32x32.mat`` (MATLAB v5, read with :func:`scipy.io.loadmat`);
 * scikit-learn's bundled 8×8 digits, with a fixed stratified 80/20 split.
+
+The user's own files (a folder of images per class, an ``.npz`` of arrays) have readers of their
+own (:mod:`modeconn.data.folder`, :mod:`modeconn.data.npz`); they return :class:`SourceData`, the
+splits together with what only the files can tell: class names and channel statistics.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import importlib
 import pickle
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -71,6 +76,44 @@ class ArraySplits(NamedTuple):
     train_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """A data set read from the user's files: its splits, class names (label i is
+    ``class_names[i]``) and the per-channel mean and std of its training images in [0, 1].
+
+    ``cache_path`` is the decoded-image cache entry used (None: not cached); ``from_cache`` says
+    whether this load read it instead of decoding the files.
+    """
+
+    splits: ArraySplits
+    class_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    cache_path: Path | None = None
+    from_cache: bool = False
+
+
+def channel_stats(
+    images: np.ndarray, chunk: int = 4096
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images N×C×H×W scaled to [0, 1], rounded to 4 digits.
+
+    Sums run over chunks of ``chunk`` images, so no float copy of the whole set is made. A channel
+    without variation gets std 1 (a normalisation layer must not divide by zero).
+    """
+    channels = images.shape[1]
+    total, squares = np.zeros(channels), np.zeros(channels)
+    for start in range(0, images.shape[0], chunk):
+        block = images[start : start + chunk].astype(np.float64) / 255.0
+        total += block.sum(axis=(0, 2, 3))
+        squares += np.square(block).sum(axis=(0, 2, 3))
+    count = max(images.shape[0] * images.shape[2] * images.shape[3], 1)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    rounded_std = (round(float(s), 4) for s in std)
+    return tuple(round(float(m), 4) for m in mean), tuple(s if s > 0 else 1.0 for s in rounded_std)
 
 
 # --------------------------------------------------------------------------------------------- IDX

@@ -10,6 +10,11 @@ Directories searched, in order:
    explicit choice is never silently replaced by another copy of the data;
 2. ``$MODECONN_DATA`` and ``$MODECONN_DATA/<name>``;
 3. a system location where a distribution installs the data (Debian's ``dataset-fashion-mnist``).
+
+Two more names read the user's own files, from ``data_dir`` only: ``folder`` (a folder of images,
+one subfolder per class; :mod:`modeconn.data.folder`) and ``npz`` (one ``.npz`` of arrays;
+:mod:`modeconn.data.npz`). Their :class:`DatasetInfo` comes from the files: input shape, classes
+(with their names) and the channel statistics of the training images.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ import numpy as np
 import torch
 
 from modeconn.data import formats
+from modeconn.data.folder import load_image_folder
+from modeconn.data.npz import load_npz
 from modeconn.errors import InvalidArgument, MissingInput, ModeconnError
 
 DATA_ENV_VAR = "MODECONN_DATA"
 DEFAULT_DATASET = "fashion-mnist"
 AUGMENTATIONS = ("none", "crop", "crop_flip")
+USER_FORMATS = ("folder", "npz")
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,8 @@ class DatasetInfo:
 
     ``mean``/``std`` are per-channel statistics of the training images in [0, 1], used by the
     model's normalisation layer; ``augment`` is the standard training augmentation.
+    ``class_names`` names label 0, 1, … for data sets read from the user's files (a folder's class
+    subfolders), so a checkpoint can record them; empty for the registered data sets.
     """
 
     name: str
@@ -45,6 +55,7 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: str = "none"
+    class_names: tuple[str, ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -135,11 +146,21 @@ def dataset_names() -> list[str]:
 
 
 def _entry(name: str) -> _Entry:
+    if name in USER_FORMATS:
+        raise InvalidArgument(
+            None,
+            f"the {name} data set's shape and classes come from its files: "
+            f"load it with load_dataset({name!r}, data_dir)",
+        )
     try:
         return _REGISTRY[name]
     except KeyError:
         known = ", ".join(dataset_names())
-        raise InvalidArgument(None, f"unknown dataset {name!r}; known datasets: {known}") from None
+        raise InvalidArgument(
+            None,
+            f"unknown dataset {name!r}; known datasets: {known}; or your own files: "
+            "folder (data_dir=DIR with train/<class>/ images) or npz (data_dir=FILE.npz)",
+        ) from None
 
 
 def get_info(name: str) -> DatasetInfo:
@@ -205,13 +226,75 @@ def _to_raw(info: DatasetInfo, arrays: formats.ArraySplits) -> RawDataset:
     )
 
 
-def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | Path | None = None) -> RawDataset:
-    """Load a registered data set's official train and test splits.
+def _read_user_files(
+    name: str,
+    data_dir: str | Path | None,
+    image_size: int | None,
+    channels: int | None,
+    progress: bool,
+) -> formats.SourceData:
+    """Read a ``folder`` or ``npz`` data set from ``data_dir``, which must be given."""
+    if data_dir is None:
+        where = "DIR holding train/<class>/ images" if name == "folder" else "FILE.npz"
+        raise InvalidArgument("data_dir", f"the {name} data set needs data_dir={where}")
+    if name == "folder":
+        return load_image_folder(data_dir, image_size, channels, progress=progress)
+    data = load_npz(data_dir)
+    _, found_channels, found_size, _ = data.splits.train_x.shape
+    for parameter, wanted, found in (
+        ("image_size", image_size, found_size),
+        ("channels", channels, found_channels),
+    ):
+        if wanted is not None and wanted != found:
+            raise InvalidArgument(
+                parameter,
+                f"{parameter}={wanted} does not match {data_dir}, whose images have "
+                f"{found_channels}×{found_size}×{found_size}; npz arrays are used as they are",
+            )
+    return data
+
+
+def _user_info(name: str, data: formats.SourceData) -> DatasetInfo:
+    """The :class:`DatasetInfo` of a data set read from the user's files."""
+    _, channels, size, _ = data.splits.train_x.shape
+    return DatasetInfo(
+        name,
+        channels,
+        size,
+        len(data.class_names),
+        data.mean,
+        data.std,
+        class_names=data.class_names,
+    )
+
+
+def load_dataset(
+    name: str = DEFAULT_DATASET,
+    data_dir: str | Path | None = None,
+    *,
+    image_size: int | None = None,
+    channels: int | None = None,
+    progress: bool = True,
+) -> RawDataset:
+    """Load a data set's train and test splits: a registered one, or the user's own files
+    (``folder``, ``npz``; see the module docstring).
+
+    ``image_size`` and ``channels`` set the size and channel count a folder's images are converted
+    to (default: the most common in its ``train/``); for an npz they must match the arrays.
+    ``progress`` draws a bar while a folder's images are decoded (a cached load decodes nothing).
 
     Raises :class:`ModeconnError` with one line naming the files, the directories searched and how
     to obtain the data when it is missing, or naming the file when it is corrupt.
     """
+    if name in USER_FORMATS:
+        data = _read_user_files(name, data_dir, image_size, channels, progress)
+        return _to_raw(_user_info(name, data), data.splits)
     entry = _entry(name)
+    for parameter, value in (("image_size", image_size), ("channels", channels)):
+        if value is not None:
+            raise InvalidArgument(
+                parameter, f"{parameter} applies to folder and npz data sets, not to {name}"
+            )
     if entry.read is None:
         arrays = formats.load_digits_dataset()
     else:

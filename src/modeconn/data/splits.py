@@ -8,11 +8,14 @@ training split only, as in Zhao et al. (2020).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from modeconn.data.registry import RawDataset
 from modeconn.errors import InvalidArgument, ModeconnError
+
+if TYPE_CHECKING:  # the registry reads folders, whose test split is drawn here
+    from modeconn.data.registry import RawDataset
 
 # Offsets that give each draw of make_splits its own random stream from one seed.
 _VAL_STREAM, _BONAFIDE_STREAM, _HOLDOUT_STREAM = 0, 1, 2
