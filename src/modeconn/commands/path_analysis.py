@@ -19,7 +19,7 @@ from typing import Any
 from modeconn.attacks.config import AttackConfig
 from modeconn.attacks.metrics import RobustMetric, metric_from_attack_spec
 from modeconn.checkpoints import load_model, read_sidecar
-from modeconn.commands.connect import run_path_eval
+from modeconn.commands.path_eval import run_path_eval
 from modeconn.connectivity import PathMetric, save_curve, segment
 from modeconn.connectivity.checkpoints import (
     check_same_architecture,

@@ -1,0 +1,199 @@
+"""What the curve and surface commands share.
+
+``connect`` and ``surface`` train a family of models (control points) between saved models: a
+:class:`FamilySession` gives them the distributed set-up, the run directory, the data and the
+endpoint models. ``path-eval``, ``extract`` and ``surface-eval`` evaluate a saved family on the
+data it was trained with (:func:`data_from_meta`, :func:`prepare_family_data`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from modeconn.checkpoints import Checkpoint, load_model
+from modeconn.connectivity.checkpoints import check_same_architecture, endpoint_meta, family_kind
+from modeconn.connectivity.curves import ControlPointModel, check_curve_kind
+from modeconn.connectivity.evaluate import PointData, center_coefficients
+from modeconn.connectivity.train import train_family
+from modeconn.distributed import init_distributed
+from modeconn.errors import InvalidArgument, ModeconnError
+from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
+from modeconn.rundir import RunDir
+from modeconn.training import EvalFn, TrainConfig, evaluate_model
+
+
+def _load_models(paths: Sequence[str | Path], names: Sequence[str]) -> list[Checkpoint]:
+    """Load the endpoint (corner) models on the CPU and check they share one architecture."""
+    for path, name in zip(paths, names, strict=True):
+        kind = family_kind(path)
+        if kind != "model":
+            raise ModeconnError(f"{name} ({path}) is a {kind} checkpoint, not a model")
+    ckpts = [load_model(p) for p in paths]
+    check_same_architecture(ckpts, names)
+    return ckpts
+
+
+def _resolve_split(data: DataConfig, train_split: str | None) -> str:
+    split = train_split or ("bonafide" if data.bonafide else "train")
+    if split not in ("train", "bonafide"):
+        raise ModeconnError(f"a curve trains on 'train' or 'bonafide' data, not '{split}'")
+    if split == "bonafide" and not data.bonafide:
+        raise InvalidArgument(
+            "bonafide", "training on bonafide data needs a bonafide subset (bonafide=N)"
+        )
+    return split
+
+
+def _center_evaluator(data: PreparedData, split: str, dev: torch.device, prefix: str) -> EvalFn:
+    """Per-epoch figures at the family's middle point (BatchNorm recomputed from ``split``)."""
+    point_data = PointData(data, split, dev)
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        mid = model.model_from_coefficients(center_coefficients(model), point_data.own, dev)
+        res = evaluate_model(mid, point_data.test, dev)
+        return {f"{prefix}_test_loss": res["loss"], f"{prefix}_test_acc": res["acc"]}
+
+    return evaluate
+
+
+class FamilySession:
+    """What ``connect`` and ``surface`` share: distributed set-up, run directory, data, models."""
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        names: Sequence[str],
+        out: str | Path,
+        data: DataConfig | None,
+        config: TrainConfig,
+        train_split: str | None,
+        device: str,
+        force: bool,
+        resume: bool,
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.ctx, self.dev = init_distributed(device, os.environ.get("MODECONN_INIT_METHOD"))
+        self.ckpts = _load_models(paths, names)
+        self.spec = self.ckpts[0].spec
+        own_dataset = self.ckpts[0].dataset or DataConfig.dataset
+        if data is None:
+            data = DataConfig(dataset=own_dataset, seed=config.seed)
+        elif not data.dataset:  # "the models' own data set"
+            data = replace(data, dataset=own_dataset)
+        self.data = data
+        self.split = _resolve_split(self.data, train_split)
+        run = RunDir(out, force=force, resume=resume) if self.ctx.is_main else None
+        self.ctx.barrier()
+        self.run = run or RunDir.attach(out, resuming=resume and (Path(out) / "state").exists())
+        self.prepared = prepare_data(self.data)
+        check_compatible(self.spec, self.prepared, str(paths[0]))
+        self.meta = {
+            **endpoint_meta(self.ckpts),
+            "data": self.data.to_dict(),
+            "train_split": self.split,
+        }
+
+    def write_config(self, options: dict[str, Any]) -> None:
+        if self.ctx.is_main:
+            self.run.write_config(
+                {
+                    **options,
+                    "data": self.data.to_dict(),
+                    "train_split": self.split,
+                    "train": self.config.to_dict(),
+                    "device": str(self.dev),
+                    "world_size": self.ctx.world_size,
+                }
+            )
+
+    def loader(self):
+        return self.prepared.train_loader(
+            self.config.batch_size, split=self.split, device=self.dev, dist_ctx=self.ctx
+        )
+
+    def states(self) -> list[dict[str, torch.Tensor]]:
+        return [c.model.state_dict() for c in self.ckpts]
+
+    def train(
+        self,
+        family: ControlPointModel,
+        save: Callable[[nn.Module, dict[str, Any]], None],
+        *,
+        prefix: str,
+        description: str,
+        t_per_batch: int,
+        stratified: bool,
+        progress: bool,
+    ) -> dict[str, Any]:
+        """Train ``family`` in the one loop, saving it after every epoch with ``save(model,
+        metrics)`` and reporting its centre point's test figures as ``PREFIX_test_*``; returns the
+        last epoch's record (empty on processes other than the main one)."""
+
+        def checkpoint(model: nn.Module, epoch: int, record: dict[str, float]) -> None:
+            save(model, {**record, "epoch": epoch})
+
+        result = train_family(
+            family,
+            self.loader(),
+            self.config,
+            t_per_batch=t_per_batch,
+            stratified=stratified,
+            run=self.run,
+            evaluate=_center_evaluator(self.prepared, self.split, self.dev, prefix),
+            on_epoch_end=checkpoint,
+            device=self.dev,
+            dist_ctx=self.ctx,
+            progress=progress,
+            description=description,
+        )
+        return result.last if self.ctx.is_main else {}
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Mark the run finished (main process) and wait for the other processes."""
+        if self.ctx.is_main:
+            self.run.write_summary(summary)
+            self.run.clear_state()
+        self.ctx.barrier()
+
+
+def check_family_options(*, num_bends: int, t_per_batch: int, kind: str = "bezier") -> None:
+    """Reject bad options before anything is written to the run directory."""
+    check_curve_kind(kind)
+    if num_bends < 3:
+        raise InvalidArgument(
+            "num_bends",
+            f"num_bends counts the endpoints; it needs a free point, so >= 3 (got {num_bends})",
+        )
+    if t_per_batch < 1:
+        raise InvalidArgument("t_per_batch", f"t_per_batch must be at least 1, got {t_per_batch}")
+
+
+def data_from_meta(
+    meta: dict[str, Any], *, data_dir: str | None = None, test_limit: int | None = None
+) -> DataConfig:
+    """The data config a curve or surface was trained with (so its bonafide split is redrawn
+    exactly), with the data directory and test subset optionally replaced."""
+    stored = dict(meta.get("data") or {})
+    if not stored:
+        stored = {"dataset": meta.get("dataset") or "fashion-mnist"}
+    config = DataConfig(**stored)
+    if data_dir is not None:
+        config.data_dir = str(data_dir)
+    if test_limit is not None:
+        config.test_limit = test_limit
+    return config
+
+
+def prepare_family_data(meta, spec, source, data, data_dir, test_limit) -> PreparedData:
+    config = data or data_from_meta(meta, data_dir=data_dir, test_limit=test_limit)
+    prepared = prepare_data(config)
+    check_compatible(spec, prepared, str(source))
+    return prepared
