@@ -41,13 +41,16 @@ from modeconn.cli.common import (
     train_config,
 )
 from modeconn.commands import connect as connect_commands
+from modeconn.commands import extract as extract_commands
+from modeconn.commands import path_eval as path_eval_commands
+from modeconn.commands import surface as surface_commands
 from modeconn.commands.path_analysis import run_path_analysis
 from modeconn.connectivity.evaluate import EVAL_BATCH
 from modeconn.connectivity.train import CURVE_DEFAULTS
 
 _REF = CURVE_DEFAULTS
 _CONNECT = connect_commands.run_connect
-_SURFACE = connect_commands.run_surface
+_SURFACE = surface_commands.run_surface
 
 ModelArg = Annotated[
     Path, typer.Argument(help="Model checkpoint (.safetensors, its .json, or a run directory).")
@@ -161,7 +164,7 @@ def path_eval_command(
     ],
     out: Out,
     points: Annotated[int, typer.Option("--points", help="Values of t from 0 to 1.")] = default_of(
-        connect_commands.run_path_eval, "points"
+        path_eval_commands.run_path_eval, "points"
     ),
     no_segment: Annotated[
         bool, typer.Option("--no-segment", help="Skip the straight segment for comparison.")
@@ -240,7 +243,7 @@ def extract_command(
     force: Force = False,
 ) -> None:
     """Write the model at a point of a curve or surface as an ordinary checkpoint."""
-    summary = connect_commands.run_extract(
+    summary = extract_commands.run_extract(
         source,
         out,
         t=t,
@@ -267,7 +270,7 @@ def surface_command(
     ] = None,
     grid: Annotated[
         int, typer.Option("--grid", help="Evaluation grid points per side.")
-    ] = default_of(connect_commands.run_surface, "grid"),
+    ] = default_of(surface_commands.run_surface, "grid"),
     bonafide: Bonafide = None,
     dataset: OptDataset = None,
     data_dir: DataDir = None,
@@ -294,7 +297,7 @@ def surface_command(
     A, B, C, D sit at (u, v) = (0,0), (1,0), (0,1), (1,1). Writes surface.safetensors, grid.csv,
     surface.png, best.safetensors and summary.json (grid ensemble vs the corners' ensemble).
     """
-    summary = connect_commands.run_surface(
+    summary = surface_commands.run_surface(
         [model_a, model_b, model_c, model_d],
         out,
         data=data_config(
