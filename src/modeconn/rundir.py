@@ -9,7 +9,8 @@ Layout of a run directory::
     *.safetensors + *.json, *.png, *.csv, *.md
 
 A finished run is never overwritten unless ``force`` is given; an unfinished one is continued only
-with ``resume``.
+with ``resume``. Every command goes through one lifecycle, :func:`open_run`: check the directory,
+write ``config.json``, do the work, and write ``summary.json`` last, only if the work succeeded.
 """
 
 from __future__ import annotations
@@ -18,14 +19,19 @@ import json
 import platform
 import shutil
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from modeconn import __version__
 from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.io import atomic_write_text, read_json, to_jsonable, write_json
+
+if TYPE_CHECKING:
+    from modeconn.distributed import DistContext
 
 SUMMARY = "summary.json"
 CONFIG = "config.json"
@@ -51,38 +57,49 @@ def run_status(path: str | Path) -> str:
     return "started" if (path / CONFIG).exists() else "new"
 
 
+def check_run_dir(path: str | Path, *, force: bool = False, resume: bool = False) -> bool:
+    """Raise unless ``path`` may be written with these flags; return whether the run resumes.
+
+    ``force`` allows anything (the directory is cleared); without it a finished run is refused,
+    and so is an unfinished one unless ``resume`` continues it. Touches nothing, so a command
+    can check before it prepares anything that it will not write to its run directory.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InvalidArgument("out", f"out {path} exists and is not a directory")
+    if force:
+        return False
+    status = run_status(path)
+    if status == "finished" and not resume:
+        raise ModeconnError(
+            f"{path} already holds a finished run; pass force=True to overwrite it",
+            parameters=("force",),
+        )
+    if status == "started" and not resume and any(path.iterdir()):
+        raise ModeconnError(
+            f"{path} holds an unfinished run; pass resume=True to continue it "
+            "or force=True to start over",
+            parameters=("resume", "force"),
+        )
+    return resume and status == "started"
+
+
 class RunDir:
     """A command's output directory with the run-directory conventions enforced."""
 
     def __init__(self, path: str | Path, *, force: bool = False, resume: bool = False) -> None:
         self.path = Path(path)
-        self.resuming = False
-        if self.path.exists() and not self.path.is_dir():
-            raise InvalidArgument("out", f"out {self.path} exists and is not a directory")
-        status = run_status(self.path)
-        finished, started = status == "finished", status != "new"
+        self.resuming = check_run_dir(self.path, force=force, resume=resume)
+        self.summary: dict[str, Any] | None = None
         if force and self.path.exists():
             self._clear()
-        elif finished and not resume:
-            raise ModeconnError(
-                f"{self.path} already holds a finished run; pass force=True to overwrite it",
-                parameters=("force",),
-            )
-        elif started and not resume and any(self.path.iterdir()):
-            raise ModeconnError(
-                f"{self.path} holds an unfinished run; pass resume=True to continue it "
-                "or force=True to start over",
-                parameters=("resume", "force"),
-            )
-        elif resume and started and not finished:
-            self.resuming = True
         self.path.mkdir(parents=True, exist_ok=True)
 
     @classmethod
     def attach(cls, path: str | Path, *, resuming: bool) -> RunDir:
         """Open a directory another process manages (DDP workers), without any checks."""
         run = cls.__new__(cls)
-        run.path, run.resuming = Path(path), resuming
+        run.path, run.resuming, run.summary = Path(path), resuming, None
         return run
 
     def _clear(self) -> None:
@@ -139,6 +156,11 @@ class RunDir:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Hand over the run's final figures: :func:`open_run` writes them as ``summary.json``
+        when its block ends without an exception."""
+        self.summary = summary
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Write summary.json last: its presence marks the run as finished."""
         write_json(self.file(SUMMARY), summary)
@@ -154,3 +176,62 @@ class RunDir:
         """Remove the resumable training state once a run has finished."""
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir)
+
+
+@contextmanager
+def open_run(
+    out: str | Path,
+    config: Mapping[str, Any],
+    *,
+    force: bool = False,
+    resume: bool = False,
+    dist_ctx: DistContext | None = None,
+) -> Iterator[RunDir]:
+    """A command's run directory for the length of a ``with`` block: the one lifecycle of a run.
+
+    On entry: check ``out`` (:func:`check_run_dir`: a finished run needs ``force``, an
+    unfinished one ``resume`` or ``force``), clear it with ``force``, create it, and write
+    ``config`` to ``config.json`` with the package versions (on resume: check that the options
+    are unchanged instead). The block does the work, writing its tables, figures and
+    checkpoints into the yielded :class:`RunDir`, and ends with ``run.finish(summary)``. On a
+    normal exit ``summary.json`` is written (atomically, last of all: it marks the run as
+    finished) and the resumable ``state/`` is removed; if the block raises, no summary is
+    written, so nothing that looks finished is left, and ``--resume`` or ``--force`` picks the
+    run up again. Check everything a user can get wrong before entering.
+
+    Under ``torchrun`` pass the ``dist_ctx``: only the main process checks the directory and
+    writes the config and summary; the others wait for it, attach to the directory, and wait
+    again at the end until the summary is written.
+
+    Example::
+
+        check_options(...)  # and load models and data: errors here leave no trace
+        with open_run(out, {"command": "align", ...}, force=force) as run:
+            write_table(run.file("path.csv"), rows)
+            run.finish(summary)
+        return summary
+    """
+    is_main = dist_ctx is None or dist_ctx.is_main
+    run = RunDir(out, force=force, resume=resume) if is_main else None
+    if dist_ctx is not None:
+        dist_ctx.barrier()
+    if run is None:
+        run = RunDir.attach(out, resuming=resume and (Path(out) / STATE_DIR).exists())
+    else:
+        run.write_config(dict(config))
+    yield run
+    if is_main:
+        if run.summary is None:
+            raise RuntimeError(f"the run in {run.path} ended without finish(summary)")
+        run.write_summary(run.summary)
+        run.clear_state()
+    if dist_ctx is not None:
+        dist_ctx.barrier()
+
+
+def open_optional_run(
+    out: str | Path | None, config: Mapping[str, Any], *, force: bool = False
+) -> AbstractContextManager[RunDir | None]:
+    """:func:`open_run` for commands whose run directory is optional: without ``out`` the block
+    runs with ``None`` and nothing is written."""
+    return nullcontext() if out is None else open_run(out, config, force=force)
