@@ -10,7 +10,7 @@ import typer
 
 from modeconn.cli import app
 from modeconn.cli.common import DataDir, Device, Force, Out, Quiet, parse_int_list, print_summary
-from modeconn.commands.reproduce import EXPERIMENTS, run_reproduce
+from modeconn.commands.reproduce import CLAIMS, run_reproduce
 from modeconn.errors import ModeconnError
 
 
@@ -30,7 +30,7 @@ def parse_assignments(texts: list[str]) -> dict[str, Any]:
 
 @app.command("reproduce")
 def reproduce_command(
-    name: Annotated[str, typer.Argument(help=f"The experiment: {', '.join(EXPERIMENTS)}.")],
+    name: Annotated[str, typer.Argument(help=f"The experiment: {', '.join(CLAIMS)}.")],
     out: Out,
     quick: Annotated[
         bool, typer.Option("--quick", help="The small digits setting (under a minute).")
@@ -62,8 +62,8 @@ def reproduce_command(
 ) -> None:
     """Train what the claim needs, measure it, write the paper's figure, a table and a verdict."""
     settings = None
-    if model is not None and name in EXPERIMENTS:
-        defaults = EXPERIMENTS[name].quick() if quick else EXPERIMENTS[name].full()
+    if model is not None and name in CLAIMS:
+        defaults = CLAIMS[name].settings(quick)
         # The setting's model options belong to its own architecture (e.g. the MLP's widths):
         # another architecture starts from its defaults; --set model_kwargs=... gives others.
         kwargs = defaults.model_kwargs if model == defaults.model else {}

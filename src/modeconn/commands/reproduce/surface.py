@@ -16,7 +16,8 @@ when interrupted):
 3. ``curve_ab``, ``curve_cd``, ``curve_ac``, ``curve_bd``: 3-bend Bezier curves between adjacent
    corners;
 4. ``no_opt``: the surface assembled from those curves without training it
-   (:func:`~modeconn.connectivity.surfaces.grid_from_curves`, centre ``no_opt_centre``),
+   (:func:`~modeconn.connectivity.surface_analysis.surface_from_curves`, centre
+   ``no_opt_centre``),
    evaluated on the grid (its checkpoint in ``no_opt_surface``);
 5. ``surface``: a Bezier surface of ``num_bends`` control points per side trained through the
    four corners and evaluated on the grid.
@@ -27,32 +28,34 @@ The claim holds for a seed when the largest test loss on the trained surface is 
 ``LOSS_RATIO_MAX`` (25%) of the worst corner's; it holds when it holds for every seed. Reported
 beside it: best point against best corner, the surface's grid ensemble against the corners'
 ensemble, the weight average of the corners, and the same figures for the no-optimisation surface.
+
+The steps and their checkpoints are in :mod:`modeconn.commands.reproduce.surface_steps`; this
+module holds the settings, the claim's figures, the tables and figure, and the verdict.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from modeconn.checkpoints import load_model
-from modeconn.commands.align import run_align
-from modeconn.commands.connect import run_connect, run_surface, run_surface_eval
-from modeconn.commands.steps import check_experiment, run_step
-from modeconn.commands.train import run_train
-from modeconn.connectivity.checkpoints import endpoint_meta, load_curve, save_surface
-from modeconn.connectivity.curves import load_buffers
-from modeconn.connectivity.evaluate import PointData, evaluate_point, holdout_split_of
-from modeconn.connectivity.surfaces import CENTRES, CORNER_NAMES, EDGES, Surface, grid_from_curves
-from modeconn.distributed import resolve_device
+from modeconn.commands.reproduce.aggregate import (
+    claim_head,
+    numeric_row,
+    per_seed_figures,
+    seeds_holding,
+    write_tables,
+)
+from modeconn.commands.reproduce.claim import Claim, StepOptions
+from modeconn.commands.reproduce.surface_steps import corner_average_figures, run_surface_steps
+from modeconn.commands.steps import check_experiment
+from modeconn.connectivity.surfaces import CENTRES
 from modeconn.errors import InvalidArgument
-from modeconn.experiment import DataConfig, prepare_data
-from modeconn.io import atomic_write_text, markdown_table, read_json, read_table, write_table
-from modeconn.models import build_model
+from modeconn.experiment import DataConfig
+from modeconn.io import read_table
+from modeconn.report.plots import plot_surface_comparison
 from modeconn.rundir import RunDir
-from modeconn.training import TrainConfig
 
 #: The claim: the trained surface's largest test loss is at most this much above the worst
 #: corner's (0.25: within 25%).
@@ -141,174 +144,6 @@ class SurfaceSettings:
         )
 
 
-def _steps(
-    base: Path,
-    seed: int,
-    settings: SurfaceSettings,
-    *,
-    data_dir: str | None,
-    device: str,
-    force: bool,
-    progress: bool,
-) -> list[Path]:
-    """Run one seed's steps (module doc); return the four corners' run directories."""
-    data = settings.data(seed, data_dir)
-    corners: list[Path] = []
-    for k, name in enumerate(CORNER_NAMES):
-        path = base / f"corner_{name.lower()}"
-
-        def train(path: Path, resume: bool, model_seed: int = 4 * seed + k) -> dict[str, Any]:
-            return run_train(
-                path,
-                model=settings.model,
-                model_kwargs=settings.model_kwargs,
-                data=data,
-                config=TrainConfig(
-                    epochs=settings.epochs, batch_size=128, lr=settings.lr, seed=model_seed
-                ),
-                data_seed=seed,
-                device=device,
-                force=not resume,
-                resume=resume,
-                progress=progress,
-            )
-
-        run_step(path, force, train)
-        corners.append(path)
-    if settings.align:
-        for k in range(1, 4):
-            path = base / f"aligned_{CORNER_NAMES[k].lower()}"
-
-            def align(path: Path, resume: bool, other: Path = corners[k]) -> dict[str, Any]:
-                return run_align(
-                    corners[0],
-                    other,
-                    path,
-                    method="weight",
-                    data=data,
-                    points=5,
-                    seed=seed,
-                    device=device,
-                    force=True,
-                    progress=progress,
-                )
-
-            run_step(path, force, align)
-            corners[k] = path
-    by_name = dict(zip(CORNER_NAMES, corners, strict=True))
-    for first, second in EDGES:
-
-        def connect(path: Path, resume: bool, a=by_name[first], b=by_name[second]):
-            return run_connect(
-                a,
-                b,
-                path,
-                data=data,
-                config=_family_config(settings.curve_epochs, settings.surface_lr, seed),
-                num_bends=3,
-                device=device,
-                force=not resume,
-                resume=resume,
-                progress=progress,
-            )
-
-        run_step(base / f"curve_{(first + second).lower()}", force, connect)
-
-    def no_opt(path: Path, resume: bool) -> dict[str, Any]:
-        checkpoint = base / "no_opt_surface"
-        save_no_opt_surface(checkpoint, corners, base, settings.no_opt_centre, data)
-        return run_surface_eval(
-            checkpoint,
-            path,
-            grid=settings.grid,
-            data=data,
-            train_eval_limit=settings.train_eval_limit,
-            device=device,
-            force=True,
-            progress=progress,
-        )
-
-    run_step(base / "no_opt", force, no_opt)
-
-    def surface(path: Path, resume: bool) -> dict[str, Any]:
-        return run_surface(
-            corners,
-            path,
-            data=data,
-            config=_family_config(settings.surface_epochs, settings.surface_lr, seed),
-            num_bends=settings.num_bends,
-            grid=settings.grid,
-            train_eval_limit=settings.train_eval_limit,
-            device=device,
-            force=not resume,
-            resume=resume,
-            progress=progress,
-        )
-
-    run_step(base / "surface", force, surface)
-    return corners
-
-
-def _family_config(epochs: int, lr: float, seed: int) -> TrainConfig:
-    """The reference curve schedule (constant, linear decay, 1%), SGD with momentum."""
-    return TrainConfig(
-        epochs=epochs,
-        batch_size=128,
-        lr=lr,
-        momentum=0.9,
-        weight_decay=5e-4,
-        schedule="mc",
-        seed=seed,
-    )
-
-
-def save_no_opt_surface(
-    path: Path, corners: list[Path], base: Path, centre: str, data: DataConfig
-) -> Path:
-    """Assemble the no-optimisation surface from the corner models and the four edge curves
-    below ``base`` (``curve_ab`` …) and save it as a surface checkpoint at ``path``."""
-    ckpts = [load_model(p) for p in corners]
-    params = {name for name, _ in ckpts[0].model.named_parameters()}
-    states = [{k: v for k, v in c.model.state_dict().items() if k in params} for c in ckpts]
-    edge_points = []
-    for first, second in EDGES:
-        curve, _, _ = load_curve(base / f"curve_{(first + second).lower()}")
-        edge_points.append(curve.control_points()[1])
-    model = build_model(ckpts[0].spec)
-    load_buffers(model, ckpts[0].model.state_dict())
-    surface = Surface(model, grid_from_curves(states, edge_points, centre), degrees=(2, 2))
-    meta = {
-        **endpoint_meta(ckpts),
-        "data": data.to_dict(),
-        "train_split": "train",
-        "construction": {"from": "curves", "centre": centre},
-    }
-    return save_surface(path, surface, ckpts[0].spec, data.dataset, meta)
-
-
-def weight_average_figures(
-    corners: list[Path], data: DataConfig, *, train_eval_limit: int | None, device: str
-) -> dict[str, float]:
-    """Test loss/accuracy of the plain mean of the corners' weights (BatchNorm recomputed from
-    the training data), the "averaging" a surface point should beat."""
-    dev = resolve_device(device)
-    ckpts = [load_model(p) for p in corners]
-    states = [c.model.state_dict() for c in ckpts]
-    bilinear = Surface.from_corners(build_model(ckpts[0].spec), states, (2, 2)).to(dev)
-    prepared = prepare_data(data)
-    point_data = PointData(
-        prepared,
-        "train",
-        dev,
-        own_limit=train_eval_limit,
-        holdout_split=holdout_split_of(prepared, "train"),
-    )
-    with torch.no_grad():
-        average = bilinear.model_at(0.5, 0.5, point_data.own, dev)
-    row, _ = evaluate_point(average, point_data)
-    return {"test_loss": row["test_loss"], "test_acc": row["test_acc"]}
-
-
 def surface_claim_figures(
     trained: dict[str, float], no_opt: dict[str, float], average: dict[str, float]
 ) -> dict[str, Any]:
@@ -389,106 +224,104 @@ def surface_table_rows(seed: int, figures: dict[str, Any]) -> list[dict[str, Any
     return rows
 
 
-def run_surface_claim(
-    run: RunDir,
-    settings: SurfaceSettings,
-    *,
-    data_dir: str | None,
-    device: str,
-    force: bool,
-    progress: bool,
-) -> dict[str, Any]:
-    """The ``surface`` experiment (module doc): steps, table, figure and summary."""
-    from modeconn.report.plots import plot_surface_comparison
+@dataclass
+class SurfaceSeed:
+    """One seed's result: the claim's figures (:func:`surface_claim_figures`, with the
+    alignment barriers when aligning), and per surface (``trained``, ``no_opt``) its grid table
+    and its best point (u, v)."""
 
-    out = run.path
-    per_seed: list[dict[str, Any]] = []
-    md_rows: list[dict[str, Any]] = []
-    for seed in settings.seeds:
-        base = out / f"seed_{seed}"
-        corners = _steps(
-            base, seed, settings, data_dir=data_dir, device=device, force=force, progress=progress
-        )
-        average = weight_average_figures(
-            corners,
-            settings.data(seed, data_dir),
-            train_eval_limit=settings.train_eval_limit,
-            device=device,
-        )
-        figures = surface_claim_figures(
-            read_json(base / "surface" / "summary.json"),
-            read_json(base / "no_opt" / "summary.json"),
-            average,
-        )
-        if settings.align:
-            for name in CORNER_NAMES[1:]:
-                aligned = read_json(base / f"aligned_{name.lower()}" / "summary.json")
-                figures[f"barrier_unaligned_{name.lower()}"] = aligned["barrier_unaligned"]
-                figures[f"barrier_aligned_{name.lower()}"] = aligned["barrier_aligned"]
-        per_seed.append({"seed": seed, **figures})
-        md_rows += surface_table_rows(seed, figures)
-        if seed == settings.seeds[0]:
-            plot_surface_comparison(
-                run.file("surface_claim.png"),
-                {
-                    f"trained surface (degree {settings.num_bends[0] - 1}×"
-                    f"{settings.num_bends[1] - 1})": read_table(base / "surface" / "grid.csv"),
-                    f"no optimisation (from 4 curves, {settings.no_opt_centre} centre)": (
-                        read_table(base / "no_opt" / "grid.csv")
-                    ),
-                },
-                best={
-                    "trained": _best_uv(base / "surface"),
-                    "no_opt": _best_uv(base / "no_opt"),
-                },
-                title=f"{settings.dataset} / {settings.model}, seed {seed}"
-                + (", corners aligned to A" if settings.align else ", corners not aligned"),
-            )
-    numeric = [
-        {
-            k: (float(v) if isinstance(v, bool) else v)
-            for k, v in r.items()
-            if not isinstance(v, str)
-        }
-        for r in per_seed
-    ]
-    write_table(run.file("table.csv"), numeric)
-    verdicts = [
-        {
-            "seed": r["seed"],
-            "loss_ratio": r["loss_ratio"],
-            "holds": r["holds"],
-            "no_opt_loss_ratio": r["no_opt_loss_ratio"],
-            "no_opt_holds": r["no_opt_holds"],
-            "best point vs best corner": r["best_vs_best_corner"],
-            "best point vs weight average": r["best_vs_average"],
-            "surface ensemble vs corners' ensemble": r["ensemble_vs_corners_ensemble"],
-        }
-        for r in per_seed
-    ]
-    atomic_write_text(
-        run.file("table.md"), markdown_table(md_rows) + "\n\n" + markdown_table(verdicts) + "\n"
+    seed: int
+    figures: dict[str, Any]
+    grids: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    best: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def run_seed(seed: int, base: Path, settings: SurfaceSettings, options: StepOptions) -> SurfaceSeed:
+    """One seed's steps (module doc), the corners' weight average, and the seed's figures."""
+    steps = run_surface_steps(base, seed, settings, options)
+    average = corner_average_figures(
+        steps.corners,
+        settings.data(seed, options.data_dir),
+        train_eval_limit=settings.train_eval_limit,
+        device=options.device,
     )
-    held = sum(r["holds"] for r in per_seed)
-    summary: dict[str, Any] = {
-        "experiment": "surface",
-        "claim": (
-            "a Bezier surface trained through four models is low-loss: its largest test loss on "
-            f"the grid is within {LOSS_RATIO_MAX:.0%} of the worst corner's (Ren et al., "
-            "ICLR 2025); its best point (chosen on held-out training data) and its ensemble are "
-            "compared with the best corner, the weight average and the corners' ensemble"
-        ),
-        "holds": held == len(per_seed),
-        "seeds_holding": f"{held}/{len(per_seed)}",
-        "aligned": settings.align,
+    figures = surface_claim_figures(steps.trained, steps.no_opt, average)
+    for name, aligned in steps.aligned.items():
+        figures[f"barrier_unaligned_{name.lower()}"] = aligned["barrier_unaligned"]
+        figures[f"barrier_aligned_{name.lower()}"] = aligned["barrier_aligned"]
+    grids = {
+        "trained": read_table(base / "surface" / "grid.csv"),
+        "no_opt": read_table(base / "no_opt" / "grid.csv"),
     }
-    for r in per_seed:
-        for key, value in r.items():
-            if key != "seed":
-                summary[f"seed{r['seed']}_{key}"] = value
-    return summary
+    best = {
+        "trained": (steps.trained["best_u"], steps.trained["best_v"]),
+        "no_opt": (steps.no_opt["best_u"], steps.no_opt["best_v"]),
+    }
+    return SurfaceSeed(seed, figures, grids, best)
 
 
-def _best_uv(path: Path) -> tuple[float, float]:
-    summary = read_json(path / "summary.json")
-    return (summary["best_u"], summary["best_v"])
+def _verdict_rows(results: Sequence[SurfaceSeed]) -> list[dict[str, Any]]:
+    """The second Markdown table: each seed's verdicts and comparisons in words."""
+    return [
+        {
+            "seed": r.seed,
+            "loss_ratio": r.figures["loss_ratio"],
+            "holds": r.figures["holds"],
+            "no_opt_loss_ratio": r.figures["no_opt_loss_ratio"],
+            "no_opt_holds": r.figures["no_opt_holds"],
+            "best point vs best corner": r.figures["best_vs_best_corner"],
+            "best point vs weight average": r.figures["best_vs_average"],
+            "surface ensemble vs corners' ensemble": r.figures["ensemble_vs_corners_ensemble"],
+        }
+        for r in results
+    ]
+
+
+def write_outputs(run: RunDir, settings: SurfaceSettings, results: Sequence[SurfaceSeed]) -> None:
+    """``table.csv`` (every figure of every seed), ``table.md`` (the models compared, then the
+    verdicts) and ``surface_claim.png`` (both surfaces of the first seed)."""
+    rows = [{"seed": r.seed, **r.figures} for r in results]
+    models = [row for r in results for row in surface_table_rows(r.seed, r.figures)]
+    write_tables(run, [numeric_row(r) for r in rows], models, _verdict_rows(results))
+    first = results[0]
+    degrees = f"{settings.num_bends[0] - 1}×{settings.num_bends[1] - 1}"
+    plot_surface_comparison(
+        run.file("surface_claim.png"),
+        {
+            f"trained surface (degree {degrees})": first.grids["trained"],
+            f"no optimisation (from 4 curves, {settings.no_opt_centre} centre)": (
+                first.grids["no_opt"]
+            ),
+        },
+        best=first.best,
+        title=f"{settings.dataset} / {settings.model}, seed {first.seed}"
+        + (", corners aligned to A" if settings.align else ", corners not aligned"),
+    )
+
+
+CLAIM_TEXT = (
+    "a Bezier surface trained through four models is low-loss: its largest test loss on "
+    f"the grid is within {LOSS_RATIO_MAX:.0%} of the worst corner's (Ren et al., "
+    "ICLR 2025); its best point (chosen on held-out training data) and its ensemble are "
+    "compared with the best corner, the weight average and the corners' ensemble"
+)
+
+
+def verdict(settings: SurfaceSettings, results: Sequence[SurfaceSeed]) -> dict[str, Any]:
+    """The summary: the claim holds when it holds for every seed; every seed's figures."""
+    flags = [r.figures["holds"] for r in results]
+    return {
+        **claim_head("surface", CLAIM_TEXT, all(flags)),
+        "seeds_holding": seeds_holding(flags),
+        "aligned": settings.align,
+        **per_seed_figures([{"seed": r.seed, **r.figures} for r in results]),
+    }
+
+
+SURFACE = Claim(
+    full=SurfaceSettings,
+    quick=SurfaceSettings.quick,
+    run_seed=run_seed,
+    write_outputs=write_outputs,
+    verdict=verdict,
+)
