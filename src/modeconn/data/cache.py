@@ -23,7 +23,7 @@ import os
 import secrets
 import warnings
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,12 +56,9 @@ def default_cache_dir(root: Path) -> Path | None:
     return None
 
 
-def content_hash(records: Iterable[tuple[str, int, int]]) -> str:
-    """Hex digest of ``(relative path, size, mtime in ns)`` records, in the order given."""
-    digest = hashlib.sha256()
-    for name, size, mtime_ns in records:
-        digest.update(f"{name}\0{size}\0{mtime_ns}\n".encode())
-    return digest.hexdigest()
+def content_hash(lines: Sequence[str]) -> str:
+    """Hex digest of the files' ``relative path\\0size\\0mtime`` lines, in the order given."""
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def options_hash(options: Mapping[str, object]) -> str:

@@ -28,6 +28,7 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ from modeconn.data.splits import stratified_indices
 from modeconn.errors import InvalidArgument, MissingInput, ModeconnError
 from modeconn.progress import make_progress
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 TEST_FRACTION = 0.2
 TEST_SPLIT_SEED = 0
 CHANNEL_CHOICES = (1, 3)
@@ -53,76 +54,76 @@ _PROGRESS_STEP = 256
 
 @dataclass(frozen=True)
 class ImageList:
-    """Image files and their labels (indices into the folder's class names)."""
+    """Image files (paths) and their labels (indices into the folder's class names)."""
 
-    files: list[Path]
+    files: list[str]
     labels: list[int]
 
 
 @dataclass(frozen=True)
 class FolderListing:
     """What is in a data folder: class names, the train and test images (``test`` None: no
-    ``test/`` folder), and ``(relative path, size, mtime)`` records of every image for the cache."""
+    ``test/`` folder), and one ``relative path\\0size\\0mtime`` line per image for the cache."""
 
     root: Path
     class_names: tuple[str, ...]
     train: ImageList
     test: ImageList | None
-    records: list[tuple[str, int, int]]
+    fingerprint: list[str]
 
 
 # ----------------------------------------------------------------------------------------- listing
-
-
-def _visible(entry: os.DirEntry) -> bool:
-    return not entry.name.startswith(".")
+# Listing runs on every load, cached or not, so it stays close to one stat call per file: plain
+# strings rather than Path objects, one sort per folder.
 
 
 def _class_folders(split_dir: Path) -> list[os.DirEntry]:
     """The class subfolders of ``split_dir``, sorted by name; at least one."""
     with os.scandir(split_dir) as entries:
-        folders = sorted((e for e in entries if _visible(e) and e.is_dir()), key=lambda e: e.name)
+        folders = [e for e in entries if not e.name.startswith(".") and e.is_dir()]
     if not folders:
         raise ModeconnError(
             f"{split_dir} has no class folders: put each class's images in {split_dir}/<class>/"
         )
-    return folders
+    return sorted(folders, key=attrgetter("name"))
 
 
 def _image_entries(class_dir: os.DirEntry) -> list[os.DirEntry]:
     """The image files of one class folder, sorted by name; at least one."""
     with os.scandir(class_dir.path) as entries:
-        images = sorted(
-            (
-                e
-                for e in entries
-                if _visible(e) and Path(e.name).suffix.lower() in IMAGE_SUFFIXES and e.is_file()
-            ),
-            key=lambda e: e.name,
-        )
+        images = [
+            e
+            for e in entries
+            if not e.name.startswith(".")
+            and e.name.lower().endswith(IMAGE_SUFFIXES)
+            and e.is_file()
+        ]
     if not images:
         raise ModeconnError(
             f"{class_dir.path}: class {class_dir.name!r} has no images (PNG, JPEG, BMP or WebP)"
         )
-    return images
+    return sorted(images, key=attrgetter("name"))
 
 
 def _list_split(
-    root: Path, split: str, class_index: dict[str, int], records: list[tuple[str, int, int]]
+    root: Path, split: str, class_index: dict[str, int], fingerprint: list[str]
 ) -> ImageList:
-    """List ``root/split``'s images with their labels, appending their records to ``records``."""
-    files, labels = [], []
+    """List ``root/split``'s images with their labels, appending their lines to ``fingerprint``."""
+    files: list[str] = []
+    labels: list[int] = []
     for folder in _class_folders(root / split):
         if folder.name not in class_index:
             raise ModeconnError(
                 f"{folder.path}: class {folder.name!r} is not in {root / 'train'} "
                 f"(its classes: {', '.join(class_index)})"
             )
-        for entry in _image_entries(folder):
+        entries = _image_entries(folder)
+        prefix = f"{split}/{folder.name}/"
+        for entry in entries:
             stat = entry.stat()
-            records.append((f"{split}/{folder.name}/{entry.name}", stat.st_size, stat.st_mtime_ns))
-            files.append(Path(entry.path))
-            labels.append(class_index[folder.name])
+            fingerprint.append(f"{prefix}{entry.name}\0{stat.st_size}\0{stat.st_mtime_ns}")
+        files += [entry.path for entry in entries]
+        labels += [class_index[folder.name]] * len(entries)
     return ImageList(files, labels)
 
 
@@ -148,20 +149,20 @@ def list_image_folder(root: str | Path) -> FolderListing:
         )
     class_names = tuple(folder.name for folder in _class_folders(root / "train"))
     class_index = {name: index for index, name in enumerate(class_names)}
-    records: list[tuple[str, int, int]] = []
-    train = _list_split(root, "train", class_index, records)
-    test = _list_split(root, "test", class_index, records) if (root / "test").is_dir() else None
-    return FolderListing(root, class_names, train, test, records)
+    fingerprint: list[str] = []
+    train = _list_split(root, "train", class_index, fingerprint)
+    test = _list_split(root, "test", class_index, fingerprint) if (root / "test").is_dir() else None
+    return FolderListing(root, class_names, train, test, fingerprint)
 
 
 # ---------------------------------------------------------------------------------------- decoding
 
 
-def _unreadable(path: Path, err: Exception) -> ModeconnError:
+def _unreadable(path: str, err: Exception) -> ModeconnError:
     return ModeconnError(f"cannot read image {path}: {type(err).__name__}: {err}")
 
 
-def _header(path: Path) -> tuple[str, tuple[int, int]]:
+def _header(path: str) -> tuple[str, tuple[int, int]]:
     """An image's Pillow mode and (width, height), from its header only."""
     from PIL import Image
 
@@ -172,7 +173,7 @@ def _header(path: Path) -> tuple[str, tuple[int, int]]:
         raise _unreadable(path, err) from err
 
 
-def decode_image(path: Path, channels: int, image_size: int) -> np.ndarray:
+def decode_image(path: str | Path, channels: int, image_size: int) -> np.ndarray:
     """Decode one image to uint8 ``channels``×``image_size``×``image_size`` (bilinear resize)."""
     from PIL import Image
 
@@ -194,7 +195,7 @@ def _advance(bar, task, done: int, total: int) -> None:
         bar.update(task, completed=done)
 
 
-def _survey(files: Sequence[Path], bar) -> tuple[int, int]:
+def _survey(files: Sequence[str], bar) -> tuple[int, int]:
     """The default channel count (majority of the images, RGB on a tie) and image size (the most
     common size, its longer side when not square) of ``files``."""
     task = bar.add_task("reading image headers", total=len(files), status="")
@@ -265,7 +266,7 @@ def _cache_entry(
         "folder": "" if local else str(listing.root.resolve()),
     }
     return cache.entry_path(
-        cache_dir, cache.options_hash(options), cache.content_hash(listing.records)
+        cache_dir, cache.options_hash(options), cache.content_hash(listing.fingerprint)
     )
 
 
