@@ -108,6 +108,17 @@ def test_channels_majority_and_override(tmp_path: Path) -> None:
     assert len(one.mean) == 1 and len(data.mean) == 3
 
 
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    deep = (np.arange(64).reshape(8, 8) * 1000).astype(np.uint16)
+    save(root / "train" / "a" / "deep.png", deep)
+    save(root / "train" / "b" / "plain.png", gray(0))
+    data = load_image_folder(root, use_cache=False)
+    images = np.concatenate([data.splits.train_x, data.splits.test_x])
+    expected = np.rint(deep / 257.0).astype(np.uint8)
+    assert any(np.array_equal(image[0], expected) for image in images)
+
+
 def test_image_size_most_common_and_override(tmp_path: Path) -> None:
     root = tmp_path / "d"
     for index in range(3):
@@ -199,6 +210,16 @@ def test_damaged_cache_entry_is_decoded_again(tmp_path: Path) -> None:
     assert not again.from_cache
     assert all(np.array_equal(a, b) for a, b in zip(first.splits, again.splits, strict=True))
     assert load_image_folder(root).from_cache
+
+
+def test_cache_entry_with_other_arrays_is_decoded_again(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "d", {"a": 2, "b": 2}, {"b": 1})
+    first = load_image_folder(root)
+    arrays = dict(np.load(first.cache_path, allow_pickle=False))
+    arrays["train_x"] = arrays["train_x"][:1]
+    write_npz(first.cache_path, **arrays)
+    again = load_image_folder(root)
+    assert not again.from_cache and again.splits.train_x.shape[0] == 4
 
 
 def test_cache_entry_is_never_unpickled(tmp_path: Path, monkeypatch) -> None:

@@ -173,13 +173,25 @@ def _header(path: str) -> tuple[str, tuple[int, int]]:
         raise _unreadable(path, err) from err
 
 
+def _eight_bit(image):
+    """16-bit grayscale (modes ``I;16*``, and ``I`` as Pillow opens some 16-bit PNGs) scaled to
+    8 bits; Pillow's own conversion would clip every value above 255 to white."""
+    from PIL import Image
+
+    if image.mode != "I" and not image.mode.startswith("I;16"):
+        return image
+    values = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+    return Image.fromarray(((values + 128) // 257).astype(np.uint8))
+
+
 def decode_image(path: str | Path, channels: int, image_size: int) -> np.ndarray:
     """Decode one image to uint8 ``channels``×``image_size``×``image_size`` (bilinear resize)."""
     from PIL import Image
 
     target = "L" if channels == 1 else "RGB"
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as opened:
+            image = _eight_bit(opened)
             converted = image if image.mode == target else image.convert(target)
             if converted.size != (image_size, image_size):
                 converted = converted.resize((image_size, image_size), Image.Resampling.BILINEAR)
@@ -270,6 +282,25 @@ def _cache_entry(
     )
 
 
+def _matches(arrays: dict[str, np.ndarray], listing: FolderListing) -> bool:
+    """Whether a cache entry holds what decoding ``listing`` would give: its classes, one image
+    per file, uint8 N×C×S×S images of one shape with one int64 label each."""
+    images, labels = (arrays["train_x"], arrays["test_x"]), (arrays["train_y"], arrays["test_y"])
+    names = arrays["class_names"]
+    if names.ndim != 1 or tuple(names) != listing.class_names:
+        return False
+    if not all(x.dtype == np.uint8 and x.ndim == 4 for x in images):
+        return False
+    if not all(y.dtype == np.int64 and y.ndim == 1 for y in labels):
+        return False
+    count = len(listing.train.files) + (0 if listing.test is None else len(listing.test.files))
+    return (
+        images[0].shape[1:] == images[1].shape[1:]
+        and all(x.shape[0] == y.shape[0] for x, y in zip(images, labels, strict=True))
+        and images[0].shape[0] + images[1].shape[0] == count
+    )
+
+
 def _from_entry(arrays: dict[str, np.ndarray], path: Path) -> SourceData:
     splits = ArraySplits(arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"])
     return SourceData(
@@ -321,7 +352,7 @@ def load_image_folder(
     entry = None if directory is None else _cache_entry(listing, directory, image_size, channels)
     if entry is not None:
         cached = cache.read_entry(entry, _CACHED_ARRAYS)
-        if cached is not None and tuple(cached["class_names"]) == listing.class_names:
+        if cached is not None and _matches(cached, listing):
             return _from_entry(cached, entry)
     data = _decode_folder(listing, image_size, channels, progress)
     if entry is not None and cache.write_entry(entry, _to_entry(data)):
