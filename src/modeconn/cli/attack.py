@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -11,36 +12,19 @@ from modeconn.attacks.backdoor import TriggerSpec
 from modeconn.cli import app
 from modeconn.cli.common import (
     ATTACK,
-    TRAIN,
-    BatchSize,
-    DataDir,
-    Dataset,
+    ClassifierTraining,
     Device,
-    Epochs,
+    EvaluationData,
     Force,
-    Lr,
-    Model,
-    ModelKwargs,
-    Momentum,
-    NoAugment,
-    OptDataset,
-    Optimizer,
     Out,
-    Quiet,
-    Resume,
-    Schedule,
+    RunOptions,
     Seed,
-    TestLimit,
     TrainLimit,
-    ValSize,
-    WeightDecay,
-    data_config,
     default_of,
+    option_groups,
     parse_fraction,
     parse_int_list,
-    parse_json_kwargs,
     print_summary,
-    train_config,
 )
 from modeconn.commands import attack as api
 
@@ -58,104 +42,80 @@ def parse_position(text: str) -> str | list[int]:
     return text
 
 
-@app.command("poison")
-def poison_command(
-    out: Out,
-    trigger: Annotated[
-        str, typer.Option("--trigger", help="patch, blend or warp.")
-    ] = _TRIGGER.type,
-    target: Annotated[
-        int, typer.Option("--target", help="Target class (all-to-one).")
-    ] = _TRIGGER.target,
+@dataclasses.dataclass(frozen=True)
+class TriggerOptions:
+    """``--trigger`` … ``--warp-strength``: the backdoor ``poison`` plants (defaults:
+    :class:`TriggerSpec`'s)."""
+
+    trigger: Annotated[str, typer.Option("--trigger", help="patch, blend or warp.")] = _TRIGGER.type
+    target: Annotated[int, typer.Option("--target", help="Target class (all-to-one).")] = (
+        _TRIGGER.target
+    )
     rate: Annotated[
         float, typer.Option("--rate", help="Fraction of training samples poisoned.")
-    ] = _TRIGGER.rate,
+    ] = _TRIGGER.rate
     label_mode: Annotated[
         str, typer.Option("--label-mode", help="all-to-one or all-to-all (y → y+1 mod C).")
-    ] = _TRIGGER.label_mode,
-    patch_size: Annotated[
-        int, typer.Option("--patch-size", help="Side of the patch.")
-    ] = _TRIGGER.size,
+    ] = _TRIGGER.label_mode
+    patch_size: Annotated[int, typer.Option("--patch-size", help="Side of the patch.")] = (
+        _TRIGGER.size
+    )
     position: Annotated[
         str,
         typer.Option("--position", help="Patch corner (bottom-right, top-left, ...) or ROW,COL."),
-    ] = str(_TRIGGER.position),
-    value: Annotated[
-        float, typer.Option("--value", help="Patch pixel value in [0, 1].")
-    ] = _TRIGGER.value,
+    ] = str(_TRIGGER.position)
+    value: Annotated[float, typer.Option("--value", help="Patch pixel value in [0, 1].")] = (
+        _TRIGGER.value
+    )
     pattern: Annotated[
         str | None,
         typer.Option(
             "--pattern",
             help="Patch: solid, checkerboard or random. Blend: random or an image FILE.npy.",
         ),
-    ] = None,
+    ] = None
     blend_alpha: Annotated[
         float, typer.Option("--blend-alpha", help="Blend ratio α: x' = (1−α)x + α·pattern.")
-    ] = _TRIGGER.alpha,
+    ] = _TRIGGER.alpha
     warp_strength: Annotated[
         float, typer.Option("--warp-strength", help="Strength of the warping trigger.")
-    ] = _TRIGGER.warp_strength,
-    model: Model = "lenet",
-    model_kwargs: ModelKwargs = None,
-    dataset: Dataset = "fashion-mnist",
-    data_dir: DataDir = None,
-    epochs: Epochs = TRAIN.epochs,
-    batch_size: BatchSize = TRAIN.batch_size,
-    lr: Lr = TRAIN.lr,
-    momentum: Momentum = TRAIN.momentum,
-    wd: WeightDecay = TRAIN.weight_decay,
-    optimizer: Optimizer = TRAIN.optimizer,
-    schedule: Schedule = TRAIN.schedule,
-    val_size: ValSize = 0,
-    train_limit: TrainLimit = None,
-    test_limit: TestLimit = None,
-    no_augment: NoAugment = False,
-    seed: Seed = 0,
-    device: Device = "auto",
-    force: Force = False,
-    resume: Resume = False,
-    quiet: Quiet = False,
+    ] = _TRIGGER.warp_strength
+
+    def spec(self, seed: int) -> TriggerSpec:
+        """The API's trigger spec (``--pattern`` left out: the trigger type's own default)."""
+        return TriggerSpec(
+            type=self.trigger,
+            size=self.patch_size,
+            position=parse_position(self.position),
+            value=self.value,
+            alpha=self.blend_alpha,
+            warp_strength=self.warp_strength,
+            target=self.target,
+            label_mode=self.label_mode,
+            rate=self.rate,
+            seed=seed,
+            **({"pattern": self.pattern} if self.pattern is not None else {}),
+        )
+
+
+@app.command("poison")
+@option_groups
+def poison_command(
+    out: Out,
+    backdoor: TriggerOptions = TriggerOptions(),
+    training: ClassifierTraining = ClassifierTraining(),
+    run: RunOptions = RunOptions(),
 ) -> None:
     """Train a backdoored classifier; summary.json holds clean_acc, asr and poisoned_acc."""
-    spec = TriggerSpec(
-        type=trigger,
-        size=patch_size,
-        position=parse_position(position),
-        value=value,
-        alpha=blend_alpha,
-        warp_strength=warp_strength,
-        target=target,
-        label_mode=label_mode,
-        rate=rate,
-        seed=seed,
-        **({"pattern": pattern} if pattern is not None else {}),
-    )
     summary = api.run_poison(
-        out,
-        spec=spec,
-        model=model,
-        model_kwargs=parse_json_kwargs(model_kwargs),
-        data=data_config(
-            dataset,
-            data_dir,
-            seed,
-            train_limit=train_limit,
-            test_limit=test_limit,
-            val_size=val_size,
-            augment=not no_augment,
-        ),
-        config=train_config(epochs, batch_size, lr, momentum, wd, optimizer, schedule, seed),
-        device=device,
-        force=force,
-        resume=resume,
-        progress=not quiet,
+        out, spec=backdoor.spec(run.seed), **training.keywords(run.seed), **run.keywords()
     )
     if summary:
         print_summary(summary, out)
 
 
 @app.command("inject")
+@option_groups
 def inject_command(
     model_path: ModelPath,
     out: Out,
@@ -192,9 +152,7 @@ def inject_command(
     ] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Maximum gradient steps.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Step size of the optimiser.")] = None,
-    dataset: OptDataset = None,
-    data_dir: DataDir = None,
-    test_limit: TestLimit = None,
+    data: EvaluationData = EvaluationData(),
     train_limit: TrainLimit = None,
     seed: Seed = 0,
     device: Device = "auto",
@@ -215,9 +173,7 @@ def inject_command(
         penalty=penalty,
         steps=steps,
         lr=lr,
-        dataset=dataset,
-        data_dir=str(data_dir) if data_dir else None,
-        test_limit=test_limit,
+        **data.keywords(),
         train_limit=train_limit,
         seed=seed,
         device=device,
@@ -227,6 +183,7 @@ def inject_command(
 
 
 @app.command("attack")
+@option_groups
 def attack_command(
     model_path: ModelPath,
     out: Out,
@@ -259,9 +216,7 @@ def attack_command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = default_of(
         api.run_attack, "batch_size"
     ),
-    dataset: OptDataset = None,
-    data_dir: DataDir = None,
-    test_limit: TestLimit = None,
+    data: EvaluationData = EvaluationData(),
     seed: Seed = 0,
     device: Device = "auto",
     force: Force = False,
@@ -281,9 +236,7 @@ def attack_command(
             "eot_samples": eot_samples,
             "seed": seed,
         },
-        dataset=dataset,
-        data_dir=str(data_dir) if data_dir else None,
-        test_limit=test_limit,
+        **data.keywords(),
         batch_size=batch_size,
         seed=seed,
         device=device,

@@ -1,17 +1,22 @@
 """Options shared by several commands, and the conversion of raw CLI values into API configs.
 
 Each option is declared once here as an ``Annotated`` alias so every command spells, documents and
-defaults it the same way.
+defaults it the same way. Options that travel together (the optimiser settings, the PGD attack, how
+a run is started) are declared once more as an *option group*: a dataclass whose fields are the
+options, which a command takes as one parameter through :func:`option_groups`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import inspect
 import json
+import typing
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -19,6 +24,8 @@ from modeconn.attacks.config import AttackConfig
 from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig
 from modeconn.training import TrainConfig
+
+Result = TypeVar("Result")
 
 # The library's defaults: commands take their option defaults from here (or from the dataclass
 # they build) instead of re-typing the numbers, so the CLI and the Python API cannot drift apart.
@@ -41,6 +48,81 @@ def fraction_text(value: float) -> str:
     if exact.denominator == 255 and abs(float(exact) - value) < 1e-12:
         return f"{exact.numerator}/255"
     return repr(float(value))
+
+
+# The library's PGD budget and step as the CLI writes them (8/255, 2/255).
+EPS_TEXT = fraction_text(ATTACK.eps)
+ALPHA_TEXT = fraction_text(ATTACK.alpha)
+
+
+def _is_group(annotation: Any) -> bool:
+    """Whether a parameter's annotation is an option group (a dataclass type)."""
+    return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
+
+
+def _group_parameters(group: type, defaults: Any) -> list[inspect.Parameter]:
+    """A group's options as command parameters, in field order, nested groups expanded in place;
+    each option defaults to its value in ``defaults`` (an instance of ``group``)."""
+    hints = typing.get_type_hints(group, include_extras=True)
+    parameters: list[inspect.Parameter] = []
+    for field in dataclasses.fields(group):
+        default = getattr(defaults, field.name)
+        if _is_group(hints[field.name]):
+            parameters += _group_parameters(hints[field.name], default)
+        else:
+            parameters.append(
+                inspect.Parameter(
+                    field.name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=hints[field.name],
+                    default=default,
+                )
+            )
+    return parameters
+
+
+def _build_group(group: type, options: dict[str, Any]) -> Any:
+    """Take a group's parsed options out of ``options`` and return them as one ``group``."""
+    hints = typing.get_type_hints(group, include_extras=True)
+    values = {
+        field.name: _build_group(hints[field.name], options)
+        if _is_group(hints[field.name])
+        else options.pop(field.name)
+        for field in dataclasses.fields(group)
+    }
+    return group(**values)
+
+
+def option_groups(command: Callable[..., Result]) -> Callable[..., Result]:
+    """Let ``command`` take option groups (put it between ``@app.command`` and the function).
+
+    Every parameter annotated with a dataclass type stands, at its place, for that dataclass's
+    fields: each field is an option of its own (named, typed, documented by its ``Annotated``
+    alias) and defaults to the field's value in the parameter's default (or in the dataclass's
+    own defaults). The command receives the parsed options as one instance, so several commands
+    declare a set of options once and build their configs from it in one place.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    groups = {n: p.annotation for n, p in signature.parameters.items() if _is_group(p.annotation)}
+    parameters: list[inspect.Parameter] = []
+    for name, parameter in signature.parameters.items():
+        if name not in groups:
+            parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+            continue
+        empty = parameter.default is inspect.Parameter.empty
+        parameters += _group_parameters(
+            groups[name], groups[name]() if empty else parameter.default
+        )
+
+    @functools.wraps(command)
+    def parsed(**options: Any) -> Result:
+        for name, group in groups.items():
+            options[name] = _build_group(group, options)
+        return command(**options)
+
+    parsed.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    parsed.__annotations__ = {p.name: p.annotation for p in parameters}
+    return parsed
 
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")]
@@ -165,18 +247,6 @@ def count_or_fraction(value: float | None, option: str) -> float | int | None:
     return int(value) if value >= 1 else float(value)
 
 
-def pgd_config(eps: str, alpha: str, steps: int, norm: str, seed: int = 0) -> AttackConfig:
-    """PGD settings from the CLI's --eps, --alpha, --attack-steps and --norm (validated)."""
-    return AttackConfig(
-        name="pgd",
-        eps=parse_fraction(eps, "--eps"),
-        alpha=parse_fraction(alpha, "--alpha"),
-        steps=steps,
-        norm=norm,
-        seed=seed,
-    ).validate()
-
-
 def data_config(
     dataset: str | None,
     data_dir: Path | None,
@@ -199,6 +269,159 @@ def data_config(
         augment=augment,
         seed=seed,
     )
+
+
+def path_text(path: Path | None) -> str | None:
+    """A directory option as the API takes it: its text, or None when not given."""
+    return str(path) if path else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyperparameters:
+    """``--epochs`` … ``--schedule``: the optimiser settings of every training command.
+
+    The defaults are the library's :class:`TrainConfig`; a command training something else passes
+    its own as the group's default (:meth:`of`).
+    """
+
+    epochs: Epochs = TRAIN.epochs
+    batch_size: BatchSize = TRAIN.batch_size
+    lr: Lr = TRAIN.lr
+    momentum: Momentum = TRAIN.momentum
+    wd: WeightDecay = TRAIN.weight_decay
+    optimizer: Optimizer = TRAIN.optimizer
+    schedule: Schedule = TRAIN.schedule
+
+    #: Option name → the :class:`TrainConfig` field it sets, where the two differ.
+    CONFIG_NAMES: typing.ClassVar[dict[str, str]] = {"wd": "weight_decay"}
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> Hyperparameters:
+        """The options whose values are ``config``'s settings (to use as a command's defaults)."""
+        names = {f.name: cls.CONFIG_NAMES.get(f.name, f.name) for f in dataclasses.fields(cls)}
+        return cls(**{option: getattr(config, name) for option, name in names.items()})
+
+    def config(self, seed: int) -> TrainConfig:
+        """The API's training config (validated)."""
+        values = {self.CONFIG_NAMES.get(k, k): v for k, v in dataclasses.asdict(self).items()}
+        config = TrainConfig(**values, seed=seed)
+        config.validate()
+        return config
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierTraining:
+    """``--model`` … ``--no-augment``: the network ``train`` and ``poison`` train, on what data."""
+
+    model: Model = "lenet"
+    model_kwargs: ModelKwargs = None
+    dataset: Dataset = "fashion-mnist"
+    data_dir: DataDir = None
+    hyperparameters: Hyperparameters = Hyperparameters()
+    val_size: ValSize = 0
+    train_limit: TrainLimit = None
+    test_limit: TestLimit = None
+    no_augment: NoAugment = False
+
+    def keywords(self, seed: int) -> dict[str, Any]:
+        """The ``model``, ``model_kwargs``, ``data`` and ``config`` arguments of the API."""
+        return {
+            "model": self.model,
+            "model_kwargs": parse_json_kwargs(self.model_kwargs),
+            "data": data_config(
+                self.dataset,
+                self.data_dir,
+                seed,
+                train_limit=self.train_limit,
+                test_limit=self.test_limit,
+                val_size=self.val_size,
+                augment=not self.no_augment,
+            ),
+            "config": self.hyperparameters.config(seed),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationData:
+    """``--dataset``, ``--data-dir``, ``--test-limit``: the test data a saved model is measured on
+    (by default the data set named in its sidecar)."""
+
+    dataset: OptDataset = None
+    data_dir: DataDir = None
+    test_limit: TestLimit = None
+
+    def keywords(self) -> dict[str, Any]:
+        """The API's ``dataset``, ``data_dir`` and ``test_limit`` arguments."""
+        return {
+            "dataset": self.dataset,
+            "data_dir": path_text(self.data_dir),
+            "test_limit": self.test_limit,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class PgdOptions:
+    """``--eps``, ``--alpha``, ``--attack-steps``, ``--norm``: the PGD attack of the commands that
+    measure or train robustness (defaults: the library's :class:`AttackConfig`)."""
+
+    eps: Eps = EPS_TEXT
+    alpha: Alpha = ALPHA_TEXT
+    attack_steps: AttackSteps = ATTACK.steps
+    norm: AttackNorm = ATTACK.norm
+
+    def config(self, seed: int = 0) -> AttackConfig:
+        """The API's attack config (validated)."""
+        return AttackConfig(
+            name="pgd",
+            eps=parse_fraction(self.eps, "--eps"),
+            alpha=parse_fraction(self.alpha, "--alpha"),
+            steps=self.attack_steps,
+            norm=self.norm,
+            seed=seed,
+        ).validate()
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """``--seed``, ``--device``, ``--force``, ``--resume``, ``--quiet``: how a training run goes."""
+
+    seed: Seed = 0
+    device: Device = "auto"
+    force: Force = False
+    resume: Resume = False
+    quiet: Quiet = False
+
+    def keywords(self) -> dict[str, Any]:
+        """The API's ``device``, ``force``, ``resume`` and ``progress`` arguments (the seed goes
+        into the configs the command builds)."""
+        return {
+            "device": self.device,
+            "force": self.force,
+            "resume": self.resume,
+            "progress": not self.quiet,
+        }
+
+
+def print_summary(summary: dict[str, Any], out: Path | None = None) -> None:
+    """Print a summary as aligned ``key value`` lines (and where it was written)."""
+    width = max((len(k) for k in summary), default=0)
+    for key, value in summary.items():
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        typer.echo(f"{key:<{width}}  {text}")
+    if out is not None:
+        typer.echo(f"written to {out}")
+
+
+def pgd_config(eps: str, alpha: str, steps: int, norm: str, seed: int = 0) -> AttackConfig:
+    """PGD settings from the CLI's --eps, --alpha, --attack-steps and --norm (validated)."""
+    return AttackConfig(
+        name="pgd",
+        eps=parse_fraction(eps, "--eps"),
+        alpha=parse_fraction(alpha, "--alpha"),
+        steps=steps,
+        norm=norm,
+        seed=seed,
+    ).validate()
 
 
 def train_config(
@@ -224,13 +447,3 @@ def train_config(
     )
     cfg.validate()
     return cfg
-
-
-def print_summary(summary: dict[str, Any], out: Path | None = None) -> None:
-    """Print a summary as aligned ``key value`` lines (and where it was written)."""
-    width = max((len(k) for k in summary), default=0)
-    for key, value in summary.items():
-        text = f"{value:.4f}" if isinstance(value, float) else str(value)
-        typer.echo(f"{key:<{width}}  {text}")
-    if out is not None:
-        typer.echo(f"written to {out}")
