@@ -16,6 +16,11 @@ Both minimise CE(f(x'), k) + λ_k·size with a per-class weight λ_k tuned as in
 grows while the trigger reaches the success target and shrinks while it does not, and the smallest
 trigger that reached the target is kept.
 
+Each kind is a :class:`~modeconn.defenses.scan.kinds.TriggerKind` object (its parameters, how it
+is stamped, its size) registered in :data:`~modeconn.defenses.scan.kinds.KINDS`; one
+optimisation loop (:func:`~modeconn.defenses.scan.synthesis.optimise_triggers`) serves every
+kind and both goals (targeted and untargeted).
+
 **Untargeted index.** A backdoor whose target depends on the label (all-to-all: y → y+1)
 gives no class a small trigger, but its trigger moves images of every class off their label.
 Per kind the scan also synthesizes one universal *untargeted* trigger (the smallest that moves
@@ -53,15 +58,26 @@ from modeconn.defenses.scan.anomaly import (
     scan_model,
     untargeted_index,
 )
-from modeconn.defenses.scan.kinds import TRIGGER_KINDS, TriggerSet
+from modeconn.defenses.scan.kinds import (
+    KINDS,
+    TRIGGER_KINDS,
+    MaskTrigger,
+    PerturbationTrigger,
+    TriggerKind,
+    TriggerSet,
+)
 from modeconn.defenses.scan.synthesis import ScanConfig, check_scan_data, synthesize_triggers
 from modeconn.defenses.scan.unlearning_transform import UnlearningTransform
 
 __all__ = [
+    "KINDS",
     "MAD_SCALE",
     "TRIGGER_KINDS",
+    "MaskTrigger",
+    "PerturbationTrigger",
     "ScanConfig",
     "ScanResult",
+    "TriggerKind",
     "TriggerSet",
     "UnlearningTransform",
     "anomaly_index",

@@ -1,12 +1,162 @@
-"""Synthesized triggers: one per class, of one kind (mask and pattern, or a perturbation)."""
+"""Synthesized triggers: one object per kind of trigger and the set of triggers a scan found.
+
+A :class:`TriggerKind` says everything that differs between kinds: which tensors are optimised
+and how they start, which trigger tensors (in [0, 1] image space) they stand for, how a trigger
+is stamped on images, its size, and how it is scaled or drawn. The optimisation loop
+(:func:`modeconn.defenses.scan.synthesis.synthesize_triggers`) is the same for every kind; a new
+kind is a subclass added to :data:`KINDS`.
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
-TRIGGER_KINDS = ("mask", "perturbation")
+#: Trigger tensors by name (``mask``, ``pattern``, ``delta``), K×… each.
+Tensors = dict[str, torch.Tensor]
+
+
+class TriggerKind(ABC):
+    """The parametrisation of one kind of trigger, for K triggers side by side.
+
+    ``params`` are the tensors the optimiser changes; :meth:`tensors` maps them to the trigger
+    tensors a :class:`TriggerSet` keeps. Stamping and size work on trigger tensors, so the same
+    code serves the optimisation (K×B images at once) and a finished trigger set.
+    """
+
+    #: The kind's name in :class:`ScanConfig.kinds <modeconn.defenses.scan.ScanConfig>`.
+    name: ClassVar[str]
+
+    @abstractmethod
+    def settings(self, config: Any) -> tuple[float, float]:
+        """The Adam learning rate and the starting size weight λ of this kind in ``config``."""
+
+    @abstractmethod
+    def init_params(
+        self, count: int, shape: torch.Size, generator: torch.Generator, device: torch.device
+    ) -> list[torch.Tensor]:
+        """The starting values of ``count`` triggers for images of ``shape`` (C×H×W), leaves
+        that require gradients. Random draws come from ``generator`` only."""
+
+    @abstractmethod
+    def tensors(self, params: list[torch.Tensor]) -> Tensors:
+        """The trigger tensors in image space that ``params`` stand for."""
+
+    def stamp(self, x: torch.Tensor, trigger: Tensors) -> torch.Tensor:
+        """Images ``x`` (N×C×H×W) stamped row by row with ``trigger`` (N triggers)."""
+        return self.blend(x, trigger, lambda t: t)
+
+    def stamp_all(self, x: torch.Tensor, trigger: Tensors) -> torch.Tensor:
+        """Every one of the K triggers on every one of the images ``x`` (B×C×H×W): K×B×C×H×W."""
+        return self.blend(x.unsqueeze(0), trigger, lambda t: t.unsqueeze(1))
+
+    @abstractmethod
+    def blend(
+        self, x: torch.Tensor, trigger: Tensors, spread: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """``x`` with ``trigger`` applied, kept in [0, 1]. Terms of the trigger alone are computed
+        once per trigger and then lined up with ``x`` by ``spread`` (identity for one trigger
+        per image, a new image axis for every trigger on every image)."""
+
+    @abstractmethod
+    def size(self, trigger: Tensors) -> torch.Tensor:
+        """The size of each of the K triggers (the quantity the anomaly index compares)."""
+
+    @abstractmethod
+    def scaled(self, trigger: Tensors, factor: float) -> Tensors:
+        """The same triggers ``factor`` times stronger, still valid triggers of this kind."""
+
+    @abstractmethod
+    def image(self, trigger: Tensors, k: int) -> torch.Tensor:
+        """What trigger ``k`` looks like (C×H×W in [0, 1]), for figures."""
+
+
+class MaskTrigger(TriggerKind):
+    """Neural Cleanse (Wang et al. S&P 2019): x' = (1 − m)·x + m·p with a mask m ∈ [0, 1]^{H×W}
+    and a pattern p ∈ [0, 1]^{C×H×W}, both through a sigmoid; size ‖m‖₁. Finds patch-like
+    triggers."""
+
+    name = "mask"
+
+    def settings(self, config: Any) -> tuple[float, float]:
+        return config.mask_lr, config.mask_cost
+
+    def init_params(
+        self, count: int, shape: torch.Size, generator: torch.Generator, device: torch.device
+    ) -> list[torch.Tensor]:
+        c, h, w = shape
+        mask_logit = torch.full((count, 1, h, w), -2.0, device=device)
+        pattern_logit = (torch.rand((count, c, h, w), generator=generator) * 2 - 1).to(device)
+        return [mask_logit.requires_grad_(), pattern_logit.requires_grad_()]
+
+    def tensors(self, params: list[torch.Tensor]) -> Tensors:
+        mask_logit, pattern_logit = params
+        return {"mask": torch.sigmoid(mask_logit), "pattern": torch.sigmoid(pattern_logit)}
+
+    def blend(
+        self, x: torch.Tensor, trigger: Tensors, spread: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        m = trigger["mask"]
+        return (1 - spread(m)) * x + spread(m * trigger["pattern"])
+
+    def size(self, trigger: Tensors) -> torch.Tensor:
+        return trigger["mask"].flatten(1).sum(1)
+
+    def scaled(self, trigger: Tensors, factor: float) -> Tensors:
+        return {"mask": (trigger["mask"] * factor).clamp(0, 1), "pattern": trigger["pattern"]}
+
+    def image(self, trigger: Tensors, k: int) -> torch.Tensor:
+        return trigger["mask"][k] * trigger["pattern"][k]
+
+
+class PerturbationTrigger(TriggerKind):
+    """A universal additive change x' = clip(x + δ, 0, 1); size ‖δ‖₂. Finds dense triggers
+    (blended patterns, warps), whose masks would cover the whole image."""
+
+    name = "perturbation"
+
+    def settings(self, config: Any) -> tuple[float, float]:
+        return config.perturbation_lr, config.perturbation_cost
+
+    def init_params(
+        self, count: int, shape: torch.Size, generator: torch.Generator, device: torch.device
+    ) -> list[torch.Tensor]:
+        return [torch.zeros((count, *shape), device=device, requires_grad=True)]
+
+    def tensors(self, params: list[torch.Tensor]) -> Tensors:
+        return {"delta": params[0]}
+
+    def blend(
+        self, x: torch.Tensor, trigger: Tensors, spread: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        return (x + spread(trigger["delta"])).clamp(0, 1)
+
+    def size(self, trigger: Tensors) -> torch.Tensor:
+        return trigger["delta"].flatten(1).norm(dim=1)
+
+    def scaled(self, trigger: Tensors, factor: float) -> Tensors:
+        return {"delta": trigger["delta"] * factor}
+
+    def image(self, trigger: Tensors, k: int) -> torch.Tensor:
+        d = trigger["delta"][k]
+        scale = d.abs().max().clamp_min(1e-12)
+        return 0.5 + 0.5 * d / scale
+
+
+#: Every kind of trigger the scan synthesizes, by name.
+KINDS: dict[str, type[TriggerKind]] = {cls.name: cls for cls in (MaskTrigger, PerturbationTrigger)}
+TRIGGER_KINDS = tuple(KINDS)
+#: The names of all trigger tensors, in the order files list them.
+TENSOR_NAMES = ("mask", "pattern", "delta")
+
+
+def trigger_kind(name: str) -> TriggerKind:
+    """The kind called ``name`` (a :data:`KINDS` key; callers check the name first)."""
+    return KINDS[name]()
 
 
 @dataclass
@@ -32,15 +182,18 @@ class TriggerSet:
     def num_classes(self) -> int:
         return int(self.size.numel())
 
+    @property
+    def tensors(self) -> Tensors:
+        """The trigger tensors this set holds, by name."""
+        return {n: getattr(self, n) for n in TENSOR_NAMES if getattr(self, n) is not None}
+
     def apply(self, x: torch.Tensor, classes: torch.Tensor | int) -> torch.Tensor:
         """Stamp images ``x`` (N×C×H×W in [0, 1]) with the trigger of ``classes`` (N or one)."""
         k = torch.as_tensor(classes, device=x.device).long().expand(x.shape[0])
         if self.untargeted:
             k = torch.zeros_like(k)
-        if self.kind == "mask":
-            m = self.mask.to(x.device)[k]
-            return (1 - m) * x + m * self.pattern.to(x.device)[k]
-        return (x + self.delta.to(x.device)[k]).clamp(0, 1)
+        chosen = {n: t.to(x.device)[k] for n, t in self.tensors.items()}
+        return trigger_kind(self.kind).stamp(x, chosen)
 
     def scaled(self, factor: float) -> TriggerSet:
         """The same triggers ``factor`` times stronger (mask clipped to [0, 1], δ scaled).
@@ -48,27 +201,11 @@ class TriggerSet:
         Synthesis keeps the *smallest* trigger that works, which is often only part of the real
         one; unlearning a stronger version covers more of it.
         """
-        if self.kind == "mask":
-            return TriggerSet(
-                self.kind,
-                self.size,
-                self.success,
-                mask=(self.mask * factor).clamp(0, 1),
-                pattern=self.pattern,
-                untargeted=self.untargeted,
-            )
+        stronger = trigger_kind(self.kind).scaled(self.tensors, factor)
         return TriggerSet(
-            self.kind,
-            self.size,
-            self.success,
-            delta=self.delta * factor,
-            untargeted=self.untargeted,
+            self.kind, self.size, self.success, **stronger, untargeted=self.untargeted
         )
 
     def image(self, k: int) -> torch.Tensor:
         """What the trigger of class ``k`` looks like (C×H×W in [0, 1]), for figures."""
-        if self.kind == "mask":
-            return self.mask[k] * self.pattern[k]
-        d = self.delta[k]
-        scale = d.abs().max().clamp_min(1e-12)
-        return 0.5 + 0.5 * d / scale
+        return trigger_kind(self.kind).image(self.tensors, k)

@@ -1,9 +1,19 @@
 """Trigger synthesis: one trigger per class (or one universal label flipper), optimised for all
-classes at once."""
+classes at once.
+
+One loop serves every kind of trigger (a :class:`~modeconn.defenses.scan.kinds.TriggerKind`:
+the parametrisation) and both goals (a :class:`Goal`: send other classes' images to each class,
+or move every image off its label). Neural Cleanse's search is shared too: a per-trigger size
+weight λ grows while the trigger reaches the success target and shrinks while it does not, and
+the smallest trigger that reached the target is kept.
+"""
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -11,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modeconn.defenses.scan.kinds import TRIGGER_KINDS, TriggerSet
+from modeconn.defenses.scan.kinds import TRIGGER_KINDS, TriggerKind, TriggerSet, trigger_kind
 from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.modes import eval_mode
 
@@ -61,11 +71,6 @@ class ScanConfig:
         return asdict(self)
 
 
-def _class_eligibility(y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """K×N: True where image n is not of class k (only those count for class k's trigger)."""
-    return y.unsqueeze(0) != torch.arange(num_classes, device=y.device).unsqueeze(1)
-
-
 def check_scan_data(y: torch.Tensor, num_classes: int) -> None:
     """Every class needs other-class images to push and the data needs at least two classes."""
     present = torch.unique(y)
@@ -77,6 +82,173 @@ def check_scan_data(y: torch.Tensor, num_classes: int) -> None:
         raise ModeconnError(
             f"bonafide labels go up to {int(present.max())} but the model has {num_classes} classes"
         )
+
+
+class Goal(ABC):
+    """What the triggers must do: ``count`` triggers optimised side by side on batches of
+    ``batch`` images, each done when it reaches ``target_rate`` of its eligible images."""
+
+    count: int
+    batch: int
+    target_rate: float
+
+    @abstractmethod
+    def score(
+        self, logits: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss per image, hits (1.0 where the trigger worked) and eligibility (1.0 where the
+        image counts), each K×B, from the logits of every trigger on every image (K·B rows)."""
+
+
+class TargetedGoal(Goal):
+    """One trigger per class k that sends images of the *other* classes to k: CE(f(x'), k)."""
+
+    def __init__(self, num_classes: int, config: ScanConfig, device: torch.device) -> None:
+        self.count = num_classes
+        self.batch = config.batch_size
+        self.target_rate = config.success_target
+        self.targets = torch.arange(num_classes, device=device)
+
+    def score(
+        self, logits: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        goal = self.targets.repeat_interleave(y.shape[0])
+        loss_per = F.cross_entropy(logits, goal, reduction="none").view(self.count, -1)
+        hits = (logits.argmax(1) == goal).float().view(self.count, -1)
+        # K×B: True where image b is not of class k (only those count for class k's trigger)
+        eligible = y.unsqueeze(0) != self.targets.unsqueeze(1)
+        return loss_per, hits, eligible.float()
+
+
+class UntargetedGoal(Goal):
+    """One universal trigger that moves every image off its own label, wherever it goes:
+    −log(1 − p_y)."""
+
+    def __init__(self, config: ScanConfig) -> None:
+        self.count = 1
+        self.batch = config.untargeted_batch
+        self.target_rate = config.untargeted_success
+
+    def score(
+        self, logits: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        p_true = logits.softmax(1).gather(1, y.unsqueeze(1)).view(1, -1)
+        loss_per = -torch.log((1 - p_true).clamp_min(1e-6))
+        hits = (logits.argmax(1) != y).float().view(1, -1)
+        return loss_per, hits, torch.ones_like(hits)
+
+
+class _Search:
+    """Neural Cleanse's bookkeeping per trigger: the size weight λ and the smallest trigger
+    that reached the target so far."""
+
+    def __init__(
+        self, params: list[torch.Tensor], cost: float, goal: Goal, config: ScanConfig
+    ) -> None:
+        device = params[0].device
+        self.target_rate = goal.target_rate
+        self.patience, self.factor = config.patience, config.cost_factor
+        self.cost = torch.full((goal.count,), cost, device=device)
+        self.size = torch.full((goal.count,), math.inf, device=device)
+        self.success = torch.zeros(goal.count, device=device)
+        self.best = [p.detach().clone() for p in params]
+        self.window = torch.zeros(goal.count, device=device)
+
+    @torch.no_grad()
+    def update(
+        self, step: int, params: list[torch.Tensor], size: torch.Tensor, success: torch.Tensor
+    ) -> None:
+        """Keep the triggers that reached the target at a smaller size; every ``patience``
+        steps raise λ where the window's mean success reached the target, else lower it."""
+        improved = (success >= self.target_rate) & (size < self.size)
+        self.size = torch.where(improved, size.detach(), self.size)
+        self.success = torch.where(improved, success, self.success)
+        for keep, cur in zip(self.best, params, strict=True):
+            keep[improved] = cur.detach()[improved]
+        self.window += success
+        if (step + 1) % self.patience == 0:
+            reached = self.window / self.patience >= self.target_rate
+            self.cost = torch.where(reached, self.cost * self.factor, self.cost / self.factor)
+            self.window.zero_()
+
+    @torch.no_grad()
+    def finish(
+        self, params: list[torch.Tensor], success: torch.Tensor, kind: TriggerKind
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """The kept parameters, sizes and success rates. A trigger that never reached the target
+        keeps its last value and size: a large one, which is what "no small trigger found"
+        means for the index."""
+        never = torch.isinf(self.size)
+        for keep, cur in zip(self.best, params, strict=True):
+            keep[never] = cur.detach()[never]
+        final = kind.size(kind.tensors(self.best))
+        size = torch.where(never, final, self.size)
+        return self.best, size, torch.where(never, success, self.success)
+
+
+@contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """``model``'s parameters need no gradients for a while (only the triggers are optimised)."""
+    grad_state = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, g in zip(model.parameters(), grad_state, strict=True):
+            p.requires_grad_(g)
+
+
+def _batch_loss(
+    model: nn.Module,
+    kind: TriggerKind,
+    params: list[torch.Tensor],
+    goal: Goal,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    cost: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loss Σ_k (goal loss_k + λ_k·size_k) of every trigger on every image of ``batch`` in
+    one forward pass, with the triggers' sizes and success rates."""
+    xb, yb = batch
+    trigger = kind.tensors(params)
+    xs = kind.stamp_all(xb, trigger)
+    size = kind.size(trigger)
+    logits = model(xs.reshape(-1, *xb.shape[1:]))
+    loss_per, hits, eligible = goal.score(logits, yb)
+    count = eligible.sum(1).clamp_min(1)
+    loss_k = (loss_per * eligible).sum(1) / count
+    success = (hits * eligible).sum(1) / count
+    return (loss_k + cost * size).sum(), size, success
+
+
+def optimise_triggers(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    kind: TriggerKind,
+    goal: Goal,
+    config: ScanConfig,
+) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The one optimisation loop: Adam on ``kind``'s parameters for ``goal`` over random
+    batches of ``(x, y)``, seeded by ``config.seed``. Returns the kept parameters, the sizes and
+    the success rates."""
+    gen = torch.Generator().manual_seed(config.seed)
+    params = kind.init_params(goal.count, x.shape[1:], gen, x.device)
+    lr, cost = kind.settings(config)
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
+    search = _Search(params, cost, goal, config)
+    n = x.shape[0]
+    with _frozen(model), eval_mode(model):
+        for step in range(config.steps):
+            pick = torch.randint(0, n, (min(goal.batch, n),), generator=gen).to(x.device)
+            loss, size, success = _batch_loss(
+                model, kind, params, goal, (x[pick], y[pick]), search.cost
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            search.update(step, params, size, success)
+    return search.finish(params, success, kind)
 
 
 def synthesize_triggers(
@@ -103,99 +275,8 @@ def synthesize_triggers(
             None, f"unknown trigger kind '{kind}' (use {', '.join(TRIGGER_KINDS)})"
         )
     check_scan_data(y, num_classes)
-    device = x.device
-    n, c, h, w = x.shape
-    gen = torch.Generator().manual_seed(config.seed)
-    K = 1 if untargeted else num_classes  # triggers optimised side by side
-    batch = config.untargeted_batch if untargeted else config.batch_size
-    target_rate = config.untargeted_success if untargeted else config.success_target
-    if kind == "mask":
-        mask_logit = torch.full((K, 1, h, w), -2.0, device=device)
-        pattern_logit = (torch.rand((K, c, h, w), generator=gen) * 2 - 1).to(device)
-        params = [mask_logit.requires_grad_(), pattern_logit.requires_grad_()]
-        lr, cost0 = config.mask_lr, config.mask_cost
-    else:
-        delta = torch.zeros((K, c, h, w), device=device, requires_grad=True)
-        params = [delta]
-        lr, cost0 = config.perturbation_lr, config.perturbation_cost
-    opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
-    cost = torch.full((K,), cost0, device=device)
-    targets = torch.arange(K, device=device)
-    best_size = torch.full((K,), math.inf, device=device)
-    best_success = torch.zeros(K, device=device)
-    best = [p.detach().clone() for p in params]
-    window_success = torch.zeros(K, device=device)
-    grad_state = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        with eval_mode(model):
-            for step in range(config.steps):
-                pick = torch.randint(0, n, (min(batch, n),), generator=gen).to(device)
-                xb, yb = x[pick], y[pick]
-                if kind == "mask":
-                    m = torch.sigmoid(mask_logit)
-                    p = torch.sigmoid(pattern_logit)
-                    xs = (1 - m.unsqueeze(1)) * xb.unsqueeze(0) + (m * p).unsqueeze(1)
-                    size = m.flatten(1).sum(1)
-                else:
-                    xs = (xb.unsqueeze(0) + delta.unsqueeze(1)).clamp(0, 1)
-                    size = delta.flatten(1).norm(dim=1)
-                logits = model(xs.reshape(-1, c, h, w))
-                if untargeted:
-                    p_true = logits.softmax(1).gather(1, yb.unsqueeze(1)).view(1, -1)
-                    loss_per = -torch.log((1 - p_true).clamp_min(1e-6))
-                    hits = (logits.argmax(1) != yb).float().view(1, -1)
-                    eligible = torch.ones_like(hits)
-                else:
-                    goal = targets.repeat_interleave(xb.shape[0])
-                    loss_per = F.cross_entropy(logits, goal, reduction="none").view(K, -1)
-                    hits = (logits.argmax(1) == goal).float().view(K, -1)
-                    eligible = _class_eligibility(yb, K).float()  # K×B
-                count = eligible.sum(1).clamp_min(1)
-                loss_k = (loss_per * eligible).sum(1) / count
-                success = (hits * eligible).sum(1) / count
-                loss = (loss_k + cost * size).sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    improved = (success >= target_rate) & (size < best_size)
-                    best_size = torch.where(improved, size.detach(), best_size)
-                    best_success = torch.where(improved, success, best_success)
-                    for keep, cur in zip(best, params, strict=True):
-                        keep[improved] = cur.detach()[improved]
-                    window_success += success
-                    if (step + 1) % config.patience == 0:
-                        reached = window_success / config.patience >= target_rate
-                        cost = torch.where(
-                            reached, cost * config.cost_factor, cost / config.cost_factor
-                        )
-                        window_success.zero_()
-            with torch.no_grad():
-                never = torch.isinf(best_size)
-                # A class whose trigger never reached the target keeps its last trigger and size:
-                # a large one, which is what "no small trigger found" means for the index.
-                for keep, cur in zip(best, params, strict=True):
-                    keep[never] = cur.detach()[never]
-                if kind == "mask":
-                    final = torch.sigmoid(best[0]).flatten(1).sum(1)
-                else:
-                    final = best[0].flatten(1).norm(dim=1)
-                best_size = torch.where(never, final, best_size)
-                best_success = torch.where(never, success, best_success)
-    finally:
-        for p, g in zip(model.parameters(), grad_state, strict=True):
-            p.requires_grad_(g)
-    if kind == "mask":
-        return TriggerSet(
-            kind,
-            best_size.cpu(),
-            best_success.cpu(),
-            mask=torch.sigmoid(best[0]).cpu(),
-            pattern=torch.sigmoid(best[1]).cpu(),
-            untargeted=untargeted,
-        )
-    return TriggerSet(
-        kind, best_size.cpu(), best_success.cpu(), delta=best[0].cpu(), untargeted=untargeted
-    )
+    parametrisation = trigger_kind(kind)
+    goal = UntargetedGoal(config) if untargeted else TargetedGoal(num_classes, config, x.device)
+    best, size, success = optimise_triggers(model, x, y, parametrisation, goal, config)
+    found = {name: t.cpu() for name, t in parametrisation.tensors(best).items()}
+    return TriggerSet(kind, size.cpu(), success.cpu(), **found, untargeted=untargeted)
