@@ -241,6 +241,71 @@ def load_state(
 # --- the loop --------------------------------------------------------------------------------
 
 
+def _train_epoch(
+    net: nn.Module,
+    loader: BatchSource,
+    optimizer: torch.optim.Optimizer,
+    objective: Objective,
+    config: TrainConfig,
+    epoch: int,
+    steps_per_epoch: int,
+    device: torch.device,
+    advance: Callable[[str], None],
+) -> tuple[list[float], float]:
+    """Epoch ``epoch``'s optimiser steps, the learning rate following ``config``'s schedule.
+    Returns ``[loss·n, correct, n]`` summed over the epoch and the last learning rate;
+    ``advance(status)`` is called after each step."""
+    sums = [0.0, 0.0, 0.0]  # loss·n, correct, n
+    for step, (x, y) in enumerate(loader):
+        progress_frac = ((epoch - 1) * steps_per_epoch + step) / (config.epochs * steps_per_epoch)
+        lr = config.lr * lr_factor(
+            config.schedule, progress_frac, config.step_milestones, config.step_gamma
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss, logits = objective.loss(net, x, y)
+        if not torch.isfinite(loss):
+            raise ModeconnError(
+                f"training loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
+                "try a lower lr",
+                parameters=("lr",),
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        objective.after_step(net)
+        n = y.shape[0]
+        sums[0] += loss.item() * n
+        sums[1] += (logits.argmax(1) == y).sum().item()
+        sums[2] += n
+        advance(f"ep {epoch} loss {sums[0] / sums[2]:.3f}")
+    return sums, lr
+
+
+def _epoch_record(
+    net: nn.Module,
+    epoch: int,
+    lr: float,
+    sums: list[float],
+    ctx: DistContext,
+    device: torch.device,
+    evaluate: EvalFn | None,
+) -> dict[str, float]:
+    """One epoch's metrics: the training sums of every process and, on the main process, the
+    held-out figures of ``evaluate``."""
+    total_loss, correct, count = ctx.all_reduce_sum(sums, device)
+    record: dict[str, float] = {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": total_loss / max(count, 1),
+        "train_acc": correct / max(count, 1),
+    }
+    if evaluate is not None and ctx.is_main:
+        record.update(evaluate(unwrap(net)))
+    return record
+
+
 def train(
     model: nn.Module,
     loader: BatchSource,
@@ -290,40 +355,18 @@ def train(
             loader.set_epoch(epoch)
             objective.start_epoch(epoch, net)
             net.train()
-            sums = [0.0, 0.0, 0.0]  # loss·n, correct, n
-            for step, (x, y) in enumerate(loader):
-                progress_frac = ((epoch - 1) * steps_per_epoch + step) / total_steps
-                lr = config.lr * lr_factor(
-                    config.schedule, progress_frac, config.step_milestones, config.step_gamma
-                )
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                loss, logits = objective.loss(net, x, y)
-                if not torch.isfinite(loss):
-                    raise ModeconnError(
-                        f"training loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
-                        "try a lower lr",
-                        parameters=("lr",),
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                objective.after_step(net)
-                n = y.shape[0]
-                sums[0] += loss.item() * n
-                sums[1] += (logits.argmax(1) == y).sum().item()
-                sums[2] += n
-                bar.update(task, advance=1, status=f"ep {epoch} loss {sums[0] / sums[2]:.3f}")
-            total_loss, correct, count = ctx.all_reduce_sum(sums, device)
-            record: dict[str, float] = {
-                "epoch": epoch,
-                "lr": lr,
-                "train_loss": total_loss / max(count, 1),
-                "train_acc": correct / max(count, 1),
-            }
-            if evaluate is not None and ctx.is_main:
-                record.update(evaluate(unwrap(net)))
+            sums, lr = _train_epoch(
+                net,
+                loader,
+                optimizer,
+                objective,
+                config,
+                epoch,
+                steps_per_epoch,
+                device,
+                lambda status: bar.update(task, advance=1, status=status),
+            )
+            record = _epoch_record(net, epoch, lr, sums, ctx, device, evaluate)
             history.append(record)
             if ctx.is_main:
                 if run is not None:
