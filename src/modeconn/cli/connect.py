@@ -2,43 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from modeconn.cli import app
 from modeconn.cli.common import (
-    ATTACK,
-    TRAIN,
-    Alpha,
-    AttackNorm,
-    AttackSteps,
-    BatchSize,
     DataDir,
     Device,
-    Epochs,
-    Eps,
     Force,
-    Lr,
-    Momentum,
+    Hyperparameters,
     NoAugment,
     OptDataset,
-    Optimizer,
     Out,
+    PgdOptions,
     Quiet,
-    Resume,
-    Schedule,
-    Seed,
+    RunOptions,
     TestLimit,
     TrainLimit,
-    WeightDecay,
     data_config,
     default_of,
-    fraction_text,
-    pgd_config,
+    option_groups,
+    path_text,
     print_summary,
-    train_config,
 )
 from modeconn.commands import connect as connect_commands
 from modeconn.commands import extract as extract_commands
@@ -46,9 +34,8 @@ from modeconn.commands import path_eval as path_eval_commands
 from modeconn.commands import surface as surface_commands
 from modeconn.commands.path_analysis import run_path_analysis
 from modeconn.connectivity.evaluate import EVAL_BATCH
-from modeconn.connectivity.train import CURVE_DEFAULTS
+from modeconn.connectivity.train import curve_train_config
 
-_REF = CURVE_DEFAULTS
 _CONNECT = connect_commands.run_connect
 _SURFACE = surface_commands.run_surface
 
@@ -87,11 +74,42 @@ TPerBatch = Annotated[
 Stratified = Annotated[
     bool, typer.Option("--stratified", help="Stratify the points over each epoch.")
 ]
-CurveEpochs = Epochs
 EvalBatch = Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")]
+
+_CURVE_HYPERPARAMETERS = Hyperparameters.of(curve_train_config())
+
+
+@dataclasses.dataclass(frozen=True)
+class CurveTraining:
+    """``--bonafide`` … ``--schedule``: what ``connect`` and ``surface`` train on, and how
+    (defaults: the reference curve settings)."""
+
+    bonafide: Bonafide = None
+    dataset: OptDataset = None
+    data_dir: DataDir = None
+    train_limit: TrainLimit = None
+    test_limit: TestLimit = None
+    no_augment: NoAugment = False
+    hyperparameters: Hyperparameters = _CURVE_HYPERPARAMETERS
+
+    def keywords(self, seed: int) -> dict[str, Any]:
+        """The API's ``data`` (the models' own data set unless --dataset) and ``config``."""
+        return {
+            "data": data_config(
+                self.dataset or "",
+                self.data_dir,
+                seed,
+                train_limit=self.train_limit,
+                test_limit=self.test_limit,
+                bonafide=self.bonafide,
+                augment=not self.no_augment,
+            ),
+            "config": self.hyperparameters.config(seed),
+        }
 
 
 @app.command("connect")
+@option_groups
 def connect_command(
     model_a: ModelArg,
     model_b: ModelArg,
@@ -101,42 +119,17 @@ def connect_command(
     train_endpoints: TrainEndpoints = not default_of(_CONNECT, "fix_endpoints"),
     init: Init = default_of(_CONNECT, "init"),
     noise: Noise = default_of(_CONNECT, "noise"),
-    bonafide: Bonafide = None,
-    dataset: OptDataset = None,
-    data_dir: DataDir = None,
-    train_limit: TrainLimit = None,
-    test_limit: TestLimit = None,
-    no_augment: NoAugment = False,
-    epochs: CurveEpochs = _REF["epochs"],
-    batch_size: BatchSize = _REF["batch_size"],
-    lr: Lr = _REF["lr"],
-    momentum: Momentum = _REF["momentum"],
-    wd: WeightDecay = _REF["weight_decay"],
-    optimizer: Optimizer = TRAIN.optimizer,
-    schedule: Schedule = _REF["schedule"],
+    training: CurveTraining = CurveTraining(),
     t_per_batch: TPerBatch = default_of(_CONNECT, "t_per_batch"),
     stratified: Stratified = default_of(_CONNECT, "stratified"),
-    seed: Seed = 0,
-    device: Device = "auto",
-    force: Force = False,
-    resume: Resume = False,
-    quiet: Quiet = False,
+    run: RunOptions = RunOptions(),
 ) -> None:
     """Train a curve from model A to model B; writes curve.safetensors and summary.json to --out."""
     summary = connect_commands.run_connect(
         model_a,
         model_b,
         out,
-        data=data_config(
-            dataset or "",
-            data_dir,
-            seed,
-            train_limit=train_limit,
-            test_limit=test_limit,
-            bonafide=bonafide,
-            augment=not no_augment,
-        ),
-        config=train_config(epochs, batch_size, lr, momentum, wd, optimizer, schedule, seed),
+        **training.keywords(run.seed),
         kind=kind,
         num_bends=num_bends,
         fix_endpoints=not train_endpoints,
@@ -144,16 +137,14 @@ def connect_command(
         noise=noise,
         t_per_batch=t_per_batch,
         stratified=stratified,
-        device=device,
-        force=force,
-        resume=resume,
-        progress=not quiet,
+        **run.keywords(),
     )
     if summary:
         print_summary(summary, out)
 
 
 @app.command("path-eval")
+@option_groups
 def path_eval_command(
     sources: Annotated[
         list[Path],
@@ -177,10 +168,7 @@ def path_eval_command(
             "input-Hessian λ_max (the robust-loss barrier).",
         ),
     ] = False,
-    eps: Eps = fraction_text(ATTACK.eps),
-    alpha: Alpha = fraction_text(ATTACK.alpha),
-    attack_steps: AttackSteps = ATTACK.steps,
-    norm: AttackNorm = ATTACK.norm,
+    attack: PgdOptions = PgdOptions(),
     robust_limit: Annotated[
         int | None, typer.Option("--robust-limit", help="Test images attacked at each t.")
     ] = default_of(run_path_analysis, "robust_limit"),
@@ -213,12 +201,12 @@ def path_eval_command(
         list(sources),
         out,
         robust=robust,
-        attack=pgd_config(eps, alpha, attack_steps, norm),
+        attack=attack.config(),
         robust_limit=robust_limit,
         hessian_limit=hessian_limit,
         with_attack_metrics=not no_attack_metrics,
         points=points,
-        data_dir=str(data_dir) if data_dir else None,
+        data_dir=path_text(data_dir),
         test_limit=test_limit,
         train_eval_limit=train_eval_limit,
         with_segment=not no_segment,
@@ -249,7 +237,7 @@ def extract_command(
         t=t,
         u=u,
         v=v,
-        data_dir=str(data_dir) if data_dir else None,
+        data_dir=path_text(data_dir),
         test_limit=test_limit,
         device=device,
         force=force,
@@ -258,6 +246,7 @@ def extract_command(
 
 
 @app.command("surface")
+@option_groups
 def surface_command(
     model_a: ModelArg,
     model_b: ModelArg,
@@ -270,27 +259,11 @@ def surface_command(
     ] = None,
     grid: Annotated[
         int, typer.Option("--grid", help="Evaluation grid points per side.")
-    ] = default_of(surface_commands.run_surface, "grid"),
-    bonafide: Bonafide = None,
-    dataset: OptDataset = None,
-    data_dir: DataDir = None,
-    train_limit: TrainLimit = None,
-    test_limit: TestLimit = None,
-    no_augment: NoAugment = False,
-    epochs: CurveEpochs = _REF["epochs"],
-    batch_size: BatchSize = _REF["batch_size"],
-    lr: Lr = _REF["lr"],
-    momentum: Momentum = _REF["momentum"],
-    wd: WeightDecay = _REF["weight_decay"],
-    optimizer: Optimizer = TRAIN.optimizer,
-    schedule: Schedule = _REF["schedule"],
+    ] = default_of(_SURFACE, "grid"),
+    training: CurveTraining = CurveTraining(),
     t_per_batch: TPerBatch = default_of(_SURFACE, "t_per_batch"),
     stratified: Stratified = default_of(_SURFACE, "stratified"),
-    seed: Seed = 0,
-    device: Device = "auto",
-    force: Force = False,
-    resume: Resume = False,
-    quiet: Quiet = False,
+    run: RunOptions = RunOptions(),
 ) -> None:
     """Train a Bezier surface through four models and evaluate it on a grid.
 
@@ -300,24 +273,12 @@ def surface_command(
     summary = surface_commands.run_surface(
         [model_a, model_b, model_c, model_d],
         out,
-        data=data_config(
-            dataset or "",
-            data_dir,
-            seed,
-            train_limit=train_limit,
-            test_limit=test_limit,
-            bonafide=bonafide,
-            augment=not no_augment,
-        ),
-        config=train_config(epochs, batch_size, lr, momentum, wd, optimizer, schedule, seed),
+        **training.keywords(run.seed),
         num_bends=(num_bends, num_bends_v or num_bends),
         t_per_batch=t_per_batch,
         stratified=stratified,
         grid=grid,
-        device=device,
-        force=force,
-        resume=resume,
-        progress=not quiet,
+        **run.keywords(),
     )
     if summary:
         print_summary(summary, out)
