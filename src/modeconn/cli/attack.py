@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,6 +11,7 @@ from modeconn.attacks.backdoor import TriggerSpec
 from modeconn.cli import app
 from modeconn.cli.common import (
     ATTACK,
+    Checkpoint,
     ClassifierTraining,
     Device,
     EvaluationData,
@@ -29,10 +29,6 @@ from modeconn.cli.common import (
 from modeconn.commands import attack as api
 
 _TRIGGER = TriggerSpec()
-
-ModelPath = Annotated[
-    Path, typer.Argument(help="Checkpoint (.safetensors, its .json, or a run directory).")
-]
 
 
 def parse_position(text: str) -> str | list[int]:
@@ -117,7 +113,7 @@ def poison_command(
 @app.command("inject")
 @option_groups
 def inject_command(
-    model_path: ModelPath,
+    model_path: Checkpoint,
     out: Out,
     num_targets: Annotated[
         int, typer.Option("--num-targets", help="S: test images sent to wrong labels.")
@@ -185,7 +181,7 @@ def inject_command(
 @app.command("attack")
 @option_groups
 def attack_command(
-    model_path: ModelPath,
+    model_path: Checkpoint,
     out: Out,
     attack: Annotated[
         str, typer.Option("--attack", help="pgd, fgsm, apgd-ce, apgd-dlr or apgd-t.")

@@ -126,6 +126,10 @@ def option_groups(command: Callable[..., Result]) -> Callable[..., Result]:
 
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")]
+OptOut = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to write.")]
+Checkpoint = Annotated[
+    Path, typer.Argument(help="Checkpoint (.safetensors, its .json, or a run directory).")
+]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite a finished run in --out.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
@@ -410,40 +414,3 @@ def print_summary(summary: dict[str, Any], out: Path | None = None) -> None:
         typer.echo(f"{key:<{width}}  {text}")
     if out is not None:
         typer.echo(f"written to {out}")
-
-
-def pgd_config(eps: str, alpha: str, steps: int, norm: str, seed: int = 0) -> AttackConfig:
-    """PGD settings from the CLI's --eps, --alpha, --attack-steps and --norm (validated)."""
-    return AttackConfig(
-        name="pgd",
-        eps=parse_fraction(eps, "--eps"),
-        alpha=parse_fraction(alpha, "--alpha"),
-        steps=steps,
-        norm=norm,
-        seed=seed,
-    ).validate()
-
-
-def train_config(
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    momentum: float,
-    wd: float,
-    optimizer: str,
-    schedule: str,
-    seed: int,
-) -> TrainConfig:
-    """Build and validate the API's training config from CLI values."""
-    cfg = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=wd,
-        optimizer=optimizer,
-        schedule=schedule,
-        seed=seed,
-    )
-    cfg.validate()
-    return cfg

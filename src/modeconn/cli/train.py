@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,10 +10,12 @@ import typer
 from modeconn.attacks.config import AttackConfig
 from modeconn.cli import app
 from modeconn.cli.common import (
+    Checkpoint,
     ClassifierTraining,
     Device,
     EvaluationData,
     Force,
+    OptOut,
     Out,
     PgdOptions,
     RobustLimit,
@@ -117,11 +118,9 @@ def train_command(
 @app.command("evaluate")
 @option_groups
 def evaluate_command(
-    model_path: Annotated[
-        Path, typer.Argument(help="Checkpoint (.safetensors, its .json, or a run directory).")
-    ],
+    model_path: Checkpoint,
     data: EvaluationData = EvaluationData(),
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to write.")] = None,
+    out: OptOut = None,
     seed: Seed = 0,
     device: Device = "auto",
     force: Force = False,
