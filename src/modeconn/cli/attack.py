@@ -13,12 +13,10 @@ from modeconn.cli.common import (
     ATTACK,
     Checkpoint,
     ClassifierTraining,
-    Device,
     EvaluationData,
-    Force,
+    JobOptions,
     Out,
     RunOptions,
-    Seed,
     TrainLimit,
     default_of,
     option_groups,
@@ -150,9 +148,7 @@ def inject_command(
     lr: Annotated[float | None, typer.Option("--lr", help="Step size of the optimiser.")] = None,
     data: EvaluationData = EvaluationData(),
     train_limit: TrainLimit = None,
-    seed: Seed = 0,
-    device: Device = "auto",
-    force: Force = False,
+    job: JobOptions = JobOptions(),
 ) -> None:
     """Fault-sneaking error injection into one tensor; summary.json holds injection_success."""
     summary = api.run_inject(
@@ -171,9 +167,7 @@ def inject_command(
         lr=lr,
         **data.keywords(),
         train_limit=train_limit,
-        seed=seed,
-        device=device,
-        force=force,
+        **job.keywords(),
     )
     print_summary(summary, out)
 
@@ -213,9 +207,7 @@ def attack_command(
         api.run_attack, "batch_size"
     ),
     data: EvaluationData = EvaluationData(),
-    seed: Seed = 0,
-    device: Device = "auto",
-    force: Force = False,
+    job: JobOptions = JobOptions(),
 ) -> None:
     """Evasion attack on a checkpoint; summary.json holds robust_acc, robust_loss, clean_acc."""
     summary = api.run_attack(
@@ -230,12 +222,10 @@ def attack_command(
             "restarts": restarts,
             "random_start": not no_random_start,
             "eot_samples": eot_samples,
-            "seed": seed,
+            "seed": job.seed,
         },
         **data.keywords(),
         batch_size=batch_size,
-        seed=seed,
-        device=device,
-        force=force,
+        **job.keywords(),
     )
     print_summary(summary, out)

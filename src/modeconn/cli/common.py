@@ -386,6 +386,19 @@ class PgdOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class JobOptions:
+    """``--seed``, ``--device``, ``--force``: how a one-shot command on a saved model runs."""
+
+    seed: Seed = 0
+    device: Device = "auto"
+    force: Force = False
+
+    def keywords(self) -> dict[str, Any]:
+        """The API's ``seed``, ``device`` and ``force`` arguments."""
+        return {"seed": self.seed, "device": self.device, "force": self.force}
+
+
+@dataclasses.dataclass(frozen=True)
 class RunOptions:
     """``--seed``, ``--device``, ``--force``, ``--resume``, ``--quiet``: how a training run goes."""
 

@@ -14,6 +14,7 @@ from modeconn.cli.common import (
     DataDir,
     Device,
     Force,
+    JobOptions,
     OptDataset,
     OptOut,
     Out,
@@ -64,6 +65,7 @@ RobustLimit = Annotated[
 
 
 @app.command("hessian")
+@option_groups
 def hessian_command(
     model_path: Checkpoint,
     dataset: OptDataset = None,
@@ -75,9 +77,7 @@ def hessian_command(
     iters: Iters = default_of(run_hessian, "iters"),
     tol: Tol = default_of(run_hessian, "tol"),
     out: OptOut = None,
-    seed: Seed = 0,
-    device: Device = "auto",
-    force: Force = False,
+    job: JobOptions = JobOptions(),
 ) -> None:
     """Largest input-Hessian eigenvalue of every image (batched); mean and max over the set."""
     summary = run_hessian(
@@ -90,10 +90,8 @@ def hessian_command(
         method=method,
         iters=iters,
         tol=tol,
-        seed=seed,
         out=out,
-        device=device,
-        force=force,
+        **job.keywords(),
     )
     print_summary(summary, out)
 

@@ -12,15 +12,13 @@ from modeconn.cli import app
 from modeconn.cli.common import (
     Checkpoint,
     ClassifierTraining,
-    Device,
     EvaluationData,
-    Force,
+    JobOptions,
     OptOut,
     Out,
     PgdOptions,
     RobustLimit,
     RunOptions,
-    Seed,
     option_groups,
     print_summary,
 )
@@ -121,17 +119,13 @@ def evaluate_command(
     model_path: Checkpoint,
     data: EvaluationData = EvaluationData(),
     out: OptOut = None,
-    seed: Seed = 0,
-    device: Device = "auto",
-    force: Force = False,
+    job: JobOptions = JobOptions(),
 ) -> None:
     """Clean loss and accuracy of a checkpoint on its data set's test split."""
     summary = api.run_evaluate(
         model_path,
         **data.keywords(),
-        seed=seed,
         out=out,
-        device=device,
-        force=force,
+        **job.keywords(),
     )
     print_summary(summary, out)
