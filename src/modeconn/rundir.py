@@ -61,8 +61,8 @@ def check_run_dir(path: str | Path, *, force: bool = False, resume: bool = False
     """Raise unless ``path`` may be written with these flags; return whether the run resumes.
 
     ``force`` allows anything (the directory is cleared); without it a finished run is refused,
-    and so is an unfinished one unless ``resume`` continues it. Touches nothing, so a command
-    can check before it prepares anything that it will not write to its run directory.
+    and so is an unfinished one unless ``resume`` continues it. Touches nothing: a command can
+    call it to refuse early, before it writes anything beside the run directory.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():

@@ -49,7 +49,7 @@ from modeconn.models.permutation import (
     apply_permutation,
     permutation_spec,
 )
-from modeconn.rundir import RunDir
+from modeconn.rundir import RunDir, open_run
 
 METHODS = ("weight", "activation")
 MODES = ("align", "misalign")
@@ -203,47 +203,49 @@ def run_align(
     check_same_architecture(a, b, str(model_a), str(model_b))
     spec = permutation_spec(a.model)
     config, prepared = _prepare(data, a, b, (model_a, model_b), seed)
-    run = RunDir(out, force=force)
-    run.write_config(
-        {
-            "command": "align",
-            "model_a": str(model_a),
-            "model_b": str(model_b),
-            "method": method,
-            "mode": mode,
-            "points": points,
-            "max_iter": max_iter,
-            "seed": seed,
-            "data": config.to_dict(),
-            "device": str(dev),
-        }
-    )
-    own = prepared.eval_loader("train", EVAL_BATCH, dev)
-    test = prepared.eval_loader("test", EVAL_BATCH, dev)
-    perms = find_permutations(
-        method, mode == "misalign", spec, a, b, own, max_iter=max_iter, seed=seed, device=dev
-    )
-    permuted = _permuted_model(spec, b, perms, dev)
-    state_a, state_b, state_p = (m.state_dict() for m in (a.model, b.model, permuted))
-    common = dict(bn_loader=own, points=points, device=dev, progress=progress)
-    unaligned = segment_barrier(a.model, state_a, state_b, test, description="unaligned", **common)
-    aligned = segment_barrier(a.model, state_a, state_p, test, description=mode + "ed", **common)
-    params = [name for name, _ in a.model.named_parameters()]
-    summary = {
+    options = {
+        "command": "align",
+        "model_a": str(model_a),
+        "model_b": str(model_b),
         "method": method,
         "mode": mode,
         "points": points,
-        "barrier_unaligned": unaligned.barrier,
-        "barrier_aligned": aligned.barrier,
-        **test_figures(a, b, permuted, test, dev),
-        "weight_distance_unaligned": weight_distance(state_a, state_b, params),
-        "weight_distance_aligned": weight_distance(state_a, state_p, params),
-        "permutation_groups": len(spec.groups),
+        "max_iter": max_iter,
+        "seed": seed,
+        "data": config.to_dict(),
+        "device": str(dev),
     }
-    _write_outputs(
-        run, b, permuted, perms, path_rows(unaligned, aligned), summary, model_a, model_b
-    )
-    run.write_summary(summary)
+    with open_run(out, options, force=force) as run:
+        own = prepared.eval_loader("train", EVAL_BATCH, dev)
+        test = prepared.eval_loader("test", EVAL_BATCH, dev)
+        perms = find_permutations(
+            method, mode == "misalign", spec, a, b, own, max_iter=max_iter, seed=seed, device=dev
+        )
+        permuted = _permuted_model(spec, b, perms, dev)
+        state_a, state_b, state_p = (m.state_dict() for m in (a.model, b.model, permuted))
+        common = dict(bn_loader=own, points=points, device=dev, progress=progress)
+        unaligned = segment_barrier(
+            a.model, state_a, state_b, test, description="unaligned", **common
+        )
+        aligned = segment_barrier(
+            a.model, state_a, state_p, test, description=mode + "ed", **common
+        )
+        params = [name for name, _ in a.model.named_parameters()]
+        summary = {
+            "method": method,
+            "mode": mode,
+            "points": points,
+            "barrier_unaligned": unaligned.barrier,
+            "barrier_aligned": aligned.barrier,
+            **test_figures(a, b, permuted, test, dev),
+            "weight_distance_unaligned": weight_distance(state_a, state_b, params),
+            "weight_distance_aligned": weight_distance(state_a, state_p, params),
+            "permutation_groups": len(spec.groups),
+        }
+        _write_outputs(
+            run, b, permuted, perms, path_rows(unaligned, aligned), summary, model_a, model_b
+        )
+        run.finish(summary)
     return summary
 
 

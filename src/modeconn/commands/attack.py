@@ -16,14 +16,14 @@ from modeconn.attacks.backdoor import TriggerSpec, backdoor_metrics, poison_tran
 from modeconn.attacks.config import AttackConfig
 from modeconn.attacks.injection import InjectionSpec, choose_injection_sets, inject_errors
 from modeconn.attacks.metrics import robust_metrics
-from modeconn.checkpoints import load_model, save_model, sidecar_path
-from modeconn.commands.train import run_train, test_metrics
+from modeconn.checkpoints import Checkpoint, load_model, save_model, sidecar_path
+from modeconn.commands.train import ClassifierTraining, test_metrics
 from modeconn.data import make_eval_loader
 from modeconn.distributed import resolve_device
 from modeconn.errors import InvalidArgument
 from modeconn.experiment import DataConfig, check_compatible, prepare_data
 from modeconn.io import read_json, write_json
-from modeconn.rundir import RunDir
+from modeconn.rundir import RunDir, open_optional_run, open_run
 from modeconn.training import TrainConfig, evaluate_model
 
 
@@ -55,36 +55,29 @@ def run_poison(
     trigger spec goes into the checkpoint sidecar (``attack``), and the summary adds ``asr`` and
     ``poisoned_acc`` on the test split to ``clean_acc``/``clean_loss``.
     """
-    data = data or DataConfig()
-    config = config or TrainConfig()
-    data.seed = config.seed  # as run_train does, so both see the same splits
-    prepared = prepare_data(data)
-    spec.check_for(prepared.info.num_classes, prepared.info.image_size)
-    transform = poison_transform(spec, prepared.info.num_classes, pool=prepared.indices("train"))
-    poisoned = int(transform.poisoned.numel())
-    summary = run_train(
-        out,
+    job = ClassifierTraining.prepare(
         model=model,
         model_kwargs=model_kwargs,
         data=data,
         config=config,
         attack=spec.to_dict(),
-        transform=transform,
-        extra_config={"command": "poison", "poisoned_samples": poisoned},
         device=device,
-        force=force,
-        resume=resume,
-        progress=progress,
     )
-    if not summary:  # a non-main DDP process
-        return summary
-    dev = resolve_device(device)
-    weights = Path(out) / "model.safetensors"
-    ckpt = load_model(weights, device=dev)
-    figures = backdoor_metrics(ckpt.model, prepared.eval_loader("test", device=dev), spec, dev)
-    summary.update(figures, poisoned_samples=poisoned)
-    _add_to_sidecar_metrics(weights, figures)
-    RunDir.attach(out, resuming=False).write_summary(summary)
+    info = job.prepared.info
+    spec.check_for(info.num_classes, info.image_size)
+    job.transform = poison_transform(spec, info.num_classes, pool=job.prepared.indices("train"))
+    poisoned = int(job.transform.poisoned.numel())
+    options = job.options({"command": "poison", "poisoned_samples": poisoned})
+    with open_run(out, options, force=force, resume=resume, dist_ctx=job.ctx) as run:
+        net = job.fit(run, progress)
+        summary: dict[str, Any] = {}
+        if job.ctx.is_main:
+            summary = job.final_summary(net, run)
+            test = job.prepared.eval_loader("test", device=job.dev)
+            figures = backdoor_metrics(net, test, spec, job.dev)
+            summary.update(figures, poisoned_samples=poisoned)
+            _add_to_sidecar_metrics(run.file("model.safetensors"), figures)
+        run.finish(summary)
     return summary
 
 
@@ -126,6 +119,59 @@ def _test_accuracies(model, data, spec: InjectionSpec, device) -> dict[str, floa
     loader = make_eval_loader(images, labels, others, device=device)
     figures["others_acc"] = evaluate_model(model, loader, device)["acc"]
     return figures
+
+
+def _injection_spec(
+    model, data, device, *, sets: dict[str, Any], settings: dict[str, Any], overrides: dict
+) -> InjectionSpec:
+    """S and R chosen on the test and training splits (``sets``: how many, which, which
+    labels), with the injection's ``settings`` and the ``overrides`` that are not None (the
+    others keep :class:`InjectionSpec`'s defaults)."""
+    chosen, injected, keep = choose_injection_sets(
+        model, data, **sets, seed=settings["seed"], device=device
+    )
+    return InjectionSpec(
+        targets=chosen,
+        labels=injected,
+        keep=keep,
+        **settings,
+        **{k: v for k, v in overrides.items() if v is not None},
+    )
+
+
+def _inject_and_measure(model, data, spec: InjectionSpec, device) -> dict[str, Any]:
+    """Inject the errors into ``model`` in place; the summary's figures before and after."""
+    before = _test_accuracies(model, data, spec, device)
+    figures = inject_errors(model, data, spec, device)
+    after = _test_accuracies(model, data, spec, device)
+    return {
+        "injection_success": figures["injection_success"],
+        "clean_loss": after["clean_loss"],
+        "clean_acc": after["clean_acc"],
+        "clean_acc_before": before["clean_acc"],
+        "others_acc": after["others_acc"],
+        "others_acc_before": before["others_acc"],
+        "keep_acc": figures["keep_acc"],
+        "changed_weights": figures["changed_weights"],
+        "change_l2": figures["change_l2"],
+        "change_linf": figures["change_linf"],
+        "steps": figures["steps"],
+        "param": spec.param,
+    }
+
+
+def _save_injected(
+    run: RunDir, ckpt: Checkpoint, dataset: str, spec: InjectionSpec, summary: dict[str, Any]
+) -> None:
+    """The injected model as ``model.safetensors``, its sidecar with the spec and figures."""
+    save_model(
+        run.file("model.safetensors"),
+        ckpt.model,
+        ckpt.spec,
+        dataset=dataset,
+        attack=spec.to_dict(),
+        metrics={k: v for k, v in summary.items() if k != "param"},
+    )
 
 
 def run_inject(
@@ -173,69 +219,37 @@ def run_inject(
         train_limit=train_limit,
         seed=seed,
     )
-    run = RunDir(out, force=force)
-    chosen, injected, keep = choose_injection_sets(
-        ckpt.model,
-        prepared,
-        num_targets=num_targets,
-        num_keep=num_keep,
-        label_mode=label_mode,
-        targets=targets,
-        labels=labels,
-        seed=seed,
-        device=dev,
-    )
     overrides = dict(
         penalty=penalty, target_weight=target_weight, margin=margin, steps=steps, lr=lr
     )
-    spec = InjectionSpec(
-        targets=chosen,
-        labels=injected,
-        keep=keep,
-        param=param,
-        norm=norm,
-        budget=budget,
-        seed=seed,
-        **{k: v for k, v in overrides.items() if v is not None},
-    )
-    run.write_config(
-        {
-            "command": "inject",
-            "model_path": str(model_path),
-            "data": data.to_dict(),
-            "label_mode": label_mode,
-            "num_targets": num_targets,
-            "num_keep": num_keep,
-            "device": str(dev),
-            "attack": spec.to_dict(),
-        }
-    )
-    before = _test_accuracies(ckpt.model, prepared, spec, dev)
-    figures = inject_errors(ckpt.model, prepared, spec, dev)
-    after = _test_accuracies(ckpt.model, prepared, spec, dev)
-    summary: dict[str, Any] = {
-        "injection_success": figures["injection_success"],
-        "clean_loss": after["clean_loss"],
-        "clean_acc": after["clean_acc"],
-        "clean_acc_before": before["clean_acc"],
-        "others_acc": after["others_acc"],
-        "others_acc_before": before["others_acc"],
-        "keep_acc": figures["keep_acc"],
-        "changed_weights": figures["changed_weights"],
-        "change_l2": figures["change_l2"],
-        "change_linf": figures["change_linf"],
-        "steps": figures["steps"],
-        "param": spec.param,
-    }
-    save_model(
-        run.file("model.safetensors"),
+    spec = _injection_spec(
         ckpt.model,
-        ckpt.spec,
-        dataset=data.dataset,
-        attack=spec.to_dict(),
-        metrics={k: v for k, v in summary.items() if k != "param"},
+        prepared,
+        dev,
+        sets=dict(
+            num_targets=num_targets,
+            num_keep=num_keep,
+            label_mode=label_mode,
+            targets=targets,
+            labels=labels,
+        ),
+        settings=dict(param=param, norm=norm, budget=budget, seed=seed),
+        overrides=overrides,
     )
-    run.write_summary(summary)
+    options = {
+        "command": "inject",
+        "model_path": str(model_path),
+        "data": data.to_dict(),
+        "label_mode": label_mode,
+        "num_targets": num_targets,
+        "num_keep": num_keep,
+        "device": str(dev),
+        "attack": spec.to_dict(),
+    }
+    with open_run(out, options, force=force) as run:
+        summary = _inject_and_measure(ckpt.model, prepared, spec, dev)
+        _save_injected(run, ckpt, data.dataset, spec, summary)
+        run.finish(summary)
     return summary
 
 
@@ -280,25 +294,22 @@ def run_attack(
         settings.setdefault("seed", seed)
         attack = AttackConfig.for_dataset(data.dataset, **settings)
     attack.validate()
-    run = RunDir(out, force=force) if out is not None else None
-    if run is not None:
-        run.write_config(
-            {
-                "command": "attack",
-                "model_path": str(model_path),
-                "data": data.to_dict(),
-                "batch_size": batch_size,
-                "device": str(dev),
-                "attack": attack.to_dict(),
-            }
-        )
-    loader = prepared.eval_loader("test", batch_size=batch_size, device=dev)
-    summary = {
-        **robust_metrics(ckpt.model, loader, attack, device=dev),
-        **test_metrics(ckpt.model, prepared, dev),
+    options = {
+        "command": "attack",
+        "model_path": str(model_path),
+        "data": data.to_dict(),
+        "batch_size": batch_size,
+        "device": str(dev),
+        "attack": attack.to_dict(),
     }
-    if run is not None:
-        run.write_summary(summary)
+    with open_optional_run(out, options, force=force) as run:
+        loader = prepared.eval_loader("test", batch_size=batch_size, device=dev)
+        summary = {
+            **robust_metrics(ckpt.model, loader, attack, device=dev),
+            **test_metrics(ckpt.model, prepared, dev),
+        }
+        if run is not None:
+            run.finish(summary)
     return summary
 
 

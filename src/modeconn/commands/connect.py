@@ -47,6 +47,22 @@ def _init_points_from(path: str | Path, kind: str, num_bends: int) -> list[State
     raise InvalidArgument("init", f"init {path} is a {source} checkpoint; give a model or a curve")
 
 
+def _initial_curve(
+    s: FamilySession, kind: str, num_bends: int, fix_endpoints: bool, init: str | Path, noise: float
+) -> Curve:
+    """The curve between the session's two models before training, on the session's device:
+    interior points on the segment (``"linear"``), with noise (``"noise"``), or from a
+    checkpoint (see :func:`_init_points_from`)."""
+    state_a, state_b = s.states()
+    init_mode = init if init in ("linear", "noise") else "linear"
+    curve = Curve.from_endpoints(
+        build_model(s.spec), state_a, state_b, kind, num_bends, fix_endpoints, init_mode, noise
+    )
+    if init_mode != init:
+        set_interior_points(curve, _init_points_from(init, kind, num_bends))
+    return curve.to(s.dev)
+
+
 def run_connect(
     model_a_path: str | Path,
     model_b_path: str | Path,
@@ -81,64 +97,42 @@ def run_connect(
         raise InvalidArgument(
             "init", f"init {init}: use linear, noise, or the path of a checkpoint"
         )
-    s = FamilySession(
-        [model_a_path, model_b_path],
-        ["A", "B"],
-        out,
-        data,
-        config,
-        train_split,
-        device,
-        force,
-        resume,
-    )
-    s.write_config(
-        {
-            "command": "connect",
-            "model_a": str(model_a_path),
-            "model_b": str(model_b_path),
-            "kind": kind,
-            "num_bends": num_bends,
-            "fix_endpoints": fix_endpoints,
-            "init": str(init),
-            "noise": noise,
-            "t_per_batch": t_per_batch,
-            "stratified": stratified,
-        }
-    )
-    torch.manual_seed(config.seed)
-    state_a, state_b = s.states()
-    init_mode = init if init in ("linear", "noise") else "linear"
-    curve = Curve.from_endpoints(
-        build_model(s.spec), state_a, state_b, kind, num_bends, fix_endpoints, init_mode, noise
-    )
-    if init_mode != init:
-        set_interior_points(curve, _init_points_from(init, kind, num_bends))
-    curve.to(s.dev)
-    meta = {**s.meta, "curve_init": str(init)}
+    s = FamilySession([model_a_path, model_b_path], ["A", "B"], data, config, train_split, device)
+    options = {
+        "command": "connect",
+        "model_a": str(model_a_path),
+        "model_b": str(model_b_path),
+        "kind": kind,
+        "num_bends": num_bends,
+        "fix_endpoints": fix_endpoints,
+        "init": str(init),
+        "noise": noise,
+        "t_per_batch": t_per_batch,
+        "stratified": stratified,
+    }
+    with s.open_run(out, options, force=force, resume=resume) as run:
+        torch.manual_seed(config.seed)
+        curve = _initial_curve(s, kind, num_bends, fix_endpoints, init, noise)
+        meta = {**s.meta, "curve_init": str(init)}
 
-    def save(model: nn.Module, metrics: dict[str, Any]) -> None:
-        save_curve(
-            s.run.file("curve.safetensors"),
-            model,
-            s.spec,
-            s.data.dataset,
-            {**meta, "metrics": metrics},
+        def save(model: nn.Module, metrics: dict[str, Any]) -> None:
+            path = run.file("curve.safetensors")
+            save_curve(path, model, s.spec, s.data.dataset, {**meta, "metrics": metrics})
+
+        last = s.train(
+            run,
+            curve,
+            save,
+            prefix="mid",
+            description=f"connect {s.spec.arch}",
+            t_per_batch=t_per_batch,
+            stratified=stratified,
+            progress=progress,
         )
-
-    last = s.train(
-        curve,
-        save,
-        prefix="mid",
-        description=f"connect {s.spec.arch}",
-        t_per_batch=t_per_batch,
-        stratified=stratified,
-        progress=progress,
-    )
-    summary: dict[str, Any] = {}
-    if s.ctx.is_main:
-        keys = ("train_loss", "train_acc", "mid_test_loss", "mid_test_acc")
-        summary = {"epochs": config.epochs, **{k: last.get(k) for k in keys}}
-        save(curve, summary)
-    s.finish(summary)
+        summary: dict[str, Any] = {}
+        if s.ctx.is_main:
+            keys = ("train_loss", "train_acc", "mid_test_loss", "mid_test_acc")
+            summary = {"epochs": config.epochs, **{k: last.get(k) for k in keys}}
+            save(curve, summary)
+        run.finish(summary)
     return summary

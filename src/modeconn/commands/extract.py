@@ -13,7 +13,7 @@ from modeconn.connectivity.evaluate import PointData
 from modeconn.distributed import resolve_device
 from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.experiment import DataConfig
-from modeconn.rundir import RunDir
+from modeconn.rundir import open_run
 from modeconn.training import evaluate_model
 
 
@@ -41,31 +41,35 @@ def run_extract(
     coords = _coordinates(kind, t, u, v)
     dev = resolve_device(device)
     family, spec, meta = load_family(path, dev)
-    run = RunDir(out, force=force)
     prepared = prepare_family_data(meta, spec, path, data, data_dir, test_limit)
     split = bn_split or meta.get("train_split", "train")
-    run.write_config(
-        {"command": "extract", "source": str(path), **coords, "bn_split": split, "device": str(dev)}
-    )
-    point_data = PointData(prepared, split, dev)
-    model = family.model_from_coefficients(
-        family.coefficients(*coords.values()), point_data.own, dev
-    )
-    res = evaluate_model(model, point_data.test, dev)
-    summary = {**coords, "clean_loss": res["loss"], "clean_acc": res["acc"]}
-    save_model(
-        run.file("model.safetensors"),
-        model,
-        spec,
-        dataset=prepared.config.dataset,
-        metrics=summary,
-        extra={
-            "source": {"kind": kind, "path": str(path), **coords, "bn_split": split},
-            "endpoints": meta.get("endpoints"),
-            "endpoint_attacks": meta.get("endpoint_attacks"),
-        },
-    )
-    run.write_summary(summary)
+    config = {
+        "command": "extract",
+        "source": str(path),
+        **coords,
+        "bn_split": split,
+        "device": str(dev),
+    }
+    with open_run(out, config, force=force) as run:
+        point_data = PointData(prepared, split, dev)
+        model = family.model_from_coefficients(
+            family.coefficients(*coords.values()), point_data.own, dev
+        )
+        res = evaluate_model(model, point_data.test, dev)
+        summary = {**coords, "clean_loss": res["loss"], "clean_acc": res["acc"]}
+        save_model(
+            run.file("model.safetensors"),
+            model,
+            spec,
+            dataset=prepared.config.dataset,
+            metrics=summary,
+            extra={
+                "source": {"kind": kind, "path": str(path), **coords, "bn_split": split},
+                "endpoints": meta.get("endpoints"),
+                "endpoint_attacks": meta.get("endpoint_attacks"),
+            },
+        )
+        run.finish(summary)
     return summary
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from modeconn.connectivity.train import train_family
 from modeconn.distributed import init_distributed
 from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
-from modeconn.rundir import RunDir
+from modeconn.rundir import RunDir, open_run
 from modeconn.training import EvalFn, TrainConfig, evaluate_model
 
 
@@ -64,19 +65,20 @@ def _center_evaluator(data: PreparedData, split: str, dev: torch.device, prefix:
 
 
 class FamilySession:
-    """What ``connect`` and ``surface`` share: distributed set-up, run directory, data, models."""
+    """What ``connect`` and ``surface`` share: distributed set-up, data, endpoint models, and
+    the training of a family in its run directory.
+
+    Everything a user can get wrong (the models, the data, the split) is checked here, before
+    :meth:`open_run` touches the run directory."""
 
     def __init__(
         self,
         paths: Sequence[str | Path],
         names: Sequence[str],
-        out: str | Path,
         data: DataConfig | None,
         config: TrainConfig,
         train_split: str | None,
         device: str,
-        force: bool,
-        resume: bool,
     ) -> None:
         config.validate()
         self.config = config
@@ -90,9 +92,6 @@ class FamilySession:
             data = replace(data, dataset=own_dataset)
         self.data = data
         self.split = _resolve_split(self.data, train_split)
-        run = RunDir(out, force=force, resume=resume) if self.ctx.is_main else None
-        self.ctx.barrier()
-        self.run = run or RunDir.attach(out, resuming=resume and (Path(out) / "state").exists())
         self.prepared = prepare_data(self.data)
         check_compatible(self.spec, self.prepared, str(paths[0]))
         self.meta = {
@@ -101,18 +100,20 @@ class FamilySession:
             "train_split": self.split,
         }
 
-    def write_config(self, options: dict[str, Any]) -> None:
-        if self.ctx.is_main:
-            self.run.write_config(
-                {
-                    **options,
-                    "data": self.data.to_dict(),
-                    "train_split": self.split,
-                    "train": self.config.to_dict(),
-                    "device": str(self.dev),
-                    "world_size": self.ctx.world_size,
-                }
-            )
+    def open_run(
+        self, out: str | Path, options: dict[str, Any], *, force: bool, resume: bool
+    ) -> AbstractContextManager[RunDir]:
+        """The run directory (:func:`~modeconn.rundir.open_run`, on every DDP process), its
+        config the command's ``options`` with the data, split, training and device added."""
+        config = {
+            **options,
+            "data": self.data.to_dict(),
+            "train_split": self.split,
+            "train": self.config.to_dict(),
+            "device": str(self.dev),
+            "world_size": self.ctx.world_size,
+        }
+        return open_run(out, config, force=force, resume=resume, dist_ctx=self.ctx)
 
     def loader(self):
         return self.prepared.train_loader(
@@ -124,6 +125,7 @@ class FamilySession:
 
     def train(
         self,
+        run: RunDir,
         family: ControlPointModel,
         save: Callable[[nn.Module, dict[str, Any]], None],
         *,
@@ -146,7 +148,7 @@ class FamilySession:
             self.config,
             t_per_batch=t_per_batch,
             stratified=stratified,
-            run=self.run,
+            run=run,
             evaluate=_center_evaluator(self.prepared, self.split, self.dev, prefix),
             on_epoch_end=checkpoint,
             device=self.dev,
@@ -155,13 +157,6 @@ class FamilySession:
             description=description,
         )
         return result.last if self.ctx.is_main else {}
-
-    def finish(self, summary: dict[str, Any]) -> None:
-        """Mark the run finished (main process) and wait for the other processes."""
-        if self.ctx.is_main:
-            self.run.write_summary(summary)
-            self.run.clear_state()
-        self.ctx.barrier()
 
 
 def check_family_options(*, num_bends: int, t_per_batch: int, kind: str = "bezier") -> None:

@@ -42,7 +42,7 @@ from modeconn.landscape.weight_hessian import (
 )
 from modeconn.progress import make_progress
 from modeconn.report import landscape_plots as plots
-from modeconn.rundir import RunDir
+from modeconn.rundir import RunDir, open_optional_run, open_run
 
 
 def _load(
@@ -102,56 +102,59 @@ def run_hessian(
     dev = resolve_device(device)
     ckpt, data = _load(model_path, dataset, data_dir, seed, dev)
     loader = data.eval_loader(split, batch_size, dev, limit=limit)
-    run = RunDir(out, force=force) if out is not None else None
-    start = time.perf_counter()
-    stats = input_hessian_stats(
-        ckpt.model, loader, method=method, iters=iters, tol=tol, seed=seed, device=dev
-    )
-    summary: dict[str, Any] = {
-        **stats.summary(),
+    options = {
+        "command": "hessian",
+        "model_path": str(model_path),
+        "data": data.config.to_dict(),
+        "split": split,
+        "limit": limit,
+        "batch_size": batch_size,
         "method": method,
-        "seconds": time.perf_counter() - start,
+        "iters": iters,
+        "tol": tol,
+        "seed": seed,
+        "device": str(dev),
     }
-    if run is not None:
-        run.write_config(
-            {
-                "command": "hessian",
-                "model_path": str(model_path),
-                "data": data.config.to_dict(),
-                "split": split,
-                "limit": limit,
-                "batch_size": batch_size,
-                "method": method,
-                "iters": iters,
-                "tol": tol,
-                "seed": seed,
-                "device": str(dev),
-            }
+    with open_optional_run(out, options, force=force) as run:
+        start = time.perf_counter()
+        stats = input_hessian_stats(
+            ckpt.model, loader, method=method, iters=iters, tol=tol, seed=seed, device=dev
         )
-        labels = torch.cat([y for _, y in loader]).tolist()
-        write_table(
-            run.file("eigenvalues.csv"),
-            [
-                {
-                    "index": i,
-                    "label": int(lab),
-                    "lmax": float(v),
-                    "converged": int(c),
-                    "hvps": int(h),
-                }
-                for i, (lab, v, c, h) in enumerate(
-                    zip(labels, stats.eigenvalues, stats.converged, stats.matvecs, strict=True)
-                )
-            ],
-        )
-        plots.plot_histogram(
-            run.file("input_hessian.png"),
-            stats.eigenvalues.tolist(),
-            xlabel="λ_max of the input Hessian",
-            title=f"{Path(model_path).name}: {split} images",
-        )
-        run.write_summary(summary)
+        summary: dict[str, Any] = {
+            **stats.summary(),
+            "method": method,
+            "seconds": time.perf_counter() - start,
+        }
+        if run is not None:
+            labels = torch.cat([y for _, y in loader]).tolist()
+            _write_eigenvalues(run, labels, stats, f"{Path(model_path).name}: {split} images")
+            run.finish(summary)
     return summary
+
+
+def _write_eigenvalues(run: RunDir, labels: list[int], stats, title: str) -> None:
+    """``eigenvalues.csv`` (one row per image) and the histogram ``input_hessian.png``."""
+    write_table(
+        run.file("eigenvalues.csv"),
+        [
+            {
+                "index": i,
+                "label": int(lab),
+                "lmax": float(v),
+                "converged": int(c),
+                "hvps": int(h),
+            }
+            for i, (lab, v, c, h) in enumerate(
+                zip(labels, stats.eigenvalues, stats.converged, stats.matvecs, strict=True)
+            )
+        ],
+    )
+    plots.plot_histogram(
+        run.file("input_hessian.png"),
+        stats.eigenvalues.tolist(),
+        xlabel="λ_max of the input Hessian",
+        title=title,
+    )
 
 
 # --- modeconn landscape ---------------------------------------------------------------------
@@ -408,26 +411,25 @@ def run_landscape(
         if other.spec.to_dict() != ckpt.spec.to_dict():
             raise ModeconnError(f"{path} has a different architecture from {model_path}")
         others.append(other.model)
-    run = RunDir(out, force=force)
-    run.write_config(
-        {
-            "command": "landscape",
-            "model_path": str(model_path),
-            "through": [str(p) for p in through],
-            "data": data.config.to_dict(),
-            "landscape": cfg.to_dict(),
-            "device": str(dev),
-        }
-    )
-    torch.manual_seed(cfg.seed)
-    job = _Landscape(ckpt.model, data, cfg, run, dev, progress)
-    start = time.perf_counter()
-    if cfg.spectrum:
-        job.spectrum()
-    if cfg.scan_1d or cfg.scan_2d:
-        job.random_scans()
-    if others:
-        job.through(others, [Path(p).stem if Path(p).is_file() else Path(p).name for p in through])
-    job.summary["seconds"] = time.perf_counter() - start
-    run.write_summary(job.summary)
+    options = {
+        "command": "landscape",
+        "model_path": str(model_path),
+        "through": [str(p) for p in through],
+        "data": data.config.to_dict(),
+        "landscape": cfg.to_dict(),
+        "device": str(dev),
+    }
+    with open_run(out, options, force=force) as run:
+        torch.manual_seed(cfg.seed)
+        job = _Landscape(ckpt.model, data, cfg, run, dev, progress)
+        start = time.perf_counter()
+        if cfg.spectrum:
+            job.spectrum()
+        if cfg.scan_1d or cfg.scan_2d:
+            job.random_scans()
+        if others:
+            names = [Path(p).stem if Path(p).is_file() else Path(p).name for p in through]
+            job.through(others, names)
+        job.summary["seconds"] = time.perf_counter() - start
+        run.finish(job.summary)
     return job.summary

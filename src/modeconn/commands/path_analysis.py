@@ -19,17 +19,18 @@ from typing import Any
 from modeconn.attacks.config import AttackConfig
 from modeconn.attacks.metrics import RobustMetric, metric_from_attack_spec
 from modeconn.checkpoints import load_model, read_sidecar
-from modeconn.commands.path_eval import run_path_eval
+from modeconn.commands.path_eval import PathEvaluation
 from modeconn.connectivity import PathMetric, save_curve, segment
 from modeconn.connectivity.checkpoints import (
     check_same_architecture,
     endpoint_meta,
     resolve_family_path,
 )
-from modeconn.errors import InvalidArgument, ModeconnError
-from modeconn.io import read_table, write_json
+from modeconn.errors import ModeconnError
+from modeconn.io import read_table
 from modeconn.landscape.metrics import InputHessianMetric, robust_path_summary
 from modeconn.report.landscape_plots import plot_robust_path
+from modeconn.rundir import check_run_dir, open_run
 
 
 def attack_metrics(meta: dict[str, Any]) -> list[PathMetric]:
@@ -76,10 +77,7 @@ def run_path_analysis(
     if len(sources) not in (1, 2):
         raise ModeconnError("path-eval takes a curve, or two models for the straight segment")
     if len(sources) == 2:
-        if out.exists() and (out / "summary.json").exists() and not force:
-            raise InvalidArgument(
-                "force", f"{out} already holds a finished run; pass force=True to overwrite it"
-            )
+        check_run_dir(out, force=force)  # before the segment is written beside it
         tmp = out.parent / f".{out.name}.segment"
         tmp.mkdir(parents=True, exist_ok=True)
         curve_path = save_segment(sources[0], sources[1], tmp)
@@ -93,27 +91,25 @@ def run_path_analysis(
             RobustMetric(attack, limit=robust_limit),
             InputHessianMetric(limit=hessian_limit, iters=hessian_iters),
         ]
-    summary = run_path_eval(
-        curve_path,
-        out,
-        metrics=metrics,
-        force=force,
-        extra_config={
-            "sources": [str(s) for s in sources],
-            "robust": robust,
-            "attack": (attack or AttackConfig()).to_dict() if robust else None,
-        },
-        **path_eval,
-    )
-    if len(sources) == 2:  # keep the segment checkpoint with its evaluation
-        final = out / "segment_curve.safetensors"
-        curve_path.replace(final)
-        curve_path.with_suffix(".json").replace(final.with_suffix(".json"))
-        curve_path.parent.rmdir()
-    if robust:
-        rows = read_table(out / "path.csv")
-        extra = robust_path_summary(rows)
-        plot_robust_path(out / "robust_path.png", rows, pcc=extra.get("pcc_robust_loss_lmax"))
-        summary.update(extra)
-        write_json(out / "summary.json", summary)
+    evaluation = PathEvaluation.load(curve_path, metrics=metrics, **path_eval)
+    config = {
+        **evaluation.config,
+        "sources": [str(s) for s in sources],
+        "robust": robust,
+        "attack": (attack or AttackConfig()).to_dict() if robust else None,
+    }
+    with open_run(out, config, force=force) as run:
+        summary = evaluation.write(run)
+        if len(sources) == 2:  # keep the segment checkpoint with its evaluation
+            final = run.file("segment_curve.safetensors")
+            curve_path.replace(final)
+            curve_path.with_suffix(".json").replace(final.with_suffix(".json"))
+            curve_path.parent.rmdir()
+        if robust:
+            rows = read_table(run.file("path.csv"))
+            extra = robust_path_summary(rows)
+            pcc = extra.get("pcc_robust_loss_lmax")
+            plot_robust_path(run.file("robust_path.png"), rows, pcc=pcc)
+            summary.update(extra)
+        run.finish(summary)
     return summary

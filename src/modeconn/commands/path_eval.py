@@ -3,18 +3,104 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from modeconn.commands.family import prepare_family_data
 from modeconn.connectivity.checkpoints import load_curve
-from modeconn.connectivity.curves import segment
+from modeconn.connectivity.curves import Curve, segment
 from modeconn.connectivity.evaluate import EVAL_BATCH, evaluate_path, path_summary, ts_grid
 from modeconn.connectivity.metrics import PathMetric
 from modeconn.distributed import resolve_device
-from modeconn.experiment import DataConfig
+from modeconn.experiment import DataConfig, PreparedData
 from modeconn.io import write_table
-from modeconn.rundir import RunDir
+from modeconn.models import ModelSpec
+from modeconn.rundir import RunDir, open_run
+
+
+@dataclass
+class PathEvaluation:
+    """A saved curve's evaluation along t, set up before its run directory is touched: the
+    curve and its data are loaded, so a missing file or a data set that does not fit is
+    reported with nothing written."""
+
+    curve: Curve
+    spec: ModelSpec
+    data: PreparedData
+    ts: list[float]
+    config: dict[str, Any]
+    measure: dict[str, Any]
+    with_segment: bool
+    progress: bool
+
+    @classmethod
+    def load(
+        cls,
+        curve_path: str | Path,
+        *,
+        points: int = 21,
+        metrics: Sequence[PathMetric] = (),
+        data: DataConfig | None = None,
+        data_dir: str | None = None,
+        test_limit: int | None = None,
+        bn_split: str | None = None,
+        train_eval_limit: int | None = None,
+        with_segment: bool = True,
+        batch_size: int = EVAL_BATCH,
+        device: str = "auto",
+        progress: bool = True,
+    ) -> PathEvaluation:
+        """Load the curve and its data (see :func:`run_path_eval` for the options)."""
+        ts = ts_grid(points)
+        dev = resolve_device(device)
+        curve, spec, meta = load_curve(curve_path, dev)
+        prepared = prepare_family_data(meta, spec, curve_path, data, data_dir, test_limit)
+        split = bn_split or meta.get("train_split", "train")
+        config = {
+            "command": "path-eval",
+            "curve": str(curve_path),
+            "points": points,
+            "metrics": [m.name for m in metrics],
+            "data": prepared.config.to_dict(),
+            "bn_split": split,
+            "train_eval_limit": train_eval_limit,
+            "segment": with_segment,
+            "device": str(dev),
+        }
+        measure = dict(
+            bn_split=split,
+            metrics=metrics,
+            device=dev,
+            batch_size=batch_size,
+            train_eval_limit=train_eval_limit,
+        )
+        return cls(curve, spec, prepared, ts, config, measure, with_segment, progress)
+
+    def write(self, run: RunDir) -> dict[str, Any]:
+        """Evaluate the curve (and the straight segment between its endpoints) into ``run``:
+        ``path.csv``, ``segment.csv``, ``path.png``; return the summary's figures."""
+        from modeconn.report.plots import plot_path
+
+        rows = self._evaluate(self.curve, self.ts, "curve")
+        write_table(run.file("path.csv"), rows)
+        seg_rows = None
+        if self.with_segment:
+            seg_rows = self._evaluate(segment(self.curve), sorted(set(self.ts) | {0.5}), "segment")
+            write_table(run.file("segment.csv"), seg_rows)
+        title = f"{self.curve.kind} curve, {self.spec.arch}"
+        plot_path(run.file("path.png"), rows, seg_rows, title=title)
+        return path_summary(rows, seg_rows)
+
+    def _evaluate(self, curve: Curve, ts: list[float], description: str) -> list[dict[str, Any]]:
+        return evaluate_path(
+            curve,
+            self.data,
+            ts,
+            progress=self.progress,
+            description=description,
+            **self.measure,
+        )
 
 
 def run_path_eval(
@@ -42,48 +128,24 @@ def run_path_eval(
     data config (``data_dir``/``test_limit`` replace parts of it) and ``bn_split`` to the split it
     was trained on; ``train_eval_limit`` evaluates the "train" columns (and recomputes BatchNorm)
     on a stratified subset of that many of its images. ``metrics`` add columns (ASR, robust
-    accuracy, input-Hessian eigenvalue, …).
+    accuracy, input-Hessian eigenvalue, …); ``extra_config`` adds entries to ``config.json``.
     """
-    from modeconn.report.plots import plot_path
-
-    ts = ts_grid(points)
-    dev = resolve_device(device)
-    curve, spec, meta = load_curve(curve_path, dev)
-    run = RunDir(out, force=force)
-    prepared = prepare_family_data(meta, spec, curve_path, data, data_dir, test_limit)
-    split = bn_split or meta.get("train_split", "train")
-    run.write_config(
-        {
-            "command": "path-eval",
-            "curve": str(curve_path),
-            "points": points,
-            "metrics": [m.name for m in metrics],
-            "data": prepared.config.to_dict(),
-            "bn_split": split,
-            "train_eval_limit": train_eval_limit,
-            "segment": with_segment,
-            "device": str(dev),
-            **(extra_config or {}),
-        }
-    )
-    common = dict(
-        bn_split=split,
+    evaluation = PathEvaluation.load(
+        curve_path,
+        points=points,
         metrics=metrics,
-        device=dev,
-        batch_size=batch_size,
+        data=data,
+        data_dir=data_dir,
+        test_limit=test_limit,
+        bn_split=bn_split,
         train_eval_limit=train_eval_limit,
+        with_segment=with_segment,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
     )
-    rows = evaluate_path(curve, prepared, ts, progress=progress, description="curve", **common)
-    write_table(run.file("path.csv"), rows)
-    seg_rows = None
-    if with_segment:
-        seg_ts = sorted(set(ts) | {0.5})
-        seg = segment(curve)
-        seg_rows = evaluate_path(
-            seg, prepared, seg_ts, progress=progress, description="segment", **common
-        )
-        write_table(run.file("segment.csv"), seg_rows)
-    plot_path(run.file("path.png"), rows, seg_rows, title=f"{curve.kind} curve, {spec.arch}")
-    summary = path_summary(rows, seg_rows)
-    run.write_summary(summary)
+    config = {**evaluation.config, **(extra_config or {})}
+    with open_run(out, config, force=force) as run:
+        summary = evaluation.write(run)
+        run.finish(summary)
     return summary

@@ -20,6 +20,19 @@ from modeconn.models import build_model
 from modeconn.training import TrainConfig
 
 
+def _check_options(
+    model_paths: Sequence[str | Path], num_bends: tuple[int, int], t_per_batch: int, grid: int
+) -> None:
+    """Reject bad options before anything is loaded or written."""
+    if len(model_paths) != 4:
+        raise ModeconnError(f"a surface joins 4 models, got {len(model_paths)}")
+    if min(num_bends) < 2 or num_bends[0] * num_bends[1] <= 4:
+        raise ModeconnError(f"the control grid needs a point besides the corners, got {num_bends}")
+    check_family_options(num_bends=3, t_per_batch=t_per_batch)
+    if grid < 2:
+        raise InvalidArgument("grid", f"grid must be at least 2, got {grid}")
+
+
 def run_surface(
     model_paths: Sequence[str | Path],
     out: str | Path,
@@ -47,62 +60,54 @@ def run_surface(
     ``data.val_size`` makes one), and the grid ensemble against the corners' ensemble in the
     summary.
     """
-    if len(model_paths) != 4:
-        raise ModeconnError(f"a surface joins 4 models, got {len(model_paths)}")
+    _check_options(model_paths, num_bends, t_per_batch, grid)
     config = config or curve_train_config()
-    if min(num_bends) < 2 or num_bends[0] * num_bends[1] <= 4:
-        raise ModeconnError(f"the control grid needs a point besides the corners, got {num_bends}")
-    check_family_options(num_bends=3, t_per_batch=t_per_batch)
-    if grid < 2:
-        raise InvalidArgument("grid", f"grid must be at least 2, got {grid}")
-    s = FamilySession(
-        model_paths, CORNER_NAMES, out, data, config, train_split, device, force, resume
-    )
-    s.write_config(
-        {
-            "command": "surface",
-            "models": [str(p) for p in model_paths],
-            "num_bends": list(num_bends),
-            "t_per_batch": t_per_batch,
-            "stratified": stratified,
-            "grid": grid,
-            "train_eval_limit": train_eval_limit,
-        }
-    )
-    torch.manual_seed(config.seed)
-    surface = Surface.from_corners(build_model(s.spec), s.states(), num_bends).to(s.dev)
-    path = s.run.file("surface.safetensors")
+    s = FamilySession(model_paths, CORNER_NAMES, data, config, train_split, device)
+    options = {
+        "command": "surface",
+        "models": [str(p) for p in model_paths],
+        "num_bends": list(num_bends),
+        "t_per_batch": t_per_batch,
+        "stratified": stratified,
+        "grid": grid,
+        "train_eval_limit": train_eval_limit,
+    }
+    with s.open_run(out, options, force=force, resume=resume) as run:
+        torch.manual_seed(config.seed)
+        surface = Surface.from_corners(build_model(s.spec), s.states(), num_bends).to(s.dev)
 
-    def save(model: nn.Module, metrics: dict[str, Any]) -> None:
-        save_surface(path, model, s.spec, s.data.dataset, {**s.meta, "metrics": metrics})
+        def save(model: nn.Module, metrics: dict[str, Any]) -> None:
+            path = run.file("surface.safetensors")
+            save_surface(path, model, s.spec, s.data.dataset, {**s.meta, "metrics": metrics})
 
-    last = s.train(
-        surface,
-        save,
-        prefix="center",
-        description=f"surface {s.spec.arch}",
-        t_per_batch=t_per_batch,
-        stratified=stratified,
-        progress=progress,
-    )
-    summary: dict[str, Any] = {}
-    if s.ctx.is_main:
-        keys = ("train_loss", "train_acc")
-        summary = {"epochs": config.epochs, **{k: last.get(k) for k in keys}}
-        save(surface, summary)
-        summary.update(
-            report_surface(
-                s.run,
-                surface,
-                s.spec,
-                s.meta,
-                s.prepared,
-                grid=grid,
-                bn_split=s.split,
-                device=s.dev,
-                train_eval_limit=train_eval_limit,
-                progress=progress,
-            )
+        last = s.train(
+            run,
+            surface,
+            save,
+            prefix="center",
+            description=f"surface {s.spec.arch}",
+            t_per_batch=t_per_batch,
+            stratified=stratified,
+            progress=progress,
         )
-    s.finish(summary)
+        summary: dict[str, Any] = {}
+        if s.ctx.is_main:
+            keys = ("train_loss", "train_acc")
+            summary = {"epochs": config.epochs, **{k: last.get(k) for k in keys}}
+            save(surface, summary)
+            summary.update(
+                report_surface(
+                    run,
+                    surface,
+                    s.spec,
+                    s.meta,
+                    s.prepared,
+                    grid=grid,
+                    bn_split=s.split,
+                    device=s.dev,
+                    train_eval_limit=train_eval_limit,
+                    progress=progress,
+                )
+            )
+        run.finish(summary)
     return summary

@@ -18,7 +18,7 @@ from modeconn.connectivity.surfaces import Surface
 from modeconn.distributed import resolve_device
 from modeconn.experiment import DataConfig, PreparedData
 from modeconn.io import write_table
-from modeconn.rundir import RunDir
+from modeconn.rundir import RunDir, open_run
 
 
 def report_surface(
@@ -107,34 +107,32 @@ def run_surface_eval(
 
     dev = resolve_device(device)
     surface, spec, meta = load_surface(surface_path, dev)
-    run = RunDir(out, force=force)
     prepared = prepare_family_data(meta, spec, surface_path, data, data_dir, test_limit)
     split = bn_split or meta.get("train_split", "train")
-    run.write_config(
-        {
-            "command": "surface-eval",
-            "surface": str(surface_path),
-            "grid": grid,
-            "metrics": [m.name for m in metrics],
-            "data": prepared.config.to_dict(),
-            "bn_split": split,
-            "train_eval_limit": train_eval_limit,
-            "device": str(dev),
-        }
-    )
-    summary = report_surface(
-        run,
-        surface,
-        spec,
-        meta,
-        prepared,
-        grid=grid,
-        bn_split=split,
-        metrics=metrics,
-        device=dev,
-        batch_size=batch_size,
-        train_eval_limit=train_eval_limit,
-        progress=progress,
-    )
-    run.write_summary(summary)
+    config = {
+        "command": "surface-eval",
+        "surface": str(surface_path),
+        "grid": grid,
+        "metrics": [m.name for m in metrics],
+        "data": prepared.config.to_dict(),
+        "bn_split": split,
+        "train_eval_limit": train_eval_limit,
+        "device": str(dev),
+    }
+    with open_run(out, config, force=force) as run:
+        summary = report_surface(
+            run,
+            surface,
+            spec,
+            meta,
+            prepared,
+            grid=grid,
+            bn_split=split,
+            metrics=metrics,
+            device=dev,
+            batch_size=batch_size,
+            train_eval_limit=train_eval_limit,
+            progress=progress,
+        )
+        run.finish(summary)
     return summary

@@ -7,7 +7,7 @@ the CLI is a thin layer of argument parsing on top.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from modeconn.experiment import (
     prepare_data,
 )
 from modeconn.models import ModelSpec, build_model, check_model_kwargs
-from modeconn.rundir import RunDir
+from modeconn.rundir import RunDir, open_optional_run, open_run
 from modeconn.training import Objective, TrainConfig, evaluate_model, train
 
 
@@ -55,6 +55,144 @@ def epoch_evaluator(
         return out
 
     return evaluate
+
+
+@dataclass
+class ClassifierTraining:
+    """A classifier's training from scratch, checked and set up before its run directory is
+    touched: the options, the data (split drawn with ``data.seed``), the model spec and the
+    (distributed) device. :func:`run_train` and :func:`~modeconn.commands.attack.run_poison`
+    run it inside their run directories."""
+
+    model: str
+    model_kwargs: dict[str, Any] | None
+    data: DataConfig
+    config: TrainConfig
+    objective: Objective | None
+    adversarial: AdversarialConfig | None
+    robust: RobustEvaluation | None
+    robust_each_epoch: bool
+    attack: dict[str, Any] | None
+    transform: Any
+    prepared: PreparedData
+    spec: ModelSpec
+    ctx: DistContext
+    dev: torch.device
+
+    @classmethod
+    def prepare(
+        cls,
+        *,
+        model: str = "lenet",
+        model_kwargs: dict[str, Any] | None = None,
+        data: DataConfig | None = None,
+        config: TrainConfig | None = None,
+        objective: Objective | None = None,
+        adversarial: AdversarialConfig | None = None,
+        robust: RobustEvaluation | None = None,
+        robust_each_epoch: bool = False,
+        attack: dict[str, Any] | None = None,
+        transform=None,
+        data_seed: int | None = None,
+        device: str = "auto",
+    ) -> ClassifierTraining:
+        """Check the options and prepare the data (see :func:`run_train` for what they mean)."""
+        data = data or DataConfig()
+        config = config or TrainConfig()
+        config.validate()
+        check_model_kwargs(model, model_kwargs)
+        if adversarial is not None:
+            if objective is not None:
+                raise ModeconnError("give either an objective or adversarial settings, not both")
+            objective = adversarial.objective()
+            robust = robust or RobustEvaluation(attack=adversarial.attack)
+        if robust is not None:
+            robust.validate()
+        # The split follows the training seed unless the caller pins it; the caller's object is
+        # left as it was (it may be shared by several steps).
+        data = replace(data, seed=config.seed if data_seed is None else data_seed)
+        # The data (a missing or unknown data set) is checked before the run directory is touched.
+        prepared = prepare_data(data)
+        spec = model_spec_for(model, prepared.info, model_kwargs)
+        ctx, dev = init_distributed(device, os.environ.get("MODECONN_INIT_METHOD"))
+        return cls(
+            model,
+            model_kwargs,
+            data,
+            config,
+            objective,
+            adversarial,
+            robust,
+            robust_each_epoch,
+            attack,
+            transform,
+            prepared,
+            spec,
+            ctx,
+            dev,
+        )
+
+    def options(self, extra_config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Everything ``config.json`` records about the training, ``extra_config`` last."""
+        return {
+            "command": "train",
+            "model": self.model,
+            "model_kwargs": self.model_kwargs or {},
+            "data": self.data.to_dict(),
+            "train": self.config.to_dict(),
+            "device": str(self.dev),
+            "world_size": self.ctx.world_size,
+            "attack": self.attack,
+            "adversarial": self.adversarial.to_dict() if self.adversarial is not None else None,
+            "robust_eval": self.robust.to_dict() if self.robust is not None else None,
+            **({"robust_each_epoch": True} if self.robust_each_epoch else {}),
+            **(extra_config or {}),
+        }
+
+    def fit(self, run: RunDir, progress: bool) -> nn.Module:
+        """Train in the one loop, writing the checkpoint after every epoch; return the model."""
+        torch.manual_seed(self.config.seed)
+        net = build_model(self.spec).to(self.dev)
+
+        def checkpoint(m: nn.Module, epoch: int, record: dict[str, float]) -> None:
+            self.save(run, m, {**record, "epoch": epoch})
+
+        per_epoch_robust = self.robust if self.robust_each_epoch else None
+        train(
+            net,
+            self.prepared.train_loader(
+                self.config.batch_size, transform=self.transform, device=self.dev, dist_ctx=self.ctx
+            ),
+            self.config,
+            objective=self.objective,
+            run=run,
+            evaluate=epoch_evaluator(self.prepared, self.dev, per_epoch_robust),
+            on_epoch_end=checkpoint,
+            device=self.dev,
+            dist_ctx=self.ctx,
+            progress=progress,
+            description=f"train {self.model}",
+        )
+        return net
+
+    def final_summary(self, net: nn.Module, run: RunDir) -> dict[str, Any]:
+        """The trained model's test (and robust) figures; the checkpoint is saved with them."""
+        summary = test_metrics(net, self.prepared, self.dev)
+        if self.robust is not None:
+            summary.update(self.robust(net, self.prepared, self.dev))
+        summary["epochs"] = self.config.epochs
+        self.save(run, net, summary)
+        return summary
+
+    def save(self, run: RunDir, net: nn.Module, metrics: dict[str, Any]) -> None:
+        save_model(
+            run.file("model.safetensors"),
+            net,
+            self.spec,
+            dataset=self.data.dataset,
+            attack=self.attack,
+            metrics=metrics,
+        )
 
 
 def run_train(
@@ -89,88 +227,25 @@ def run_train(
     that must share one split, such as the corners of a surface with a held-out slice). Under
     ``torchrun`` this trains with DistributedDataParallel.
     """
-    data = data or DataConfig()
-    config = config or TrainConfig()
-    config.validate()
-    check_model_kwargs(model, model_kwargs)
-    if adversarial is not None:
-        if objective is not None:
-            raise ModeconnError("give either an objective or adversarial settings, not both")
-        objective = adversarial.objective()
-        robust = robust or RobustEvaluation(attack=adversarial.attack)
-    if robust is not None:
-        robust.validate()
-    # The split follows the training seed unless the caller pins it; the caller's object is
-    # left as it was (it may be shared by several steps).
-    data = replace(data, seed=config.seed if data_seed is None else data_seed)
-    # The data (a missing or unknown data set) is checked before the run directory is touched.
-    prepared = prepare_data(data)
-    spec = model_spec_for(model, prepared.info, model_kwargs)
-    ctx, dev = init_distributed(device, os.environ.get("MODECONN_INIT_METHOD"))
-    # Only the main process checks and clears the directory; the others attach to it afterwards.
-    run = RunDir(out, force=force, resume=resume) if ctx.is_main else None
-    ctx.barrier()
-    if run is None:
-        run = RunDir.attach(out, resuming=resume and (Path(out) / "state").exists())
-    options = {
-        "command": "train",
-        "model": model,
-        "model_kwargs": model_kwargs or {},
-        "data": data.to_dict(),
-        "train": config.to_dict(),
-        "device": str(dev),
-        "world_size": ctx.world_size,
-        "attack": attack,
-        "adversarial": adversarial.to_dict() if adversarial is not None else None,
-        "robust_eval": robust.to_dict() if robust is not None else None,
-        **({"robust_each_epoch": True} if robust_each_epoch else {}),
-        **(extra_config or {}),
-    }
-    if ctx.is_main:
-        run.write_config(options)
-    torch.manual_seed(config.seed)
-    net = build_model(spec).to(dev)
-
-    def checkpoint(m: nn.Module, epoch: int, record: dict[str, float]) -> None:
-        save_model(
-            run.file("model.safetensors"),
-            m,
-            spec,
-            dataset=data.dataset,
-            attack=attack,
-            metrics={**record, "epoch": epoch},
-        )
-
-    train(
-        net,
-        prepared.train_loader(config.batch_size, transform=transform, device=dev, dist_ctx=ctx),
-        config,
+    job = ClassifierTraining.prepare(
+        model=model,
+        model_kwargs=model_kwargs,
+        data=data,
+        config=config,
         objective=objective,
-        run=run,
-        evaluate=epoch_evaluator(prepared, dev, robust if robust_each_epoch else None),
-        on_epoch_end=checkpoint,
-        device=dev,
-        dist_ctx=ctx,
-        progress=progress,
-        description=f"train {model}",
+        adversarial=adversarial,
+        robust=robust,
+        robust_each_epoch=robust_each_epoch,
+        attack=attack,
+        transform=transform,
+        data_seed=data_seed,
+        device=device,
     )
-    summary: dict[str, Any] = {}
-    if ctx.is_main:
-        summary = test_metrics(net, prepared, dev)
-        if robust is not None:
-            summary.update(robust(net, prepared, dev))
-        summary["epochs"] = config.epochs
-        save_model(
-            run.file("model.safetensors"),
-            net,
-            spec,
-            dataset=data.dataset,
-            attack=attack,
-            metrics=summary,
-        )
-        run.write_summary(summary)
-        run.clear_state()
-    ctx.barrier()
+    options = job.options(extra_config)
+    with open_run(out, options, force=force, resume=resume, dist_ctx=job.ctx) as run:
+        net = job.fit(run, progress)
+        summary = job.final_summary(net, run) if job.ctx.is_main else {}
+        run.finish(summary)
     return summary
 
 
@@ -194,21 +269,26 @@ def run_evaluate(
         test_limit=test_limit,
         seed=seed,
     )
-    run = RunDir(out, force=force) if out is not None else None
     prepared = prepare_data(data)
     check_compatible(ckpt.spec, prepared, str(model_path))
-    summary = test_metrics(ckpt.model, prepared, dev)
-    if run is not None:
-        run.write_config(
-            {
-                "command": "evaluate",
-                "model_path": str(model_path),
-                "data": data.to_dict(),
-                "device": str(dev),
-            }
-        )
-        run.write_summary(summary)
+    options = {
+        "command": "evaluate",
+        "model_path": str(model_path),
+        "data": data.to_dict(),
+        "device": str(dev),
+    }
+    with open_optional_run(out, options, force=force) as run:
+        summary = test_metrics(ckpt.model, prepared, dev)
+        if run is not None:
+            run.finish(summary)
     return summary
 
 
-__all__ = ["DistContext", "ModelSpec", "run_evaluate", "run_train", "test_metrics"]
+__all__ = [
+    "ClassifierTraining",
+    "DistContext",
+    "ModelSpec",
+    "run_evaluate",
+    "run_train",
+    "test_metrics",
+]
