@@ -18,9 +18,10 @@ import copy
 import torch
 
 from modeconn.attacks.metrics import metric_from_attack_spec
+from modeconn.commands.suspects import load_repair_inputs
 from modeconn.connectivity.alignment import weight_matching
 from modeconn.connectivity.train import fit_curve
-from modeconn.defenses.repair import RepairConfig, evaluate_candidate, load_repair_inputs
+from modeconn.defenses.repair import RepairConfig, evaluate_candidate
 from modeconn.defenses.scan import scan_images, scan_model
 from modeconn.defenses.tsc import TSCConfig, symmetry_connectivity
 from modeconn.defenses.unlearning import unlearn, unlearning_loader

@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from modeconn.defenses.repair import RepairConfig, load_repair_inputs
+from modeconn.commands.suspects import load_repair_inputs
+from modeconn.defenses.repair import RepairConfig
 from modeconn.defenses.scan import ScanConfig, scan_images, scan_model
 
 

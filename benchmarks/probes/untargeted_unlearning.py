@@ -20,8 +20,9 @@ import time
 import torch
 
 from modeconn.attacks.metrics import metric_from_attack_spec
+from modeconn.commands.suspects import load_repair_inputs
 from modeconn.defenses.baselines import fine_tune
-from modeconn.defenses.repair import RepairConfig, load_repair_inputs
+from modeconn.defenses.repair import RepairConfig
 from modeconn.defenses.scan import ScanConfig, TriggerSet, scan_images, scan_model
 from modeconn.defenses.scan import synthesize_triggers as synthesize
 from modeconn.defenses.unlearning import UnlearningConfig, unlearn

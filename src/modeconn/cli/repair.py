@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
@@ -12,20 +13,17 @@ from modeconn.cli import app
 from modeconn.cli.common import (
     BatchSize,
     DataDir,
-    Device,
-    Force,
     OptDataset,
     Out,
-    Quiet,
-    Resume,
-    Seed,
+    RunOptions,
     TestLimit,
     TrainLimit,
     data_config,
+    option_groups,
     parse_int_list,
     print_summary,
 )
-from modeconn.defenses.repair import RepairConfig
+from modeconn.defenses.repair import RepairConfig, with_budget
 from modeconn.errors import ModeconnError
 
 _DEFAULTS = RepairConfig()
@@ -39,17 +37,17 @@ def parse_sweep(text: str | None) -> tuple[int, ...]:
     return sizes
 
 
-@app.command("repair")
-def repair_command(
-    models: Annotated[list[Path], typer.Argument(help="One or two tampered checkpoints.")],
-    out: Out,
+@dataclasses.dataclass(frozen=True)
+class RepairOptions:
+    """The repair's own options: method, budget, path and choice settings, baselines, sweep."""
+
     bonafide: Annotated[
         int,
         typer.Option(
             "--bonafide",
             help="Clean training samples the repair may use (20% are held out to choose t).",
         ),
-    ] = int(_DEFAULTS.bonafide),
+    ] = int(_DEFAULTS.bonafide)
     method: Annotated[
         str,
         typer.Option(
@@ -58,7 +56,7 @@ def repair_command(
             "unlearn-path, unlearn, path (the scan-free curve of Zhao et al.) or tsc (two-stage "
             "symmetry connectivity on stamped batches).",
         ),
-    ] = _DEFAULTS.method,
+    ] = _DEFAULTS.method
     epochs: Annotated[
         int | None,
         typer.Option(
@@ -67,24 +65,24 @@ def repair_command(
             f"{_DEFAULTS.path_curve.epochs} with --method path; "
             f"{_DEFAULTS.tsc.curve.epochs} per TSC stage).",
         ),
-    ] = None,
+    ] = None
     unlearn_epochs: Annotated[
         int, typer.Option("--unlearn-epochs", help="Epochs of NC-unlearning per endpoint.")
-    ] = _DEFAULTS.unlearning.epochs,
+    ] = _DEFAULTS.unlearning.epochs
     unlearn_rate: Annotated[
         float,
         typer.Option("--unlearn-rate", help="Fraction of each batch stamped with a trigger."),
-    ] = _DEFAULTS.unlearning.rate,
+    ] = _DEFAULTS.unlearning.rate
     scan_steps: Annotated[
         int, typer.Option("--scan-steps", help="Optimisation steps per synthesized trigger.")
-    ] = _DEFAULTS.scan.steps,
+    ] = _DEFAULTS.scan.steps
     finetune_epochs: Annotated[
         int,
         typer.Option(
             "--finetune-epochs",
             help="Epochs of fine-tuning that make endpoint B from one model (--method path).",
         ),
-    ] = _DEFAULTS.finetune.epochs,
+    ] = _DEFAULTS.finetune.epochs
     lr: Annotated[
         float | None,
         typer.Option(
@@ -92,15 +90,15 @@ def repair_command(
             help=f"Curve learning rate (default {_DEFAULTS.curve.lr}; "
             f"{_DEFAULTS.path_curve.lr} with --method path; {_DEFAULTS.tsc.curve.lr} TSC).",
         ),
-    ] = None,
-    batch_size: BatchSize = _DEFAULTS.curve.batch_size,
+    ] = None
+    batch_size: BatchSize = _DEFAULTS.curve.batch_size
     kind: Annotated[
         str | None,
         typer.Option(
             "--kind",
             help=f"bezier or polychain (default {_DEFAULTS.kind}; path: {_DEFAULTS.path_kind}).",
         ),
-    ] = None,
+    ] = None
     init: Annotated[
         str,
         typer.Option(
@@ -108,36 +106,83 @@ def repair_command(
             help="--method path only: random (fresh interior points) or linear (the reference: "
             "on the straight line).",
         ),
-    ] = _DEFAULTS.init,
+    ] = _DEFAULTS.init
     num_bends: Annotated[
         int, typer.Option("--num-bends", help="Control points incl. endpoints.")
-    ] = _DEFAULTS.num_bends,
-    points: Annotated[
-        int, typer.Option("--points", help="Points evaluated along the path.")
-    ] = _DEFAULTS.points,
+    ] = _DEFAULTS.num_bends
+    points: Annotated[int, typer.Option("--points", help="Points evaluated along the path.")] = (
+        _DEFAULTS.points
+    )
     margin: Annotated[
         float,
         typer.Option("--margin", help="t is chosen among points at least this far from both ends."),
-    ] = _DEFAULTS.margin,
-    t: Annotated[float | None, typer.Option("--t", help="Use this t instead of the rule.")] = None,
+    ] = _DEFAULTS.margin
+    t: Annotated[float | None, typer.Option("--t", help="Use this t instead of the rule.")] = None
     baselines: Annotated[
         bool,
         typer.Option(
             "--baselines",
             help="Also run fine-tuning, from scratch, noisy models, fine-pruning, FST and ANP.",
         ),
-    ] = False,
+    ] = False
     sweep: Annotated[
         str | None,
         typer.Option("--sweep", help="Comma-separated bonafide sizes to repeat the repair with."),
-    ] = None,
-    no_eot: Annotated[bool, typer.Option("--no-eot", help="Skip the adaptive EOT attack.")] = False,
+    ] = None
+    no_eot: Annotated[bool, typer.Option("--no-eot", help="Skip the adaptive EOT attack.")] = False
     no_align: Annotated[
         bool,
         typer.Option(
             "--no-align", help="Connect endpoint B as trained (default: permuted onto A first)."
         ),
-    ] = False,
+    ] = False
+
+    def config(self, seed: int) -> RepairConfig:
+        """The API's repair config: the options set once, the budget applied by the library."""
+        base = RepairConfig(
+            bonafide=self.bonafide,
+            method=self.method,
+            num_bends=self.num_bends,
+            init=self.init,
+            points=self.points,
+            margin=self.margin,
+            t=self.t,
+            baselines=self.baselines,
+            sweep=parse_sweep(self.sweep),
+            eot=not self.no_eot,
+            align_endpoints=not self.no_align,
+            seed=seed,
+            kind=self.kind or _DEFAULTS.kind,
+            path_kind=self.kind or _DEFAULTS.path_kind,
+            unlearning=dataclasses.replace(_DEFAULTS.unlearning, rate=self.unlearn_rate),
+        )
+        return with_budget(
+            base,
+            batch_size=self.batch_size,
+            epochs=self.epochs,
+            lr=self.lr,
+            unlearn_epochs=self.unlearn_epochs,
+            finetune_epochs=self.finetune_epochs,
+            scan_steps=self.scan_steps,
+        )
+
+
+def read_attack_spec(path: Path | None) -> dict | None:
+    """The ``--attack`` JSON file's spec (None: the model's sidecar decides)."""
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModeconnError(f"cannot read --attack {path}: {err}") from None
+
+
+@app.command("repair")
+@option_groups
+def repair_command(
+    models: Annotated[list[Path], typer.Argument(help="One or two tampered checkpoints.")],
+    out: Out,
+    options: RepairOptions = RepairOptions(),
     attack: Annotated[
         Path | None,
         typer.Option(
@@ -148,63 +193,20 @@ def repair_command(
     data_dir: DataDir = None,
     train_limit: TrainLimit = None,
     test_limit: TestLimit = None,
-    seed: Seed = 0,
-    device: Device = "auto",
-    force: Force = False,
-    resume: Resume = False,
-    quiet: Quiet = False,
+    run: RunOptions = RunOptions(),
 ) -> None:
     """Repair tampered model(s) with a curve trained on bonafide data; writes the repaired model."""
     from modeconn.commands.repair import run_repair
 
-    if init not in ("random", "linear"):
-        raise ModeconnError(f"--init must be random or linear, got '{init}'")
-    if t is not None and not 0.0 <= t <= 1.0:
-        raise ModeconnError(f"--t must be in [0, 1], got {t}")
-    config = RepairConfig(
-        bonafide=bonafide,
-        method=method,
-        num_bends=num_bends,
-        init=init,
-        points=points,
-        margin=margin,
-        t=t,
-        baselines=baselines,
-        sweep=parse_sweep(sweep),
-        eot=not no_eot,
-        align_endpoints=not no_align,
-        seed=seed,
-    )
-    for curve in (config.curve, config.path_curve, config.tsc.curve):
-        curve.epochs = epochs if epochs is not None else curve.epochs
-        curve.lr = lr if lr is not None else curve.lr
-        curve.batch_size = batch_size
-    if kind is not None:
-        config.kind = config.path_kind = kind
-    config.finetune.epochs, config.finetune.batch_size = finetune_epochs, batch_size
-    config.unlearning.epochs, config.unlearning.rate = unlearn_epochs, unlearn_rate
-    config.unlearning.batch_size = batch_size
-    # FST gets the budget of the fine-tuning baseline (the unlearning's epochs).
-    config.fst.epochs, config.fst.batch_size = unlearn_epochs, batch_size
-    config.anp.batch_size = batch_size
-    config.scan.steps = scan_steps
-    data = data_config(dataset, data_dir, seed, train_limit=train_limit, test_limit=test_limit)
-    spec = None
-    if attack is not None:
-        try:
-            spec = json.loads(attack.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ModeconnError(f"cannot read --attack {attack}: {err}") from None
+    config = options.config(run.seed)
+    data = data_config(dataset, data_dir, run.seed, train_limit=train_limit, test_limit=test_limit)
     summary = run_repair(
         [str(m) for m in models],
         out,
         config=config,
         data=data,
-        attack=spec,
-        device=device,
-        force=force,
-        resume=resume,
-        progress=not quiet,
+        attack=read_attack_spec(attack),
+        **run.keywords(),
     )
     print_summary(summary, out)
     if (out / "comparison.md").exists():

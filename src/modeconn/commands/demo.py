@@ -14,7 +14,7 @@ interrupted demo continues where it stopped (``force`` redoes all).
 from __future__ import annotations
 
 import contextlib
-import copy
+import dataclasses
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -26,10 +26,10 @@ import torch
 
 from modeconn.attacks.backdoor import TriggerSpec
 from modeconn.commands.attack import run_inject, run_poison
-from modeconn.commands.repair import run_repair
+from modeconn.commands.repair import run_repair, summary_row
 from modeconn.commands.steps import run_step
 from modeconn.commands.train import run_train
-from modeconn.defenses.repair import Names, RepairConfig, slug
+from modeconn.defenses.repair import BASELINES, CANDIDATES, TAMPERED, RepairConfig, with_budget
 from modeconn.distributed import resolve_device
 from modeconn.errors import InvalidArgument
 from modeconn.experiment import DataConfig
@@ -39,29 +39,54 @@ from modeconn.report.html import write_report
 from modeconn.rundir import run_status
 from modeconn.training import TrainConfig
 
-SCENARIOS = ("patch", "blend", "all-to-all", "injection")
 
-#: How each scenario is repaired. Backdoor scenarios use the default (``auto``: scan, unlearn,
+@dataclass(frozen=True)
+class Scenario:
+    """One story of the demo: the attack (a backdoor's trigger, or None for injected errors) and
+    how it is repaired."""
+
+    name: str
+    trigger: TriggerSpec | None
+    method: str = "auto"
+    init: str = "random"
+
+
+#: The demo's scenarios. Backdoor scenarios use the default repair (``auto``: scan, unlearn,
 #: connect, choose). The injection scenario is the paper's one-model set-up with the scan-free
 #: path started on the straight line (A and A fine-tuned on bonafide data): injected errors are
 #: not triggers, so a trigger scan has nothing to find, and the reference start keeps the whole
 #: path in A's basin and so keeps its clean accuracy (see the README's results).
-SCENARIO_METHOD = {
-    "patch": ("auto", "random"),
-    "blend": ("auto", "random"),
-    "all-to-all": ("auto", "random"),
-    "injection": ("path", "linear"),
+SCENARIO_REGISTRY = {
+    s.name: s
+    for s in (
+        Scenario("patch", TriggerSpec(type="patch", target=0, rate=0.1)),
+        Scenario("blend", TriggerSpec(type="blend", target=0, rate=0.1, alpha=0.2)),
+        Scenario(
+            "all-to-all",
+            TriggerSpec(type="patch", target=0, rate=0.1, label_mode="all-to-all"),
+        ),
+        Scenario("injection", None, method="path", init="linear"),
+    )
 }
+SCENARIOS = tuple(SCENARIO_REGISTRY)
 
 
-#: Test images behind the demo's path tables (a stratified subset; candidates use all).
-PATH_TEST_IMAGES = 2000
+def scenario_named(name: str) -> Scenario:
+    if name not in SCENARIO_REGISTRY:
+        raise InvalidArgument(None, f"unknown scenario '{name}' (use {', '.join(SCENARIOS)})")
+    return SCENARIO_REGISTRY[name]
 
-#: ANP's mask-optimisation rounds in the demo (the library default is 300).
-ANP_STEPS = 100
 
-#: FST's epochs in the demo (the library default is 20; the paper uses 10–20).
-FST_EPOCHS = 10
+#: The demo's time budget (10 minutes on 2 CPU cores), applied to the repair's defaults: a
+#: shorter from-scratch baseline (the README gives the 100-epoch figure too), three noise levels
+#: with one draw, 120 scan steps, 100 ANP rounds (300 and 1,000 gave the same verdict on the
+#: patch model), 10 FST epochs, the path table's test columns on 2,000 stratified test images
+#: (every candidate, the chosen point included, is still measured on all 10,000).
+DEMO_PATH_TEST_IMAGES = 2000
+DEMO_ANP_STEPS = 100
+DEMO_FST_EPOCHS = 10
+DEMO_SCAN_STEPS = 120
+DEMO_NOISE_SIGMAS = (0.1, 0.3, 0.6)
 
 
 @dataclass
@@ -117,14 +142,120 @@ def _poison_in_parallel(
             future.result()
 
 
-def trigger_for(scenario: str) -> TriggerSpec:
-    if scenario == "patch":
-        return TriggerSpec(type="patch", target=0, rate=0.1)
-    if scenario == "blend":
-        return TriggerSpec(type="blend", target=0, rate=0.1, alpha=0.2)
-    if scenario == "all-to-all":
-        return TriggerSpec(type="patch", target=0, rate=0.1, label_mode="all-to-all")
-    raise InvalidArgument(None, f"unknown scenario '{scenario}' (use {', '.join(SCENARIOS)})")
+def demo_repair_config(scenario: Scenario, config: DemoConfig) -> RepairConfig:
+    """The repair of a scenario: its method, the demo's sizes and time budget."""
+    repair = RepairConfig(
+        bonafide=config.bonafide,
+        baselines=config.baselines,
+        sweep=tuple(config.sweep),
+        method=scenario.method,
+        init=scenario.init,
+        seed=config.seed,
+        scratch_epochs=config.scratch_epochs,
+        path_test_limit=DEMO_PATH_TEST_IMAGES,
+        noise_sigmas=DEMO_NOISE_SIGMAS,
+        noise_draws=1,
+        anp=dataclasses.replace(RepairConfig().anp, steps=DEMO_ANP_STEPS),
+        fst=dataclasses.replace(RepairConfig().fst, epochs=DEMO_FST_EPOCHS),
+    )
+    scan_steps = config.scan_steps if config.scan_steps is not None else DEMO_SCAN_STEPS
+    repair = with_budget(repair, scan_steps=scan_steps)
+    if config.repair_epochs is None:
+        return repair
+    return dataclasses.replace(
+        repair,
+        curve=dataclasses.replace(repair.curve, epochs=config.repair_epochs),
+        path_curve=dataclasses.replace(repair.path_curve, epochs=config.repair_epochs),
+    )
+
+
+@dataclass
+class DemoSteps:
+    """The demo's training steps below ``out``, each reused when finished and resumed when not."""
+
+    out: Path
+    config: DemoConfig
+    device: str
+    force: bool
+    progress: bool
+
+    @property
+    def data(self) -> DataConfig:
+        return DataConfig(
+            dataset=self.config.dataset, data_dir=self.config.data_dir, seed=self.config.seed
+        )
+
+    def train_config(self, seed: int) -> TrainConfig:
+        return TrainConfig(epochs=self.config.epochs, batch_size=128, lr=0.05, seed=seed)
+
+    def injected(self) -> tuple[list[Path], dict[str, Any]]:
+        """A clean model (the reference) and the copy with errors injected into it."""
+        clean, injected = self.out / "clean", self.out / "injected"
+
+        def train_clean(path: Path, resume: bool) -> dict[str, Any]:
+            return run_train(
+                path,
+                model=self.config.model,
+                data=self.data,
+                config=self.train_config(self.config.seed),
+                device=self.device,
+                force=not resume,
+                resume=resume,
+                progress=self.progress,
+            )
+
+        def inject(path: Path, resume: bool) -> dict[str, Any]:  # quick: redone, not resumed
+            return run_inject(clean, path, device=self.device, force=True, seed=self.config.seed)
+
+        reference = {"reference_clean_acc": run_step(clean, self.force, train_clean)["clean_acc"]}
+        run_step(injected, self.force, inject)
+        return [injected], reference
+
+    def backdoored(self, trigger: TriggerSpec) -> list[Path]:
+        """Two backdoored models (seeds + 1 and + 2), side by side on CPU when both are due."""
+        jobs = [
+            (
+                self.out / f"backdoor_{name}",
+                {
+                    "spec": trigger,
+                    "model": self.config.model,
+                    "data": self.data,
+                    "config": self.train_config(self.config.seed + offset),
+                    "device": self.device,
+                },
+            )
+            for name, offset in (("a", 1), ("b", 2))
+        ]
+        pending = [(p, k) for p, k in jobs if self.force or run_status(p) != "finished"]
+        if len(pending) == 2 and self.config.parallel_models and _parallel_on_cpu(self.device):
+            _poison_in_parallel(pending, self.force, self.progress)
+        else:
+            for path, kwargs in jobs:
+                run_step(
+                    path,
+                    self.force,
+                    lambda p, resume, kwargs=kwargs: run_poison(
+                        p, **kwargs, force=not resume, resume=resume, progress=self.progress
+                    ),
+                )
+        return [path for path, _ in jobs]
+
+    def repair(self, tampered: Sequence[Path], scenario: Scenario) -> dict[str, Any]:
+        config = demo_repair_config(scenario, self.config)
+        return run_step(
+            self.out / "repair",
+            self.force,
+            lambda path, resume: run_repair(
+                [str(p) for p in tampered],
+                path,
+                config=config,
+                data=self.data,
+                device=self.device,
+                force=not resume,
+                resume=resume,
+                progress=self.progress,
+            ),
+        )
 
 
 def run_demo(
@@ -137,130 +268,51 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run one scenario of the demo into ``out``; returns its summary (also in summary.json)."""
-    if scenario not in SCENARIOS:
-        raise InvalidArgument(None, f"unknown scenario '{scenario}' (use {', '.join(SCENARIOS)})")
+    story = scenario_named(scenario)
     config = config or DemoConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    data = DataConfig(dataset=config.dataset, data_dir=config.data_dir, seed=config.seed)
-    train_cfg = TrainConfig(epochs=config.epochs, batch_size=128, lr=0.05, seed=config.seed)
-
-    def train_clean(path: Path, resume: bool) -> dict[str, Any]:
-        return run_train(
-            path,
-            model=config.model,
-            data=copy.deepcopy(data),
-            config=copy.deepcopy(train_cfg),
-            device=device,
-            force=not resume,
-            resume=resume,
-            progress=progress,
-        )
-
-    tampered: list[Path] = []
-    reference: dict[str, Any] = {}
-    if scenario == "injection":  # the clean model is the one the errors are injected into
-        reference["reference_clean_acc"] = run_step(out / "clean", force, train_clean)["clean_acc"]
-
-        def inject(path: Path, resume: bool) -> dict[str, Any]:  # quick: redone, not resumed
-            return run_inject(out / "clean", path, device=device, force=True, seed=config.seed)
-
-        run_step(out / "injected", force, inject)
-        tampered.append(out / "injected")
+    steps = DemoSteps(out, config, device, force, progress)
+    if story.trigger is None:  # the clean model is the one the errors are injected into
+        tampered, reference = steps.injected()
     else:
-        spec = trigger_for(scenario)
-        jobs = []
-        for i, seed in enumerate((config.seed + 1, config.seed + 2)):
-            cfg = copy.deepcopy(train_cfg)
-            cfg.seed = seed
-            kwargs = {
-                "spec": spec,
-                "model": config.model,
-                "data": copy.deepcopy(data),
-                "config": cfg,
-                "device": device,
-            }
-            jobs.append((out / f"backdoor_{'ab'[i]}", kwargs))
-            tampered.append(out / f"backdoor_{'ab'[i]}")
-        pending = [(p, k) for p, k in jobs if force or run_status(p) != "finished"]
-        if len(pending) == 2 and config.parallel_models and _parallel_on_cpu(device):
-            _poison_in_parallel(pending, force, progress)
-        else:
-            for path, kwargs in jobs:
-                run_step(
-                    path,
-                    force,
-                    lambda p, resume, kwargs=kwargs: run_poison(
-                        p, **kwargs, force=not resume, resume=resume, progress=progress
-                    ),
-                )
-
-    method, init = SCENARIO_METHOD[scenario]
-    repair_cfg = RepairConfig(
-        bonafide=config.bonafide,
-        baselines=config.baselines,
-        sweep=tuple(config.sweep),
-        method=method,
-        init=init,
-        seed=config.seed,
-    )
-    # The demo's time budget (10 minutes on 2 CPU cores): a shorter from-scratch baseline (the
-    # README gives the 100-epoch figure too), three noise levels with one draw, 120 scan steps,
-    # 100 ANP rounds (300 and 1,000 gave the same verdict on the patch model), 10 FST epochs,
-    # the path table's test columns on 2,000 test images (every candidate, the chosen point
-    # included, is still measured on all 10,000).
-    repair_cfg.scratch_epochs = config.scratch_epochs
-    repair_cfg.anp.steps = ANP_STEPS
-    repair_cfg.fst.epochs = FST_EPOCHS
-    repair_cfg.path_test_limit = PATH_TEST_IMAGES
-    repair_cfg.noise_sigmas, repair_cfg.noise_draws = (0.1, 0.3, 0.6), 1
-    repair_cfg.scan.steps = 120
-    if config.scan_steps is not None:
-        repair_cfg.scan.steps = config.scan_steps
-    if config.repair_epochs is not None:
-        repair_cfg.curve.epochs = repair_cfg.path_curve.epochs = config.repair_epochs
-    repair = run_step(
-        out / "repair",
-        force,
-        lambda path, resume: run_repair(
-            [str(p) for p in tampered],
-            path,
-            config=repair_cfg,
-            data=copy.deepcopy(data),
-            device=device,
-            force=not resume,
-            resume=resume,
-            progress=progress,
-        ),
-    )
+        tampered, reference = steps.backdoored(story.trigger), {}
+    repair = steps.repair(tampered, story)
     report = write_report(
         out / "repair", out / "report.html", title=f"modeconn demo: {scenario} on {config.dataset}"
     )
-    summary = {
-        "scenario": scenario,
-        **reference,
-        **repair,
-        "report": str(report),
-    }
+    summary = {"scenario": scenario, **reference, **repair, "report": str(report)}
     write_json(out / "summary.json", summary)
     return summary
 
 
 #: The rows of the results table, in order: the tampered model, the repair's candidates and the
-#: baselines, named as the repair names them (their summary keys come from the same names).
-RESULT_ROWS = (
-    Names.TAMPERED,
-    Names.PATH_REPAIR,
-    Names.UNLEARNING,
-    Names.PATH,
-    Names.TSC,
-    Names.FINE_TUNING,
-    Names.FROM_SCRATCH,
-    Names.NOISY,
-    Names.FINE_PRUNING,
-    Names.FST,
-    Names.ANP,
-)
+#: baselines, named as the repair names them.
+RESULT_ROWS = (TAMPERED, *CANDIDATES, *BASELINES)
+
+
+def _cell(value: Any) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def _result_line(s: dict[str, Any], name: str, key: str) -> str | None:
+    """One row of the results table from a scenario's summary (None: the row is absent)."""
+    row = summary_row(s, name)
+    if "clean_acc" not in row:
+        return None
+    acc = row["clean_acc"]
+    label = f"**{name}** (returned)" if name == s.get("method") else name
+    delta = "" if name == TAMPERED else f"{100 * (acc - s['tampered_clean_acc']):+.1f}"
+    detail = ""
+    if name == s.get("path_candidate") and "t" in s:
+        detail = f"t = {s['t']:.2f}"
+        if row.get("eot_asr") is not None:
+            detail += f"; adaptive EOT attack ASR {row['eot_asr']:.4f}"
+    return (
+        f"| {s['scenario']} | {label} | {acc:.4f} | {delta} | {_cell(row.get(key))} | "
+        f"{_cell(row.get('retuning_asr'))} | {_cell(row.get('max_anomaly_index'))} | "
+        f"{_cell(row.get('untargeted_index'))} | {detail} |"
+    )
 
 
 def results_table(summaries: Sequence[dict[str, Any]]) -> str:
@@ -273,32 +325,9 @@ def results_table(summaries: Sequence[dict[str, Any]]) -> str:
         "| ASR after retuning | scan index | untargeted index | detail |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-
-    def cell(value: Any) -> str:
-        return "—" if value is None else f"{value:.4f}"
-
     for s in summaries:
         key = "injection_success" if "injection_success" in s else "asr"
-        base = s["tampered_clean_acc"]
-        for name in RESULT_ROWS:
-            prefix = slug(name)
-            acc = s.get(f"{prefix}_clean_acc")
-            if acc is None:
-                continue
-            chosen = name == s.get("method")
-            label = f"**{name}** (returned)" if chosen else name
-            delta = "" if name == Names.TAMPERED else f"{100 * (acc - base):+.1f}"
-            detail = ""
-            if name in (Names.PATH_REPAIR, Names.PATH) and "t" in s:
-                detail = f"t = {s['t']:.2f}"
-                if s.get(f"{prefix}_eot_asr") is not None:
-                    detail += f"; adaptive EOT attack ASR {s[f'{prefix}_eot_asr']:.4f}"
-            lines.append(
-                f"| {s['scenario']} | {label} | {acc:.4f} | {delta} | "
-                f"{cell(s.get(f'{prefix}_{key}'))} | {cell(s.get(f'{prefix}_retuning_asr'))} | "
-                f"{cell(s.get(f'{prefix}_max_anomaly_index'))} | "
-                f"{cell(s.get(f'{prefix}_untargeted_index'))} | {detail} |"
-            )
+        lines += [line for name in RESULT_ROWS if (line := _result_line(s, name, key))]
     return "\n".join(lines) + "\n"
 
 

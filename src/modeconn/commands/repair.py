@@ -15,14 +15,14 @@ from typing import Any
 
 from modeconn.checkpoints import save_model
 from modeconn.commands.scan import write_scan_outputs
+from modeconn.commands.suspects import load_repair_inputs
 from modeconn.connectivity import save_curve
 from modeconn.defenses.repair import (
-    Names,
+    TAMPERED,
+    Candidate,
     Repair,
     RepairConfig,
     RepairResult,
-    comparison_markdown,
-    load_repair_inputs,
     slug,
     sweep_repairs,
 )
@@ -31,6 +31,7 @@ from modeconn.errors import ModeconnError
 from modeconn.experiment import DataConfig
 from modeconn.io import atomic_write_text, write_table
 from modeconn.report.repair_plots import plot_repair
+from modeconn.report.repair_tables import comparison_markdown
 from modeconn.rundir import RunDir, run_status
 from modeconn.training import TrainConfig
 
@@ -62,6 +63,27 @@ class Stages:
             stage.clear_state()
 
 
+#: The figures of every comparison row that go into the summary, under the row's slug.
+ROW_KEYS = ("clean_acc", "retuning_asr", "eot_asr", "max_anomaly_index", "untargeted_index")
+#: The attack's figure, whichever the attack is.
+ATTACK_KEYS = ("asr", "injection_success")
+
+
+def row_summary(row: Candidate, key: str | None) -> dict[str, float]:
+    """A comparison row's summary keys: ``<slug>_<figure>``."""
+    prefix = slug(row.name)
+    names = (ROW_KEYS[0], key, *ROW_KEYS[1:]) if key else ROW_KEYS
+    return {f"{prefix}_{k}": row.metrics[k] for k in names if k in row.metrics}
+
+
+def summary_row(summary: dict[str, Any], name: str) -> dict[str, float]:
+    """A comparison row's figures read back from a flat summary (the inverse of
+    :func:`row_summary`): ``{"clean_acc": ..., "asr": ...}``; empty when the row is absent."""
+    prefix = slug(name)
+    names = (*ROW_KEYS, *ATTACK_KEYS)
+    return {k: summary[f"{prefix}_{k}"] for k in names if f"{prefix}_{k}" in summary}
+
+
 def repair_summary(result: RepairResult, key: str | None, bonafide: int) -> dict[str, Any]:
     """Flat summary keys: the chosen model's figures, then every row's under its slug."""
     chosen = result.chosen
@@ -77,12 +99,13 @@ def repair_summary(result: RepairResult, key: str | None, bonafide: int) -> dict
     if result.t is not None:
         summary["t"] = result.t
         summary["t_rule"] = result.t_rule
+        summary["path_candidate"] = result.path_candidate
     if key:
         summary[key] = chosen.metrics[key]
     for name in ("eot_asr", "retuning_asr", "max_anomaly_index", "untargeted_index"):
         if name in chosen.metrics:
             summary[name] = chosen.metrics[name]
-    tampered_scan = result.scans.get(Names.TAMPERED)
+    tampered_scan = result.scans.get(TAMPERED)
     if tampered_scan is not None:
         summary["tampered_flagged_classes"] = list(tampered_scan.flagged_classes)
         summary["tampered_backdoor_found"] = tampered_scan.backdoor_found
@@ -90,17 +113,7 @@ def repair_summary(result: RepairResult, key: str | None, bonafide: int) -> dict
     summary["repaired_flagged_classes"] = list(repaired_scan.flagged_classes)
     summary["repaired_backdoor_found"] = repaired_scan.backdoor_found
     for row in result.table:
-        prefix = slug(row.name)
-        for k in (
-            "clean_acc",
-            key,
-            "retuning_asr",
-            "eot_asr",
-            "max_anomaly_index",
-            "untargeted_index",
-        ):
-            if k and k in row.metrics:
-                summary[f"{prefix}_{k}"] = row.metrics[k]
+        summary.update(row_summary(row, key))
     summary.update({f"seconds_{step}": value for step, value in result.timings.items()})
     return summary
 
@@ -128,7 +141,7 @@ def write_repair_outputs(
             "repair": {
                 "method": result.chosen.name,
                 "rule": result.choice_rule,
-                "t": result.t if result.chosen.name in (Names.PATH_REPAIR, Names.PATH) else None,
+                "t": result.chosen_t,
                 "sources": [str(p) for p in model_paths],
             }
         },
@@ -231,4 +244,11 @@ def run_repair(
     return summary
 
 
-__all__ = ["Stages", "repair_summary", "run_repair", "write_repair_outputs"]
+__all__ = [
+    "Stages",
+    "repair_summary",
+    "row_summary",
+    "run_repair",
+    "summary_row",
+    "write_repair_outputs",
+]

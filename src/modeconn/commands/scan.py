@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from modeconn.checkpoints import load_model, write_tensors
+from modeconn.commands.suspects import bonafide_data, load_suspects
 from modeconn.defenses.baselines import train_from_scratch
 from modeconn.defenses.scan import ScanConfig, ScanResult, scan_images, scan_model
 from modeconn.distributed import resolve_device
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
+from modeconn.experiment import DataConfig, PreparedData, check_compatible
 from modeconn.io import atomic_write_text, write_table
 from modeconn.models import ModelSpec
 from modeconn.rundir import RunDir
@@ -143,7 +144,7 @@ def run_scan(
     config = copy.deepcopy(config) if config is not None else ScanConfig()
     config.validate()
     dev = resolve_device(device)
-    checkpoint = load_model(model_path, device=dev)
+    (checkpoint,) = load_suspects([model_path], dev)
     ref_checkpoint = None
     if reference not in (None, "scratch"):
         ref_checkpoint = load_model(reference, device=dev)
@@ -152,12 +153,9 @@ def run_scan(
                 f"reference {reference} has {ref_checkpoint.spec.num_classes} classes, "
                 f"{model_path} has {checkpoint.spec.num_classes}"
             )
-    data = copy.deepcopy(data) if data is not None else DataConfig(dataset=None)
-    if not data.dataset:
-        data.dataset = checkpoint.dataset or "fashion-mnist"
-    data.bonafide, data.augment, data.seed = bonafide, False, config.seed
-    prepared = prepare_data(data)
-    check_compatible(checkpoint.spec, prepared, str(model_path))
+    data, prepared = bonafide_data(
+        data, checkpoint, model_path, bonafide=bonafide, seed=config.seed
+    )
     x, y = scan_images(prepared, config.images, dev)
     ref_cfg = copy.deepcopy(reference_training or REFERENCE_TRAINING)
     ref_cfg.seed = config.seed

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from modeconn.defenses.repair.results import slug
 from modeconn.errors import MissingInput, ModeconnError
 from modeconn.io import atomic_write_text
 
@@ -99,7 +100,7 @@ def repair_verdict(run: Path, summary: dict[str, Any]) -> str:
     for side in sorted((run / "scans").glob("*/summary.json")):
         scans[side.parent.name] = _read_json(side)
     chosen = str(summary.get("method", ""))
-    chosen_slug = chosen.split(" (")[0].lower().replace(" ", "_").replace("-", "_")
+    chosen_slug = slug(chosen)
     items = []
     if "tampered" in scans:
         items.append(f"<li><b>Tampered model</b>: {html.escape(scans['tampered']['verdict'])}</li>")

@@ -1,0 +1,29 @@
+"""The repair candidates, one module each, in a registry.
+
+A candidate is a :class:`~modeconn.defenses.repair.context.Builder` with a ``method`` name (the
+``--method`` that returns it alone) and ``in_auto`` (whether ``method="auto"`` builds it too).
+The registry's order is the order candidates are built, listed and preferred on ties. Adding a
+candidate: one module here and one entry in :data:`CANDIDATES`.
+"""
+
+from __future__ import annotations
+
+from modeconn.defenses.repair.candidates.nc_unlearning import NCUnlearning
+from modeconn.defenses.repair.candidates.path_repair import PathRepair
+from modeconn.defenses.repair.candidates.scan_free_path import ScanFreePath
+from modeconn.defenses.repair.candidates.tsc import TSC
+
+CANDIDATES = {b.name: b for b in (PathRepair(), NCUnlearning(), ScanFreePath(), TSC())}
+
+#: Every ``method``: ``auto`` (the candidates marked ``in_auto``) and one per candidate.
+METHODS = ("auto", *(b.method for b in CANDIDATES.values()))
+
+
+def candidates_for(method: str) -> list:
+    """The builders a method runs, in the registry's order."""
+    if method == "auto":
+        return [b for b in CANDIDATES.values() if b.in_auto]
+    return [b for b in CANDIDATES.values() if b.method == method]
+
+
+__all__ = ["CANDIDATES", "METHODS", "candidates_for"]

@@ -1,0 +1,116 @@
+"""The repair loop: build the method's candidates, verify them, choose, then the references and
+(optionally) the baselines — each a loop over a registry."""
+
+from __future__ import annotations
+
+from modeconn.defenses.repair.baselines import BASELINES
+from modeconn.defenses.repair.candidates import candidates_for
+from modeconn.defenses.repair.choice import choose_candidate
+from modeconn.defenses.repair.context import Builder, RepairContext
+from modeconn.defenses.repair.evaluation import eot_attack_success, scan_figures
+from modeconn.defenses.repair.results import (
+    ENDPOINT_B,
+    TAMPERED,
+    Built,
+    Candidate,
+    RepairResult,
+)
+from modeconn.errors import ModeconnError
+
+
+class Repair(RepairContext):
+    """One repair: :meth:`run` builds, verifies and chooses, and returns the result."""
+
+    def measure(self, name: str, built: Built) -> Candidate:
+        """The row of a built model: its figures, and the adaptive EOT attack for a path."""
+        if built.figures is not None or built.model is None:
+            return Candidate(name, dict(built.figures or {}), built.detail)
+        candidate = self.evaluate(name, built.model, built.detail)
+        trigger = self.attack.trigger
+        if built.path is not None and self.config.eot and trigger is not None:
+            candidate.metrics["eot_asr"] = eot_attack_success(
+                built.path.curve,
+                built.path.t,
+                self.data,
+                trigger,
+                self.config.eot_settings(),
+                self.device,
+            )
+        return candidate
+
+    def add_retuning(self, candidate: Candidate, built: Built) -> None:
+        """The retuning attack's ASR on a row's model (backdoors only; report only)."""
+        retuned = self.retuning_asr(built.model) if built.model is not None else None
+        if retuned is not None:
+            candidate.metrics["retuning_asr"] = retuned
+
+    def verify(self, candidate: Candidate, built: Built) -> None:
+        """Scan a candidate (the choice's input) and add its retuning-attack ASR (report only)."""
+        candidate.metrics.update(scan_figures(self.scan(candidate.name, built.model)))
+        self.lap("verification_scans")
+        self.add_retuning(candidate, built)
+        self.lap("retuning")
+
+    def references(self) -> list[Candidate]:
+        """The tampered model(s): evaluation, retuning attack and scan figures."""
+        if TAMPERED not in self.scans:  # method "path" has not scanned it yet
+            self.scan(TAMPERED, self.tampered.model)
+            self.lap("verification_scans")
+        models = [(TAMPERED, self.tampered.model, "")]
+        if self.second is not None:
+            models.append((ENDPOINT_B, self.second.model, "second model"))
+        rows = []
+        for name, model, detail in models:
+            row = self.evaluate(name, model, detail)
+            self.add_retuning(row, Built(model))
+            if name in self.scans:
+                row.metrics.update(scan_figures(self.scans[name]))
+            rows.append(row)
+        self.lap("references")
+        return rows
+
+    def baseline(self, builder: Builder) -> tuple[Candidate, Built | None]:
+        """Build and measure one baseline; a model it cannot handle gets a "not applicable" row."""
+        try:
+            built = builder.build(self)
+        except ModeconnError as err:
+            if not getattr(builder, "may_not_apply", False):
+                raise
+            return Candidate(builder.name, {}, f"not applicable: {err}"), None
+        return self.measure(builder.name, built), built
+
+    def baselines(self) -> tuple[list[Candidate], list[dict[str, float]]]:
+        """Every registered baseline on the same bonafide data, with its retuning ASR."""
+        rows, built = zip(*(self.baseline(b) for b in BASELINES.values()), strict=True)
+        for row, made in zip(rows, built, strict=True):
+            if made is not None:
+                self.add_retuning(row, made)
+        self.lap("baselines")
+        sweeps = [row for made in built if made is not None for row in made.table]
+        return list(rows), sweeps
+
+    def run(self) -> RepairResult:
+        built: list[tuple[Candidate, Built]] = []
+        for builder in candidates_for(self.config.method):
+            made = builder.build(self)
+            built.append((self.measure(builder.name, made), made))
+            self.lap("evaluation_and_eot")
+        for candidate, made in built:
+            self.verify(candidate, made)
+        chosen, why = choose_candidate([c for c, _ in built], self.scans)
+        path_of = next(((c.name, b.path) for c, b in built if b.path is not None), (None, None))
+        references = self.references()
+        baselines, noisy_rows = self.baselines() if self.config.baselines else ([], [])
+        return RepairResult(
+            chosen=chosen,
+            chosen_model=next(b.model for c, b in built if c is chosen),
+            choice_rule=why,
+            candidates=[c for c, _ in built],
+            references=references,
+            baselines=baselines,
+            scans=dict(self.scans),
+            path=path_of[1],
+            path_candidate=path_of[0],
+            noisy_rows=noisy_rows,
+            timings=dict(self.timings),
+        )
