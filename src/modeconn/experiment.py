@@ -46,6 +46,8 @@ class DataConfig:
     test_limit: int | None = None
     augment: bool = True
     seed: int = 0
+    image_size: int | None = None  # folder data sets: the side images are resized to
+    channels: int | None = None  # folder data sets: 1 or 3 (default: the majority in train/)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,7 +147,9 @@ class PreparedData:
 
 def prepare_data(config: DataConfig) -> PreparedData:
     """Load ``config.dataset`` and draw its seeded splits."""
-    raw = load_dataset(config.dataset, config.data_dir)
+    raw = load_dataset(
+        config.dataset, config.data_dir, image_size=config.image_size, channels=config.channels
+    )
     if config.train_limit is not None:
         keep = stratified_indices(raw.train_y, config.train_limit, seed=config.seed)
         raw = RawDataset(

@@ -15,11 +15,6 @@ from torch import nn
 
 from modeconn.checkpoints import load_model
 from modeconn.commands.family import FamilySession, check_family_options
-
-# Still imported from here by commands/reproduce/surface.py; drop once it imports them from
-# commands.surface and commands.surface_eval.
-from modeconn.commands.surface import run_surface  # noqa: F401
-from modeconn.commands.surface_eval import run_surface_eval  # noqa: F401
 from modeconn.connectivity.checkpoints import family_kind, load_curve, save_curve
 from modeconn.connectivity.curves import INITS, Curve, StateDict
 from modeconn.connectivity.train import curve_train_config, set_interior_points

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from modeconn.checkpoints import load_model
 from modeconn.commands.align import run_align
-from modeconn.commands.connect import run_connect, run_surface, run_surface_eval
+from modeconn.commands.connect import run_connect
 from modeconn.commands.reproduce.claim import StepOptions
 from modeconn.commands.steps import run_step
+from modeconn.commands.surface import run_surface
+from modeconn.commands.surface_eval import run_surface_eval
 from modeconn.commands.train import run_train
 from modeconn.connectivity.checkpoints import endpoint_meta, load_curve, save_surface
 from modeconn.connectivity.surface_analysis import surface_from_curves, weight_average_figures
