@@ -22,10 +22,11 @@ from typing import Any
 
 import torch
 
-from modeconn.experiment import DataConfig, model_spec_for, prepare_data
+from modeconn.data.prepare import DataConfig, prepare_data
 from modeconn.landscape.input_hessian import input_hessian_eig
 from modeconn.landscape.weight_hessian import WeightHessian, hessian_eigenvalues
 from modeconn.models import build_model
+from modeconn.models.sizing import model_spec_for
 from modeconn.training import TrainConfig, train
 
 TOL = 1e-3

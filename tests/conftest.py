@@ -29,7 +29,7 @@ def _seed() -> None:
 def digits_lenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small lenet trained briefly on sklearn digits; its run directory (shared, read-only)."""
     from modeconn.commands.train import run_train
-    from modeconn.experiment import DataConfig
+    from modeconn.data.prepare import DataConfig
     from modeconn.training import TrainConfig
 
     out = tmp_path_factory.mktemp("digits_lenet")
@@ -49,7 +49,7 @@ def digits_backdoor(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A lenet on digits with a 2×2 patch backdoor to class 0 (20% poisoned); its run directory."""
     from modeconn.attacks.backdoor import TriggerSpec
     from modeconn.commands.attack import run_poison
-    from modeconn.experiment import DataConfig
+    from modeconn.data.prepare import DataConfig
     from modeconn.training import TrainConfig
 
     out = tmp_path_factory.mktemp("bd") / "bd"
@@ -67,7 +67,7 @@ def digits_backdoor(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def digits():
     """sklearn digits prepared once for the whole suite (read-only; digits has no augmentation)."""
-    from modeconn.experiment import DataConfig, prepare_data
+    from modeconn.data.prepare import DataConfig, prepare_data
 
     return prepare_data(DataConfig(dataset="digits", augment=False))
 
@@ -75,6 +75,6 @@ def digits():
 @pytest.fixture(scope="session")
 def digits_bonafide():
     """digits with the 300-image bonafide split the repair and defence tests work with."""
-    from modeconn.experiment import DataConfig, prepare_data
+    from modeconn.data.prepare import DataConfig, prepare_data
 
     return prepare_data(DataConfig(dataset="digits", bonafide=300))

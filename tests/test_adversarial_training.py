@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from modeconn.attacks.config import AttackConfig
 from modeconn.commands.train import run_train
+from modeconn.data.prepare import DataConfig
 from modeconn.defenses.adversarial import (
     TRADES,
     AdversarialConfig,
@@ -20,8 +21,8 @@ from modeconn.defenses.adversarial import (
     trades_kl,
 )
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig, model_spec_for
 from modeconn.models import build_model
+from modeconn.models.sizing import model_spec_for
 from modeconn.training import TrainConfig
 
 ATTACK = AttackConfig(eps=0.1, alpha=0.025, steps=5)

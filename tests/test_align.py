@@ -19,7 +19,6 @@ from modeconn.connectivity.alignment import (
     weight_matching,
 )
 from modeconn.errors import ModeconnError
-from modeconn.experiment import model_spec_for
 from modeconn.models import ModelSpec, build_model
 from modeconn.models.permutation import (
     apply_permutation,
@@ -28,6 +27,7 @@ from modeconn.models.permutation import (
     permutation_spec,
     random_permutations,
 )
+from modeconn.models.sizing import model_spec_for
 from modeconn.training import TrainConfig, train
 
 #: Every zoo architecture (and variant) at a size that runs in milliseconds on 8×8 inputs.

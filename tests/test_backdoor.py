@@ -25,8 +25,8 @@ from modeconn.attacks.metrics import AttackSuccessMetric, metric_from_attack_spe
 from modeconn.checkpoints import load_model
 from modeconn.commands.attack import run_poison
 from modeconn.data import TensorLoader
+from modeconn.data.prepare import DataConfig
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig
 from modeconn.training import TrainConfig
 
 

@@ -12,7 +12,7 @@ from cli_helpers import assert_one_line_error, run_cli
 
 from modeconn.checkpoints import load_model
 from modeconn.commands.train import run_train
-from modeconn.experiment import DataConfig
+from modeconn.data.prepare import DataConfig
 from modeconn.training import TrainConfig
 
 TINY = ["--epochs", "1", "--batch-size", "64", "--lr", "0.05", "--quiet"]

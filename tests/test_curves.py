@@ -28,9 +28,10 @@ from modeconn.connectivity import (
     update_bn,
 )
 from modeconn.connectivity.train import PointObjective, curve_train_config
+from modeconn.data.prepare import DataConfig, prepare_data
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig, model_spec_for, prepare_data
 from modeconn.models import build_model
+from modeconn.models.sizing import model_spec_for
 from modeconn.training import TrainConfig, train
 
 

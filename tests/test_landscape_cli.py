@@ -28,7 +28,7 @@ def _one_thread():
 def digits_mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second small digits model (another architecture) for mismatch errors."""
     from modeconn.commands.train import run_train
-    from modeconn.experiment import DataConfig
+    from modeconn.data.prepare import DataConfig
     from modeconn.training import TrainConfig
 
     out = tmp_path_factory.mktemp("digits_mlp")

@@ -9,7 +9,7 @@ import pytest
 from cli_helpers import assert_one_line_error, run_cli
 
 from modeconn.commands.train import run_train
-from modeconn.experiment import DataConfig
+from modeconn.data.prepare import DataConfig
 from modeconn.io import read_table
 from modeconn.training import TrainConfig
 

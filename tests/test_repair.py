@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from cli_helpers import assert_one_line_error, run_cli
 
 from modeconn.checkpoints import load_model
+from modeconn.data.prepare import DataConfig
 from modeconn.defenses.baselines import fine_prune, noisy_models, prune_channels
 from modeconn.defenses.repair import choose_t
 from modeconn.errors import ModeconnError
@@ -191,8 +193,14 @@ def test_repair_errors(tmp_path: Path, capsys, digits_backdoor: Path, digits_len
         "--sweep",
     )
     result = run_cli(capsys, "repair", digits_backdoor, "--out", tmp_path / "d", "--bonafide", "0")
-    assert_one_line_error(result, "'bonafide' split is empty")
-    assert not (tmp_path / "d").exists()  # checked before the run directory is written
+    assert_one_line_error(result, "--bonafide must be positive")
+    assert not (tmp_path / "d").exists()
+    from modeconn.commands.repair import run_repair
+
+    out, data = tmp_path / "e", DataConfig(dataset=None, bonafide=0.0001)
+    with pytest.raises(ModeconnError, match="'bonafide' split is empty"):
+        run_repair([digits_backdoor], out, data=data, progress=False)
+    assert not out.exists()  # checked before the run directory is written
 
 
 @pytest.mark.slow
@@ -267,11 +275,16 @@ def test_demo_cli_end_to_end_and_reuses_finished_steps(tmp_path: Path, capsys):
 @pytest.mark.slow
 def test_repair_method_tsc_builds_only_the_symmetry_candidate(tmp_path: Path, digits_backdoor):
     from modeconn.commands.repair import run_repair
-    from modeconn.defenses.repair import RepairConfig
+    from modeconn.defenses.repair import RepairConfig, with_budget
 
-    cfg = RepairConfig(bonafide=300, method="tsc", points=5, eot=False)
-    cfg.tsc.curve.epochs, cfg.tsc.curve.batch_size, cfg.scan.steps = 4, 32, 40
-    summary = run_repair([digits_backdoor], tmp_path / "r", config=cfg, progress=False)
+    cfg = with_budget(
+        RepairConfig(method="tsc", points=5, eot=False),
+        epochs=4,
+        batch_size=32,
+        scan_steps=40,
+    )
+    data = DataConfig(dataset=None, bonafide=300)
+    summary = run_repair([digits_backdoor], tmp_path / "r", config=cfg, data=data, progress=False)
     assert summary["method"] == "TSC"
     assert summary["tsc_asr"] == summary["asr"] < summary["tampered_asr"]
     assert "nc_unlearning_clean_acc" not in summary and "path_repair_clean_acc" not in summary
@@ -286,16 +299,19 @@ def test_interrupted_repair_resumes_to_the_uninterrupted_result(
 ):
     import modeconn.training as training
     from modeconn.commands.repair import run_repair
-    from modeconn.defenses.repair import RepairConfig
+    from modeconn.defenses.repair import RepairConfig, with_budget
 
     def config() -> RepairConfig:
-        cfg = RepairConfig(bonafide=300, points=5, baselines=True, eot_limit=64)
-        cfg.curve.epochs, cfg.curve.batch_size = 3, 32
-        cfg.scan.steps, cfg.unlearning.epochs, cfg.scratch_epochs = 40, 3, 3
-        cfg.fst.epochs, cfg.fst.batch_size, cfg.anp.steps = 3, 32, 30
-        return cfg
+        cfg = RepairConfig(points=5, baselines=True, eot_limit=64, scratch_epochs=3)
+        cfg = dataclasses.replace(cfg, anp=dataclasses.replace(cfg.anp, steps=30))
+        cfg = with_budget(cfg, epochs=3, scan_steps=40, unlearn_epochs=3)
+        return dataclasses.replace(
+            cfg,
+            curve=dataclasses.replace(cfg.curve, batch_size=32),
+            fst=dataclasses.replace(cfg.fst, batch_size=32),
+        )
 
-    kwargs = dict(progress=False, device="cpu")
+    kwargs = dict(progress=False, device="cpu", data=DataConfig(dataset=None, bonafide=300))
     full = run_repair([digits_backdoor], tmp_path / "full", config=config(), **kwargs)
     real = training.save_state
 

@@ -10,6 +10,7 @@ import torch
 from cli_helpers import assert_one_line_error, run_cli
 from torch import nn
 
+from modeconn.data.prepare import DataConfig, prepare_data
 from modeconn.defenses.scan import (
     ScanConfig,
     TriggerSet,
@@ -19,7 +20,6 @@ from modeconn.defenses.scan import (
     synthesize_triggers,
 )
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig, prepare_data
 
 
 class PixelBackdoor(nn.Module):
@@ -200,7 +200,7 @@ def digits_scan(digits_backdoor: Path, tmp_path_factory) -> Path:
         digits_backdoor,
         out,
         config=ScanConfig(images=300, steps=100, batch_size=24),
-        bonafide=600,
+        data=DataConfig(dataset=None, bonafide=600),
         progress=False,
     )
     return out

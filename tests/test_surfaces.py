@@ -20,14 +20,14 @@ from modeconn.connectivity import (
 from modeconn.connectivity.surfaces import CORNERS_UV, grid_from_curves
 from modeconn.connectivity.train import curve_train_config, train_family
 from modeconn.errors import InvalidArgument
-from modeconn.experiment import model_spec_for
 from modeconn.models import build_model
+from modeconn.models.sizing import model_spec_for
 
 
 @pytest.fixture(scope="module")
 def digits_val():
     """digits with 200 training images held out as a validation split."""
-    from modeconn.experiment import DataConfig, prepare_data
+    from modeconn.data.prepare import DataConfig, prepare_data
 
     return prepare_data(DataConfig(dataset="digits", val_size=200, augment=False))
 

@@ -10,9 +10,10 @@ import torch
 import torch.multiprocessing as mp
 
 from modeconn.commands.train import run_train
+from modeconn.data.prepare import DataConfig, prepare_data
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig, model_spec_for, prepare_data
 from modeconn.models import build_model
+from modeconn.models.sizing import model_spec_for
 from modeconn.rundir import RunDir
 from modeconn.training import Objective, TrainConfig, lr_factor, train
 

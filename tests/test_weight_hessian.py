@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modeconn.experiment import model_spec_for
 from modeconn.landscape.directions import (
     difference,
     displaced,
@@ -25,6 +24,7 @@ from modeconn.landscape.weight_hessian import (
     hessian_trace,
 )
 from modeconn.models import build_model
+from modeconn.models.sizing import model_spec_for
 from modeconn.training import TrainConfig, evaluate_model, train
 
 

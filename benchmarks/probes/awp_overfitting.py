@@ -18,8 +18,8 @@ import torch
 from modeconn.attacks.config import AttackConfig
 from modeconn.commands.reproduce import AWPSettings, overfitting_gap
 from modeconn.commands.train import run_train
+from modeconn.data.prepare import DataConfig
 from modeconn.defenses.adversarial import RobustEvaluation
-from modeconn.experiment import DataConfig
 from modeconn.rundir import RunDir
 
 

@@ -21,7 +21,7 @@ from modeconn.attacks.metrics import metric_from_attack_spec
 from modeconn.commands.suspects import load_repair_inputs
 from modeconn.connectivity.alignment import weight_matching
 from modeconn.connectivity.train import fit_curve
-from modeconn.defenses.repair import RepairConfig, evaluate_candidate
+from modeconn.defenses.repair import RepairConfig, evaluate_candidate, with_budget
 from modeconn.defenses.scan import scan_images, scan_model
 from modeconn.defenses.tsc import TSCConfig, symmetry_connectivity
 from modeconn.defenses.unlearning import unlearn, unlearning_loader
@@ -88,8 +88,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.02)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cfg = RepairConfig(bonafide=2500)
-    cfg.scan.steps = 120  # the demo's scan
+    cfg = with_budget(RepairConfig(), scan_steps=120)  # the demo's scan
     if args.probe == "aligned-path":
         aligned_path(args.models, cfg)
     else:

@@ -21,7 +21,7 @@ from modeconn.defenses.scan import ScanConfig, scan_images, scan_model
 
 def main(paths: list[str]) -> None:
     torch.set_num_threads(1)
-    config = RepairConfig(bonafide=2500)
+    config = RepairConfig()
     for path in paths:
         start = time.perf_counter()
         checkpoint, _, _, data = load_repair_inputs([path], config, None, torch.device("cpu"))

@@ -97,7 +97,7 @@ class OwnClassStamp:
 def main(paths: list[str], variants: list[dict]) -> None:
     torch.set_num_threads(1)
     device = torch.device("cpu")
-    config = RepairConfig(bonafide=2500)
+    config = RepairConfig()
     scan_cfg = ScanConfig(steps=120)
     start = time.perf_counter()
     tampered, _, _, data = load_repair_inputs([paths[0]], config, None, device)

@@ -22,10 +22,10 @@ from modeconn.connectivity import (
     update_bn,
     weight_matching,
 )
+from modeconn.data.prepare import DataConfig, prepare_data
 from modeconn.defenses.repair import Repair, RepairConfig
 from modeconn.defenses.scan import ScanConfig, scan_model
 from modeconn.defenses.unlearning import UnlearningConfig, unlearn
-from modeconn.experiment import DataConfig, prepare_data
 from modeconn.models import ModelSpec, build_model
 from modeconn.training import TrainConfig, evaluate_model, train
 

@@ -34,7 +34,7 @@ SCHEDULES = ("cosine", "step", "mc", "constant")
 OPTIMIZERS = ("sgd", "adamw")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings shared by every training command."""
 

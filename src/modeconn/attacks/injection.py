@@ -48,8 +48,8 @@ from torch import nn
 from torch.func import functional_call
 
 from modeconn.data import to_unit_float
+from modeconn.data.prepare import PreparedData
 from modeconn.errors import InvalidArgument, ModeconnError
-from modeconn.experiment import PreparedData
 from modeconn.models import last_linear_name
 from modeconn.modes import eval_mode
 

@@ -20,8 +20,8 @@ from torch import nn
 from modeconn.attacks.backdoor import TriggerSpec, backdoor_metrics
 from modeconn.attacks.config import AttackConfig
 from modeconn.attacks.injection import InjectionSpec, injection_success
+from modeconn.data.prepare import PreparedData
 from modeconn.errors import InvalidArgument, ModeconnError
-from modeconn.experiment import PreparedData
 from modeconn.modes import eval_mode
 
 

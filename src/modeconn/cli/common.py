@@ -21,8 +21,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from modeconn.attacks.config import AttackConfig
+from modeconn.data.prepare import DataConfig
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig
 from modeconn.training import TrainConfig
 
 Result = TypeVar("Result")

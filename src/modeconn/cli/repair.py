@@ -23,6 +23,7 @@ from modeconn.cli.common import (
     parse_int_list,
     print_summary,
 )
+from modeconn.commands.suspects import DEFAULT_BONAFIDE
 from modeconn.defenses.repair import RepairConfig, with_budget
 from modeconn.errors import ModeconnError
 
@@ -47,7 +48,7 @@ class RepairOptions:
             "--bonafide",
             help="Clean training samples the repair may use (20% are held out to choose t).",
         ),
-    ] = int(_DEFAULTS.bonafide)
+    ] = DEFAULT_BONAFIDE
     method: Annotated[
         str,
         typer.Option(
@@ -140,7 +141,6 @@ class RepairOptions:
     def config(self, seed: int) -> RepairConfig:
         """The API's repair config: the options set once, the budget applied by the library."""
         base = RepairConfig(
-            bonafide=self.bonafide,
             method=self.method,
             num_bends=self.num_bends,
             init=self.init,
@@ -199,7 +199,14 @@ def repair_command(
     from modeconn.commands.repair import run_repair
 
     config = options.config(run.seed)
-    data = data_config(dataset, data_dir, run.seed, train_limit=train_limit, test_limit=test_limit)
+    data = data_config(
+        dataset,
+        data_dir,
+        run.seed,
+        train_limit=train_limit,
+        test_limit=test_limit,
+        bonafide=options.bonafide,
+    )
     summary = run_repair(
         [str(m) for m in models],
         out,

@@ -23,7 +23,7 @@ without a permutation spec — is checked before the run directory is created.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,9 @@ from modeconn.connectivity.alignment import (
     weight_matching,
 )
 from modeconn.connectivity.evaluate import EVAL_BATCH, log_probabilities, nll_accuracy, ts_grid
+from modeconn.data.prepare import DataConfig, prepare_data
 from modeconn.distributed import resolve_device
 from modeconn.errors import InvalidArgument, ModeconnError
-from modeconn.experiment import DataConfig, check_compatible, prepare_data
 from modeconn.io import write_table
 from modeconn.models import build_model
 from modeconn.models.permutation import (
@@ -49,6 +49,7 @@ from modeconn.models.permutation import (
     apply_permutation,
     permutation_spec,
 )
+from modeconn.models.sizing import check_compatible
 from modeconn.rundir import RunDir, open_run
 
 METHODS = ("weight", "activation")
@@ -147,10 +148,9 @@ def path_rows(unaligned: SegmentEvaluation, aligned: SegmentEvaluation) -> list[
 
 def _prepare(data: DataConfig | None, a: Checkpoint, b: Checkpoint, paths, seed: int):
     """The data config (default: A's data set, no augmentation) and the prepared data."""
-    config = copy.deepcopy(data) if data is not None else DataConfig(dataset=None)
-    if not config.dataset:
-        config.dataset = a.dataset or b.dataset or "fashion-mnist"
-    config.augment, config.seed = False, seed
+    config = data if data is not None else DataConfig(dataset=None)
+    dataset = config.dataset or a.dataset or b.dataset or "fashion-mnist"
+    config = dataclasses.replace(config, dataset=dataset, augment=False, seed=seed)
     prepared = prepare_data(config)
     check_compatible(a.spec, prepared, str(paths[0]))
     check_compatible(b.spec, prepared, str(paths[1]))

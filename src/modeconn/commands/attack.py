@@ -19,10 +19,11 @@ from modeconn.attacks.metrics import robust_metrics
 from modeconn.checkpoints import Checkpoint, load_model, save_model, sidecar_path
 from modeconn.commands.train import ClassifierTraining, test_metrics
 from modeconn.data import make_eval_loader
+from modeconn.data.prepare import DataConfig, prepare_data
 from modeconn.distributed import resolve_device
 from modeconn.errors import InvalidArgument
-from modeconn.experiment import DataConfig, check_compatible, prepare_data
 from modeconn.io import read_json, write_json
+from modeconn.models.sizing import check_compatible
 from modeconn.rundir import RunDir, open_optional_run, open_run
 from modeconn.training import TrainConfig, evaluate_model
 

@@ -18,8 +18,8 @@ from modeconn.commands.family import FamilySession, check_family_options
 from modeconn.connectivity.checkpoints import family_kind, load_curve, save_curve
 from modeconn.connectivity.curves import INITS, Curve, StateDict
 from modeconn.connectivity.train import curve_train_config, set_interior_points
+from modeconn.data.prepare import DataConfig
 from modeconn.errors import InvalidArgument, ModeconnError
-from modeconn.experiment import DataConfig
 from modeconn.models import build_model
 from modeconn.training import TrainConfig
 

@@ -27,12 +27,12 @@ import torch
 from modeconn.attacks.backdoor import TriggerSpec
 from modeconn.commands.attack import run_inject, run_poison
 from modeconn.commands.repair import run_repair, summary_row
-from modeconn.commands.steps import run_step
+from modeconn.commands.steps import resume_flags, run_step
 from modeconn.commands.train import run_train
+from modeconn.data.prepare import DataConfig
 from modeconn.defenses.repair import BASELINES, CANDIDATES, TAMPERED, RepairConfig, with_budget
 from modeconn.distributed import resolve_device
 from modeconn.errors import InvalidArgument
-from modeconn.experiment import DataConfig
 from modeconn.io import atomic_write_text, write_json
 from modeconn.progress import spinner
 from modeconn.report.html import write_report
@@ -89,7 +89,7 @@ DEMO_SCAN_STEPS = 120
 DEMO_NOISE_SIGMAS = (0.1, 0.3, 0.6)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DemoConfig:
     """Sizes of the demo; the defaults fit in about 10 minutes on 2 CPU cores."""
 
@@ -115,7 +115,7 @@ def _parallel_on_cpu(device: str) -> bool:
 def _poison_job(path: Path, resume: bool, threads: int, kwargs: dict[str, Any]) -> dict[str, Any]:
     """One backdoored model in a worker process with its share of the CPU threads."""
     torch.set_num_threads(threads)
-    return run_poison(path, **kwargs, force=not resume, resume=resume, progress=False)
+    return run_poison(path, **kwargs, **resume_flags(resume), progress=False)
 
 
 def _poison_in_parallel(
@@ -145,7 +145,6 @@ def _poison_in_parallel(
 def demo_repair_config(scenario: Scenario, config: DemoConfig) -> RepairConfig:
     """The repair of a scenario: its method, the demo's sizes and time budget."""
     repair = RepairConfig(
-        bonafide=config.bonafide,
         baselines=config.baselines,
         sweep=tuple(config.sweep),
         method=scenario.method,
@@ -199,8 +198,7 @@ class DemoSteps:
                 data=self.data,
                 config=self.train_config(self.config.seed),
                 device=self.device,
-                force=not resume,
-                resume=resume,
+                **resume_flags(resume),
                 progress=self.progress,
             )
 
@@ -235,7 +233,7 @@ class DemoSteps:
                     path,
                     self.force,
                     lambda p, resume, kwargs=kwargs: run_poison(
-                        p, **kwargs, force=not resume, resume=resume, progress=self.progress
+                        p, **kwargs, **resume_flags(resume), progress=self.progress
                     ),
                 )
         return [path for path, _ in jobs]
@@ -249,10 +247,9 @@ class DemoSteps:
                 [str(p) for p in tampered],
                 path,
                 config=config,
-                data=self.data,
+                data=dataclasses.replace(self.data, bonafide=self.config.bonafide),
                 device=self.device,
-                force=not resume,
-                resume=resume,
+                **resume_flags(resume),
                 progress=self.progress,
             ),
         )

@@ -10,9 +10,9 @@ from modeconn.checkpoints import save_model
 from modeconn.commands.family import prepare_family_data
 from modeconn.connectivity.checkpoints import family_kind, load_family
 from modeconn.connectivity.evaluate import PointData
+from modeconn.data.prepare import DataConfig
 from modeconn.distributed import resolve_device
 from modeconn.errors import InvalidArgument, ModeconnError
-from modeconn.experiment import DataConfig
 from modeconn.rundir import open_run
 from modeconn.training import evaluate_model
 

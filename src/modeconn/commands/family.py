@@ -23,9 +23,10 @@ from modeconn.connectivity.checkpoints import check_same_architecture, endpoint_
 from modeconn.connectivity.curves import ControlPointModel, check_curve_kind
 from modeconn.connectivity.evaluate import PointData, center_coefficients
 from modeconn.connectivity.train import train_family
+from modeconn.data.prepare import DataConfig, PreparedData, prepare_data
 from modeconn.distributed import init_distributed
 from modeconn.errors import InvalidArgument, ModeconnError
-from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
+from modeconn.models.sizing import check_compatible
 from modeconn.rundir import RunDir, open_run
 from modeconn.training import EvalFn, TrainConfig, evaluate_model
 
@@ -179,12 +180,11 @@ def data_from_meta(
     stored = dict(meta.get("data") or {})
     if not stored:
         stored = {"dataset": meta.get("dataset") or "fashion-mnist"}
-    config = DataConfig(**stored)
     if data_dir is not None:
-        config.data_dir = str(data_dir)
+        stored["data_dir"] = str(data_dir)
     if test_limit is not None:
-        config.test_limit = test_limit
-    return config
+        stored["test_limit"] = test_limit
+    return DataConfig(**stored)
 
 
 def prepare_family_data(meta, spec, source, data, data_dir, test_limit) -> PreparedData:

@@ -18,9 +18,9 @@ from torch import nn
 from modeconn.attacks.config import AttackConfig
 from modeconn.checkpoints import Checkpoint, load_model
 from modeconn.connectivity.bn import has_batchnorm
+from modeconn.data.prepare import DataConfig, PreparedData, prepare_data
 from modeconn.distributed import resolve_device
 from modeconn.errors import InvalidArgument, ModeconnError
-from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
 from modeconn.io import write_table
 from modeconn.landscape.directions import (
     Evaluator,
@@ -40,6 +40,7 @@ from modeconn.landscape.weight_hessian import (
     hessian_eigenvalues,
     hessian_trace,
 )
+from modeconn.models.sizing import check_compatible
 from modeconn.progress import make_progress
 from modeconn.report import landscape_plots as plots
 from modeconn.rundir import RunDir, open_optional_run, open_run
@@ -160,7 +161,7 @@ def _write_eigenvalues(run: RunDir, labels: list[int], stats, title: str) -> Non
 # --- modeconn landscape ---------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class LandscapeConfig:
     """What ``modeconn landscape`` measures, and on how much data.
 

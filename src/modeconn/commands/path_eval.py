@@ -12,8 +12,8 @@ from modeconn.connectivity.checkpoints import load_curve
 from modeconn.connectivity.curves import Curve, segment
 from modeconn.connectivity.evaluate import EVAL_BATCH, evaluate_path, path_summary, ts_grid
 from modeconn.connectivity.metrics import PathMetric
+from modeconn.data.prepare import DataConfig, PreparedData
 from modeconn.distributed import resolve_device
-from modeconn.experiment import DataConfig, PreparedData
 from modeconn.io import write_table
 from modeconn.models import ModelSpec
 from modeconn.rundir import RunDir, open_run

@@ -7,7 +7,6 @@ what it produced: the repaired model, the curve, the tables, every scan and the 
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from modeconn.checkpoints import save_model
 from modeconn.commands.scan import write_scan_outputs
 from modeconn.commands.suspects import load_repair_inputs
 from modeconn.connectivity import save_curve
+from modeconn.data.prepare import DataConfig
 from modeconn.defenses.repair import (
     TAMPERED,
     Candidate,
@@ -28,11 +28,10 @@ from modeconn.defenses.repair import (
 )
 from modeconn.distributed import resolve_device
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig
 from modeconn.io import atomic_write_text, write_table
 from modeconn.report.repair_plots import plot_repair
 from modeconn.report.repair_tables import comparison_markdown
-from modeconn.rundir import RunDir, run_status
+from modeconn.rundir import RunDir, open_run, run_status
 from modeconn.training import TrainConfig
 
 
@@ -124,7 +123,6 @@ def write_repair_outputs(
     key: str | None,
     sweep_rows: list[dict[str, float]],
     spec,
-    dataset: str,
     attack: dict[str, Any] | None,
     model_paths: Sequence[str | Path],
     data: DataConfig,
@@ -134,7 +132,7 @@ def write_repair_outputs(
         run.file("repaired.safetensors"),
         result.chosen_model,
         spec,
-        dataset=dataset,
+        dataset=data.dataset,
         attack=attack,
         metrics=result.chosen.metrics,
         extra={
@@ -151,7 +149,7 @@ def write_repair_outputs(
             run.file("curve.safetensors"),
             result.curve,
             spec,
-            dataset,
+            data.dataset,
             {  # path-eval redraws the same bonafide split from this and measures the attack
                 "endpoints": [str(p) for p in model_paths],
                 "endpoint_attacks": [attack, attack],
@@ -197,7 +195,7 @@ def run_repair(
     ``attack`` overrides the sidecar's attack spec (evaluation only). ``resume`` continues an
     interrupted repair in ``out`` (see :class:`Stages`); the result equals an uninterrupted run's.
     """
-    config = copy.deepcopy(config) if config is not None else RepairConfig()
+    config = config if config is not None else RepairConfig()
     config.validate()
     dev = resolve_device(device)
     if resume and not force and run_status(out) == "finished":
@@ -205,42 +203,34 @@ def run_repair(
     tampered, second, data, prepared = load_repair_inputs(model_paths, config, data, dev)
     prepared.indices("bonafide")  # an empty bonafide split is an error before anything is written
     attack = attack if attack is not None else tampered.attack
-    run = RunDir(out, force=force, resume=resume and not force)
-    run.write_config(
-        {
-            "command": "repair",
-            "models": [str(p) for p in model_paths],
-            "repair": config.to_dict(),
-            "data": data.to_dict(),
-            "attack": attack,
-            "device": str(dev),
-        }
-    )
-    stages = Stages(run)
-    repair = Repair(
-        tampered, second, prepared, config, attack, dev, progress=progress, stages=stages
-    )
-    result = repair.run()
-    sweep_rows: list[dict[str, float]] = []
-    if config.sweep:
-        started = time.perf_counter()
-        sweep_rows = sweep_repairs(tampered, second, data, config, dev, progress, attack, stages)
-        result.timings["sweep"] = round(time.perf_counter() - started, 1)
-    write_repair_outputs(
-        run,
-        result,
-        repair.key,
-        sweep_rows,
-        tampered.spec,
-        data.dataset,
-        attack,
-        model_paths,
-        data,
-    )
-    bonafide = len(prepared.indices("bonafide")) + len(prepared.indices("bonafide_holdout"))
-    summary = repair_summary(result, repair.key, bonafide)
-    stages.finish()
-    run.write_summary(summary)
+    options = {
+        "command": "repair",
+        "models": [str(p) for p in model_paths],
+        "repair": config.to_dict(),
+        "data": data.to_dict(),
+        "attack": attack,
+        "device": str(dev),
+    }
+    with open_run(out, options, force=force, resume=resume and not force) as run:
+        stages = Stages(run)
+        repair = Repair(
+            tampered, second, prepared, config, attack, dev, progress=progress, stages=stages
+        )
+        result = repair.run()
+        sweep_rows: list[dict[str, float]] = []
+        if config.sweep:
+            started = time.perf_counter()
+            sweep_rows = sweep_repairs(
+                tampered, second, data, config, dev, progress, attack, stages
+            )
+            result.timings["sweep"] = round(time.perf_counter() - started, 1)
+        write_repair_outputs(
+            run, result, repair.key, sweep_rows, tampered.spec, attack, model_paths, data
+        )
+        bonafide = len(prepared.indices("bonafide")) + len(prepared.indices("bonafide_holdout"))
+        summary = repair_summary(result, repair.key, bonafide)
+        stages.finish()
+        run.finish(summary)
     return summary
 
 

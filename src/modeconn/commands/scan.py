@@ -10,7 +10,7 @@ and ``triggers.safetensors`` (for unlearning elsewhere).
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,15 @@ from torch import nn
 
 from modeconn.checkpoints import load_model, write_tensors
 from modeconn.commands.suspects import bonafide_data, load_suspects
+from modeconn.data.prepare import DataConfig, PreparedData
 from modeconn.defenses.baselines import train_from_scratch
 from modeconn.defenses.scan import ScanConfig, ScanResult, scan_images, scan_model
 from modeconn.distributed import resolve_device
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig, PreparedData, check_compatible
 from modeconn.io import atomic_write_text, write_table
 from modeconn.models import ModelSpec
-from modeconn.rundir import RunDir
+from modeconn.models.sizing import check_compatible
+from modeconn.rundir import RunDir, open_run
 from modeconn.training import TrainConfig
 
 #: How the reference model is trained from scratch on the bonafide data. It only needs to know
@@ -44,9 +45,8 @@ def reference_model(
     progress: bool,
 ) -> nn.Module:
     """A model of the same architecture trained from scratch on the bonafide data only."""
-    cfg = copy.deepcopy(config)
-    loader = data.train_loader(cfg.batch_size, split="bonafide", augment=False, device=device)
-    return train_from_scratch(spec, loader, cfg, device=device, progress=progress)
+    loader = data.train_loader(config.batch_size, split="bonafide", augment=False, device=device)
+    return train_from_scratch(spec, loader, config, device=device, progress=progress)
 
 
 def scan_rows(result: ScanResult) -> list[dict[str, Any]]:
@@ -132,7 +132,6 @@ def run_scan(
     *,
     config: ScanConfig | None = None,
     data: DataConfig | None = None,
-    bonafide: float = 2500,
     reference: str | Path | None = None,
     reference_training: TrainConfig | None = None,
     device: str = "auto",
@@ -141,7 +140,7 @@ def run_scan(
 ) -> dict[str, Any]:
     """Scan one model for a backdoor; see the module doc. ``reference``: ``"scratch"`` (train
     one on the bonafide data), a checkpoint path, or None (compare raw sizes across classes)."""
-    config = copy.deepcopy(config) if config is not None else ScanConfig()
+    config = config if config is not None else ScanConfig()
     config.validate()
     dev = resolve_device(device)
     (checkpoint,) = load_suspects([model_path], dev)
@@ -153,39 +152,33 @@ def run_scan(
                 f"reference {reference} has {ref_checkpoint.spec.num_classes} classes, "
                 f"{model_path} has {checkpoint.spec.num_classes}"
             )
-    data, prepared = bonafide_data(
-        data, checkpoint, model_path, bonafide=bonafide, seed=config.seed
-    )
+    data, prepared = bonafide_data(data, checkpoint, model_path, seed=config.seed)
     x, y = scan_images(prepared, config.images, dev)
-    ref_cfg = copy.deepcopy(reference_training or REFERENCE_TRAINING)
-    ref_cfg.seed = config.seed
-    run = RunDir(out, force=force)
-    run.write_config(
-        {
-            "command": "scan",
-            "model": str(model_path),
-            "reference": str(reference) if reference is not None else None,
-            "reference_training": ref_cfg.to_dict() if reference == "scratch" else None,
-            "scan": config.to_dict(),
-            "data": data.to_dict(),
-            "device": str(dev),
-        }
-    )
-    ref_model = None
-    if reference == "scratch":
-        ref_model = reference_model(checkpoint.spec, prepared, ref_cfg, dev, progress)
-    elif ref_checkpoint is not None:
+    ref_cfg = dataclasses.replace(reference_training or REFERENCE_TRAINING, seed=config.seed)
+    if ref_checkpoint is not None:
         check_compatible(ref_checkpoint.spec, prepared, str(reference))
-        ref_model = ref_checkpoint.model
-    result = scan_model(
-        checkpoint.model, x, y, prepared.info.num_classes, config, reference=ref_model
-    )
-    write_scan_outputs(run, result, None)
-    summary = {
-        "verdict": result.verdict(),
-        **result.summary(),
-        "threshold": config.threshold,
-        "images": len(y),
+    options = {
+        "command": "scan",
+        "model": str(model_path),
+        "reference": str(reference) if reference is not None else None,
+        "reference_training": ref_cfg.to_dict() if reference == "scratch" else None,
+        "scan": config.to_dict(),
+        "data": data.to_dict(),
+        "device": str(dev),
     }
-    run.write_summary(summary)
+    with open_run(out, options, force=force) as run:
+        ref_model = ref_checkpoint.model if ref_checkpoint is not None else None
+        if reference == "scratch":
+            ref_model = reference_model(checkpoint.spec, prepared, ref_cfg, dev, progress)
+        result = scan_model(
+            checkpoint.model, x, y, prepared.info.num_classes, config, reference=ref_model
+        )
+        write_scan_outputs(run, result, None)
+        summary = {
+            "verdict": result.verdict(),
+            **result.summary(),
+            "threshold": config.threshold,
+            "images": len(y),
+        }
+        run.finish(summary)
     return summary

@@ -26,6 +26,12 @@ def run_step(
     return run(path, status == "started")
 
 
+def resume_flags(resume: bool) -> dict[str, bool]:
+    """The ``force``/``resume`` arguments of a step's command: resume an unfinished run, else
+    start afresh (a finished one never reaches the step: :func:`run_step` reuses it)."""
+    return {"force": not resume, "resume": resume}
+
+
 def check_experiment(
     model: str,
     model_kwargs: dict[str, Any],

@@ -14,8 +14,8 @@ from modeconn.commands.surface_eval import report_surface
 from modeconn.connectivity.checkpoints import save_surface
 from modeconn.connectivity.surfaces import CORNER_NAMES, Surface
 from modeconn.connectivity.train import curve_train_config
+from modeconn.data.prepare import DataConfig
 from modeconn.errors import InvalidArgument, ModeconnError
-from modeconn.experiment import DataConfig
 from modeconn.models import build_model
 from modeconn.training import TrainConfig
 

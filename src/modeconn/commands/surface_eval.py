@@ -15,8 +15,8 @@ from modeconn.connectivity.checkpoints import load_surface
 from modeconn.connectivity.evaluate import EVAL_BATCH, PointData, evaluate_surface, holdout_split_of
 from modeconn.connectivity.metrics import PathMetric
 from modeconn.connectivity.surfaces import Surface
+from modeconn.data.prepare import DataConfig, PreparedData
 from modeconn.distributed import resolve_device
-from modeconn.experiment import DataConfig, PreparedData
 from modeconn.io import write_table
 from modeconn.rundir import RunDir, open_run
 

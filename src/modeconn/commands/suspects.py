@@ -14,12 +14,15 @@ from pathlib import Path
 import torch
 
 from modeconn.checkpoints import Checkpoint, load_model
+from modeconn.data.prepare import DataConfig, PreparedData, prepare_data
 from modeconn.defenses.repair import RepairConfig
 from modeconn.errors import ModeconnError
-from modeconn.experiment import DataConfig, PreparedData, check_compatible, prepare_data
+from modeconn.models.sizing import check_compatible
 
 #: The data set of a checkpoint whose sidecar names none.
 DEFAULT_DATASET = "fashion-mnist"
+#: Clean training images a scan or repair uses when the data configuration names no size.
+DEFAULT_BONAFIDE = 2500
 
 
 def load_suspects(paths: Sequence[str | Path], device: torch.device) -> list[Checkpoint]:
@@ -36,23 +39,19 @@ def load_suspects(paths: Sequence[str | Path], device: torch.device) -> list[Che
 
 
 def bonafide_data(
-    data: DataConfig | None,
-    checkpoint: Checkpoint,
-    source: str | Path,
-    *,
-    bonafide: float,
-    seed: int,
-    holdout_fraction: float | None = None,
+    data: DataConfig | None, checkpoint: Checkpoint, source: str | Path, *, seed: int
 ) -> tuple[DataConfig, PreparedData]:
-    """The data configuration (dataset from the sidecar when not given) and its prepared splits,
+    """The data configuration (the sidecar's data set when none is named, ``DEFAULT_BONAFIDE``
+    images when no size is given, no augmentation, the command's seed) and its prepared splits,
     checked against the checkpoint's input shape and classes."""
     data = data if data is not None else DataConfig(dataset=None)
-    changes: dict = {"bonafide": bonafide, "augment": False, "seed": seed}
-    if not data.dataset:  # None or "": the data set the model was trained on, from its sidecar
-        changes["dataset"] = checkpoint.dataset or DEFAULT_DATASET
-    if holdout_fraction is not None:
-        changes["holdout_fraction"] = holdout_fraction
-    data = dataclasses.replace(data, **changes)
+    data = dataclasses.replace(
+        data,
+        dataset=data.dataset or checkpoint.dataset or DEFAULT_DATASET,
+        bonafide=DEFAULT_BONAFIDE if data.bonafide is None else data.bonafide,
+        augment=False,
+        seed=seed,
+    )
     prepared = prepare_data(data)
     check_compatible(checkpoint.spec, prepared, str(source))
     return data, prepared
@@ -65,16 +64,9 @@ def load_repair_inputs(
     device: torch.device,
 ) -> tuple[Checkpoint, Checkpoint | None, DataConfig, PreparedData]:
     """A repair's inputs: the tampered model, the second one (or None), and the bonafide data
-    drawn with the repair's size, hold-out fraction and seed."""
+    drawn with the repair's seed."""
     if not 1 <= len(model_paths) <= 2:
         raise ModeconnError("repair takes one or two models")
     tampered, *rest = load_suspects(model_paths, device)
-    data, prepared = bonafide_data(
-        data,
-        tampered,
-        model_paths[0],
-        bonafide=config.bonafide,
-        seed=config.seed,
-        holdout_fraction=config.holdout_fraction,
-    )
+    data, prepared = bonafide_data(data, tampered, model_paths[0], seed=config.seed)
     return tampered, (rest[0] if rest else None), data, prepared

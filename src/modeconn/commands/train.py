@@ -15,17 +15,12 @@ import torch
 from torch import nn
 
 from modeconn.checkpoints import load_model, save_model
+from modeconn.data.prepare import DataConfig, PreparedData, prepare_data
 from modeconn.defenses.adversarial import AdversarialConfig, RobustEvaluation
 from modeconn.distributed import DistContext, init_distributed, resolve_device
 from modeconn.errors import ModeconnError
-from modeconn.experiment import (
-    DataConfig,
-    PreparedData,
-    check_compatible,
-    model_spec_for,
-    prepare_data,
-)
 from modeconn.models import ModelSpec, build_model, check_model_kwargs
+from modeconn.models.sizing import check_compatible, model_spec_for
 from modeconn.rundir import RunDir, open_optional_run, open_run
 from modeconn.training import Objective, TrainConfig, evaluate_model, train
 

@@ -21,8 +21,8 @@ from modeconn.connectivity.curves import ControlPointModel, Curve
 from modeconn.connectivity.metrics import PathMetric
 from modeconn.connectivity.surfaces import CORNER_NAMES, CORNERS_UV, Surface
 from modeconn.data import make_eval_loader, stratified_indices
+from modeconn.data.prepare import PreparedData
 from modeconn.errors import InvalidArgument, ModeconnError
-from modeconn.experiment import PreparedData
 from modeconn.io import atomic_write_text, read_table, write_table  # noqa: F401 (re-exported)
 from modeconn.progress import make_progress
 from modeconn.training import evaluate_model

@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from modeconn.experiment import PreparedData
+from modeconn.data.prepare import PreparedData
 from modeconn.training import evaluate_model
 
 

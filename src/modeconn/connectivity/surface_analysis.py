@@ -17,7 +17,7 @@ from torch import nn
 from modeconn.connectivity.curves import Curve, load_buffers
 from modeconn.connectivity.evaluate import PointData, evaluate_point, holdout_split_of
 from modeconn.connectivity.surfaces import Surface, grid_from_curves
-from modeconn.experiment import PreparedData
+from modeconn.data.prepare import PreparedData
 
 StateDict = dict[str, torch.Tensor]
 

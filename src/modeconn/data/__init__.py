@@ -27,6 +27,7 @@ from modeconn.data.loaders import (
     to_unit_float,
 )
 from modeconn.data.npz import load_npz
+from modeconn.data.prepare import DataConfig, PreparedData, prepare_data
 from modeconn.data.registry import (
     AUGMENTATIONS,
     DEFAULT_DATASET,
@@ -45,9 +46,11 @@ __all__ = [
     "DEFAULT_DATASET",
     "USER_FORMATS",
     "ArraySplits",
+    "DataConfig",
     "DataSplits",
     "DatasetInfo",
     "MissingFilesError",
+    "PreparedData",
     "RawDataset",
     "SourceData",
     "TensorLoader",
@@ -66,6 +69,7 @@ __all__ = [
     "load_svhn",
     "make_eval_loader",
     "make_splits",
+    "prepare_data",
     "random_crop_flip",
     "read_idx",
     "stratified_indices",

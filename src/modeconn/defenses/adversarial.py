@@ -244,7 +244,7 @@ class TRADES(AdversarialObjective):
 # --- configuration --------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class AdversarialConfig:
     """Everything ``modeconn train --adversarial ...`` sets: the method, its attack, and AWP.
 

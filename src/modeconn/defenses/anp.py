@@ -44,7 +44,7 @@ from modeconn.progress import make_progress
 from modeconn.training import BatchSource, evaluate_model
 
 
-@dataclass
+@dataclass(frozen=True)
 class ANPConfig:
     """ANP's settings: the paper's ε = 0.4, α = 0.2, mask lr 0.2 (momentum 0.9) and one ascent
     step on δ per round; 300 rounds (the paper: 2,000 on 1% of CIFAR-10) suit small bonafide sets.

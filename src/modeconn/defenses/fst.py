@@ -34,7 +34,7 @@ from modeconn.models import last_linear_name
 from modeconn.training import BatchSource, Objective, TrainConfig, TrainingRun
 
 
-@dataclass
+@dataclass(frozen=True)
 class FSTConfig:
     """FST's optimisation, scaled to small bonafide sets.
 

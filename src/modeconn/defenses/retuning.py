@@ -23,12 +23,12 @@ from torch import nn
 
 from modeconn.attacks.backdoor import TriggerSpec, backdoor_metrics, poison_transform
 from modeconn.data import TensorLoader
+from modeconn.data.prepare import PreparedData
 from modeconn.defenses.baselines import fine_tune
-from modeconn.experiment import PreparedData
 from modeconn.training import TrainConfig
 
 
-@dataclass
+@dataclass(frozen=True)
 class RetuningConfig:
     """The retuning attack's set and optimisation (documented defaults; see the module doc)."""
 

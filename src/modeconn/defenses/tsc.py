@@ -25,7 +25,7 @@ our alignment measurements found less exact for aligning (see ``modeconn align``
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -46,7 +46,7 @@ def _tsc_curve() -> TrainConfig:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class TSCConfig:
     """TSC's settings: the reference code's t = 0.4 and lr 0.02, one round of 40 epochs per
     stage (the reference: three rounds of 200 on CIFAR-10, too long for 2,000 images on a CPU)."""
@@ -94,8 +94,7 @@ def symmetry_connectivity(
     """
     config.validate()
     spec = permutation_spec(model)
-    cfg = copy.deepcopy(config.curve)
-    cfg.seed = seed
+    cfg = dataclasses.replace(config.curve, seed=seed)
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     norm = weight_distance(start, {k: torch.zeros_like(v) for k, v in start.items()})
     current = model

@@ -41,13 +41,13 @@ import torch
 from torch import nn
 
 from modeconn.data import TensorLoader
+from modeconn.data.prepare import PreparedData
 from modeconn.defenses.baselines import fine_tune
 from modeconn.defenses.scan import ScanResult, UnlearningTransform
-from modeconn.experiment import PreparedData
 from modeconn.training import TrainConfig, TrainingRun
 
 
-@dataclass
+@dataclass(frozen=True)
 class UnlearningConfig:
     """How much of each batch is stamped, how strongly, and the optimisation."""
 

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from modeconn.data.prepare import PreparedData
 from modeconn.errors import InvalidArgument, ModeconnError
-from modeconn.experiment import PreparedData
 from modeconn.landscape.directions import Evaluator
 from modeconn.landscape.input_hessian import input_hessian_stats
 from modeconn.training import evaluate_model

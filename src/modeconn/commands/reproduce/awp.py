@@ -24,11 +24,11 @@ from modeconn.commands.reproduce.aggregate import (
     write_tables,
 )
 from modeconn.commands.reproduce.claim import Claim, StepOptions
-from modeconn.commands.steps import check_experiment, run_step
+from modeconn.commands.steps import check_experiment, resume_flags, run_step
 from modeconn.commands.train import run_train
+from modeconn.data.prepare import DataConfig
 from modeconn.defenses.adversarial import AdversarialConfig, RobustEvaluation
 from modeconn.errors import InvalidArgument
-from modeconn.experiment import DataConfig
 from modeconn.report.landscape_plots import plot_robust_overfitting
 from modeconn.rundir import RunDir
 from modeconn.training import TrainConfig
@@ -197,8 +197,7 @@ def _train_step(
             robust=RobustEvaluation(attack=settings.attack, limit=settings.robust_limit),
             robust_each_epoch=True,
             device=options.device,
-            force=not resume,
-            resume=resume,
+            **resume_flags(resume),
             progress=options.progress,
         )
 

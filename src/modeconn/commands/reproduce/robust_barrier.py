@@ -28,11 +28,11 @@ from modeconn.commands.reproduce.aggregate import (
     write_tables,
 )
 from modeconn.commands.reproduce.claim import Claim, StepOptions
-from modeconn.commands.steps import check_experiment, run_step
+from modeconn.commands.steps import check_experiment, resume_flags, run_step
 from modeconn.commands.train import run_train
+from modeconn.data.prepare import DataConfig
 from modeconn.defenses.adversarial import AdversarialConfig, RobustEvaluation
 from modeconn.errors import InvalidArgument
-from modeconn.experiment import DataConfig
 from modeconn.io import read_table
 from modeconn.landscape.metrics import robust_barrier_figures
 from modeconn.report.landscape_plots import attack_success_rate, plot_robust_barrier
@@ -134,8 +134,7 @@ def _trainer(
             adversarial=adversarial,
             robust=RobustEvaluation(attack=settings.attack, limit=settings.robust_limit),
             device=options.device,
-            force=not resume,
-            resume=resume,
+            **resume_flags(resume),
             progress=options.progress,
         )
 
@@ -164,8 +163,7 @@ def _connector(
             ),
             num_bends=settings.num_bends,
             device=options.device,
-            force=not resume,
-            resume=resume,
+            **resume_flags(resume),
             progress=options.progress,
         )
 

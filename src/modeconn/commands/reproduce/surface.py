@@ -51,8 +51,8 @@ from modeconn.commands.reproduce.claim import Claim, StepOptions
 from modeconn.commands.reproduce.surface_steps import corner_average_figures, run_surface_steps
 from modeconn.commands.steps import check_experiment
 from modeconn.connectivity.surfaces import CENTRES
+from modeconn.data.prepare import DataConfig
 from modeconn.errors import InvalidArgument
-from modeconn.experiment import DataConfig
 from modeconn.io import read_table
 from modeconn.report.plots import plot_surface_comparison
 from modeconn.rundir import RunDir

@@ -17,15 +17,15 @@ from modeconn.checkpoints import load_model
 from modeconn.commands.align import run_align
 from modeconn.commands.connect import run_connect
 from modeconn.commands.reproduce.claim import StepOptions
-from modeconn.commands.steps import run_step
+from modeconn.commands.steps import resume_flags, run_step
 from modeconn.commands.surface import run_surface
 from modeconn.commands.surface_eval import run_surface_eval
 from modeconn.commands.train import run_train
 from modeconn.connectivity.checkpoints import endpoint_meta, load_curve, save_surface
 from modeconn.connectivity.surface_analysis import surface_from_curves, weight_average_figures
 from modeconn.connectivity.surfaces import CORNER_NAMES, EDGES
+from modeconn.data.prepare import DataConfig, prepare_data
 from modeconn.distributed import resolve_device
-from modeconn.experiment import DataConfig, prepare_data
 from modeconn.models import build_model
 from modeconn.training import TrainConfig
 
@@ -79,8 +79,7 @@ def _train_corners(
                 ),
                 data_seed=seed,
                 device=options.device,
-                force=not resume,
-                resume=resume,
+                **resume_flags(resume),
                 progress=options.progress,
             )
 
@@ -140,8 +139,7 @@ def _train_edge_curves(
                 config=family_config(settings.curve_epochs, settings.surface_lr, seed),
                 num_bends=3,
                 device=options.device,
-                force=not resume,
-                resume=resume,
+                **resume_flags(resume),
                 progress=options.progress,
             )
 
@@ -215,8 +213,7 @@ def _surface_step(
             grid=settings.grid,
             train_eval_limit=settings.train_eval_limit,
             device=options.device,
-            force=not resume,
-            resume=resume,
+            **resume_flags(resume),
             progress=options.progress,
         )
 

@@ -36,13 +36,12 @@ def _finetune() -> TrainConfig:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class RepairConfig:
     """Settings of a repair. ``curve`` trains the unlearning path (gentle by default);
-    ``path_curve`` the scan-free path of ``method="path"`` (Zhao et al. scaled to small data)."""
+    ``path_curve`` the scan-free path of ``method="path"`` (Zhao et al. scaled to small data).
+    The bonafide data (its size, its held-out fraction) is the data configuration's."""
 
-    bonafide: float = 2500
-    holdout_fraction: float = 0.2
     method: str = "auto"
     curve: TrainConfig = field(default_factory=_gentle_curve)
     path_curve: TrainConfig = field(default_factory=_path_curve)

@@ -10,6 +10,7 @@ builder never needs to know which others ran.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -20,13 +21,13 @@ from torch import nn
 from modeconn.attacks.metrics import AttackSuccessMetric
 from modeconn.checkpoints import Checkpoint
 from modeconn.connectivity import Curve, evaluate_path
+from modeconn.data.prepare import PreparedData
 from modeconn.defenses.repair.choice import HOLDOUT_METRIC
 from modeconn.defenses.repair.evaluation import AttackUnderTest, evaluate_candidate
 from modeconn.defenses.repair.results import ENDPOINT_B, TAMPERED, Built, Candidate
 from modeconn.defenses.retuning import retuning_attack_asr
 from modeconn.defenses.scan import ScanResult, scan_images, scan_model
 from modeconn.defenses.unlearning import unlearn
-from modeconn.experiment import PreparedData
 from modeconn.training import TrainConfig, TrainingRun
 
 if TYPE_CHECKING:
@@ -190,6 +191,5 @@ class RepairContext:
         """ASR after the retuning attack (backdoors only; evaluation only)."""
         if self.attack.trigger is None:
             return None
-        cfg = copy.deepcopy(self.config.retuning)
-        cfg.seed = self.config.seed
+        cfg = dataclasses.replace(self.config.retuning, seed=self.config.seed)
         return retuning_attack_asr(model, self.data, self.attack.trigger, cfg, self.device)

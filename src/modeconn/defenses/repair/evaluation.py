@@ -18,10 +18,10 @@ from modeconn.attacks.backdoor import TriggerSpec, apply_trigger, target_labels
 from modeconn.attacks.evasion import RandomPointModel, pgd
 from modeconn.attacks.metrics import metric_from_attack_spec
 from modeconn.connectivity import Curve
+from modeconn.data.prepare import PreparedData
 from modeconn.defenses.repair.choice import HOLDOUT_METRIC
 from modeconn.defenses.repair.results import Candidate
 from modeconn.defenses.scan import ScanResult
-from modeconn.experiment import PreparedData
 from modeconn.training import evaluate_model
 
 

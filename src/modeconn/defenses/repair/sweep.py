@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 from modeconn.checkpoints import Checkpoint
+from modeconn.data.prepare import DataConfig, prepare_data
 from modeconn.defenses.repair.config import RepairConfig
 from modeconn.defenses.repair.context import StageFn
 from modeconn.defenses.repair.repair import Repair
 from modeconn.defenses.repair.results import slug
-from modeconn.experiment import DataConfig, prepare_data
 from modeconn.training import TrainConfig, TrainingRun
 
 
@@ -38,7 +38,7 @@ def sweep_repairs(
     11 path points); one row per size with the chosen candidate's figures."""
     rows = []
     for n in config.sweep:
-        cfg = dataclasses.replace(config, bonafide=n, baselines=False, eot=False, points=11)
+        cfg = dataclasses.replace(config, baselines=False, eot=False, points=11)
         prepared = prepare_data(dataclasses.replace(data, bonafide=n))
         repair = Repair(
             tampered,

@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from modeconn.data.prepare import PreparedData
 from modeconn.defenses.scan.kinds import TriggerSet
 from modeconn.defenses.scan.synthesis import ScanConfig, synthesize_triggers
 from modeconn.errors import ModeconnError
-from modeconn.experiment import PreparedData
 
 MAD_SCALE = 1.4826  # makes the MAD a consistent estimate of the standard deviation
 

@@ -26,7 +26,7 @@ from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.modes import eval_mode
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScanConfig:
     """Settings of the trigger synthesis and the anomaly test."""
 

@@ -8,7 +8,7 @@ bonafide set; t comes from the held-out rule.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from typing import ClassVar
 
 import torch
@@ -51,8 +51,7 @@ class PathRepair:
     def build(self, context: RepairContext) -> Built:
         config = context.config
         a, b = context.unlearnt_endpoints()
-        cfg = copy.deepcopy(config.curve)
-        cfg.seed = config.seed
+        cfg = dataclasses.replace(config.curve, seed=config.seed)
         loader = unlearning_loader(
             context.data,
             context.endpoint_scans(),

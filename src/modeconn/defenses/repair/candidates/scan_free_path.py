@@ -7,7 +7,7 @@ or on the straight line (``init="linear"``, the reference code).
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from typing import ClassVar
 
 import torch
@@ -24,8 +24,7 @@ from modeconn.models import build_model
 def second_endpoint(context: RepairContext) -> nn.Module:
     """The paper's one-model set-up: the tampered model fine-tuned on the bonafide data."""
     config = context.config
-    cfg = copy.deepcopy(config.finetune)
-    cfg.seed = config.seed
+    cfg = dataclasses.replace(config.finetune, seed=config.seed)
     return fine_tune(
         context.tampered.model,
         context.data.train_loader(cfg.batch_size, split="bonafide", device=context.device),
@@ -47,8 +46,7 @@ def random_interior_points(context: RepairContext) -> list[dict[str, torch.Tenso
 def scan_free_curve(context: RepairContext, other: nn.Module) -> Curve:
     """Fit the curve between the tampered endpoints on the bonafide data."""
     config = context.config
-    cfg = copy.deepcopy(config.path_curve)
-    cfg.seed = config.seed
+    cfg = dataclasses.replace(config.path_curve, seed=config.seed)
     model = context.tampered.model
     return fit_curve(
         model,

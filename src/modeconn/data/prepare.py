@@ -13,23 +13,16 @@ from typing import Any
 
 import torch
 
-from modeconn.data import (
-    DataSplits,
-    RawDataset,
-    TensorLoader,
-    load_dataset,
-    make_eval_loader,
-    make_splits,
-    stratified_indices,
-)
+from modeconn.data.loaders import TensorLoader, make_eval_loader
+from modeconn.data.registry import RawDataset, load_dataset
+from modeconn.data.splits import DataSplits, make_splits, stratified_indices
 from modeconn.distributed import DistContext
 from modeconn.errors import InvalidArgument, ModeconnError
-from modeconn.models import ModelSpec
 
 SPLITS = ("train", "val", "test", "bonafide", "bonafide_holdout")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """Which data a command uses and how it is split.
 
@@ -171,31 +164,3 @@ def prepare_data(config: DataConfig) -> PreparedData:
     else:
         test_idx = torch.arange(len(raw.test_y))
     return PreparedData(config=config, raw=raw, splits=splits, test_indices=test_idx)
-
-
-def model_spec_for(arch: str, info, kwargs: dict[str, Any] | None = None) -> ModelSpec:
-    """The model spec of architecture ``arch`` sized for data set ``info``."""
-    return ModelSpec(
-        arch=arch,
-        kwargs=dict(kwargs or {}),
-        in_channels=info.in_channels,
-        image_size=info.image_size,
-        num_classes=info.num_classes,
-        mean=tuple(info.mean),
-        std=tuple(info.std),
-    )
-
-
-def check_compatible(spec: ModelSpec, data: PreparedData, source: str) -> None:
-    """A model trained for other inputs gets one clear line instead of a shape error deep inside."""
-    info = data.info
-    if (spec.in_channels, spec.image_size, spec.num_classes) != (
-        info.in_channels,
-        info.image_size,
-        info.num_classes,
-    ):
-        raise ModeconnError(
-            f"{source} expects {spec.in_channels}×{spec.image_size}×{spec.image_size} inputs and "
-            f"{spec.num_classes} classes, but {info.name} has {info.in_channels}×{info.image_size}"
-            f"×{info.image_size} and {info.num_classes}"
-        )
