@@ -177,6 +177,13 @@ def read_attack_spec(path: Path | None) -> dict | None:
         raise ModeconnError(f"cannot read --attack {path}: {err}") from None
 
 
+def print_verdict(summary: dict) -> None:
+    """The summary's warning, in yellow on stderr before the tables: a repair that could not be
+    verified without the trigger must not read as a success (stdout keeps the summary)."""
+    if "warning" in summary:
+        typer.secho(f"warning: {summary['warning']}", fg=typer.colors.YELLOW, err=True)
+
+
 @app.command("repair")
 @option_groups
 def repair_command(
@@ -215,6 +222,7 @@ def repair_command(
         attack=read_attack_spec(attack),
         **run.keywords(),
     )
+    print_verdict(summary)
     print_summary(summary, out)
     if (out / "comparison.md").exists():
         typer.echo((out / "comparison.md").read_text())

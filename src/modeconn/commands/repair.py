@@ -18,11 +18,13 @@ from modeconn.commands.suspects import load_repair_inputs
 from modeconn.connectivity import save_curve
 from modeconn.data.prepare import DataConfig
 from modeconn.defenses.repair import (
+    ATTACK_NOT_MEASURED,
     TAMPERED,
     Candidate,
     Repair,
     RepairConfig,
     RepairResult,
+    repair_warnings,
     slug,
     sweep_repairs,
 )
@@ -83,11 +85,32 @@ def summary_row(summary: dict[str, Any], name: str) -> dict[str, float]:
     return {k: summary[f"{prefix}_{k}"] for k in names if f"{prefix}_{k}" in summary}
 
 
+def verdict_summary(result: RepairResult, key: str | None) -> dict[str, Any]:
+    """The keys that lead a repair's summary: what could be verified without the trigger.
+
+    ``verified``: the scan found a backdoor in the tampered model(s) and none in the returned
+    model — the only evidence of success a user without the trigger has. ``warning`` (only when
+    not verified): why not, in plain sentences (:func:`~modeconn.defenses.repair.repair_warnings`).
+    ``attack_measured``: the attack's figure (``asr`` or ``injection_success``) was measured on
+    the test set with the known trigger; ``attack_note`` (only when not) says that it was not.
+    """
+    warnings = repair_warnings(result)
+    summary: dict[str, Any] = {"verified": not warnings}
+    if warnings:
+        summary["warning"] = " ".join(warnings)
+    summary["attack_measured"] = key is not None
+    if key is None:
+        summary["attack_note"] = ATTACK_NOT_MEASURED
+    return summary
+
+
 def repair_summary(result: RepairResult, key: str | None, bonafide: int) -> dict[str, Any]:
-    """Flat summary keys: the chosen model's figures, then every row's under its slug."""
+    """Flat summary keys: the verdict first (:func:`verdict_summary`), then the chosen model's
+    figures, then every row's under its slug."""
     chosen = result.chosen
     tampered = result.references[0]
     summary: dict[str, Any] = {
+        **verdict_summary(result, key),
         "method": chosen.name,
         "choice_rule": result.choice_rule,
         "clean_acc": chosen.metrics["clean_acc"],
@@ -191,7 +214,8 @@ def run_repair(
 
     Writes ``repaired.safetensors`` (+ sidecar: the chosen candidate), ``curve.safetensors`` and
     ``path.csv`` (when a path was trained), ``comparison.csv``/``.md``, ``scans/NAME/`` (every
-    scan: verdict, table, trigger images), plots and ``summary.json``; returns the summary.
+    scan: verdict, table, trigger images), plots and ``summary.json``, which leads with whether
+    the result could be verified without the trigger (:func:`verdict_summary`); returns it.
     ``attack`` overrides the sidecar's attack spec (evaluation only). ``resume`` continues an
     interrupted repair in ``out`` (see :class:`Stages`); the result equals an uninterrupted run's.
     """
@@ -240,5 +264,6 @@ __all__ = [
     "row_summary",
     "run_repair",
     "summary_row",
+    "verdict_summary",
     "write_repair_outputs",
 ]

@@ -43,8 +43,10 @@ from modeconn.defenses.repair.results import (
     slug,
 )
 from modeconn.defenses.repair.sweep import sweep_repairs
+from modeconn.defenses.repair.verdict import ATTACK_NOT_MEASURED, repair_warnings
 
 __all__ = [
+    "ATTACK_NOT_MEASURED",
     "BASELINES",
     "CANDIDATES",
     "ENDPOINT_B",
@@ -66,6 +68,7 @@ __all__ = [
     "choose_candidate",
     "choose_t",
     "evaluate_candidate",
+    "repair_warnings",
     "scan_figures",
     "slug",
     "sweep_repairs",
