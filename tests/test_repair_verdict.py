@@ -1,0 +1,143 @@
+"""Honest verdicts: a repair that cannot be verified without the trigger says so first — in the
+summary, on the terminal and at the top of the report (built from hand-made results, no training).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from torch import nn
+
+from modeconn.cli.repair import print_verdict
+from modeconn.commands.repair import repair_summary
+from modeconn.defenses.repair import (
+    ATTACK_NOT_MEASURED,
+    ENDPOINT_B,
+    TAMPERED,
+    Candidate,
+    RepairResult,
+    repair_warnings,
+)
+from modeconn.defenses.scan import ScanResult
+from modeconn.report.html import render_report
+
+PATH, NC = "path repair", "NC-unlearning"
+
+
+def scan(flagged: list[int], untargeted: float | None = None) -> ScanResult:
+    """A scan result by hand: class 0's index is 5 when flagged, 1 otherwise."""
+    index = [5.0 if 0 in flagged else 1.0] + [0.0] * 9
+    return ScanResult({}, {}, index, flagged, 3.0, untargeted_index=untargeted)
+
+
+def result(scans: dict[str, ScanResult], chosen: str = NC) -> RepairResult:
+    """A repair result with the two default candidates and the given scans."""
+    figures = {"clean_acc": 0.9, "clean_loss": 0.3, "asr": 0.01}
+    candidates = [Candidate(PATH, dict(figures)), Candidate(NC, dict(figures))]
+    return RepairResult(
+        chosen=next(c for c in candidates if c.name == chosen),
+        chosen_model=nn.Identity(),
+        choice_rule=f"{chosen}: the rule",
+        candidates=candidates,
+        references=[Candidate(TAMPERED, {"clean_acc": 0.91, "asr": 0.99})],
+        baselines=[],
+        scans=scans,
+        path=None,
+        path_candidate=PATH,
+        noisy_rows=[],
+        timings={"scan": 1.0},
+    )
+
+
+def test_a_found_backdoor_that_the_returned_model_passes_is_verified():
+    found = result({TAMPERED: scan([0]), PATH: scan([]), NC: scan([])})
+    assert repair_warnings(found) == []
+    untargeted = result({TAMPERED: scan([], untargeted=1.7), PATH: scan([]), NC: scan([])})
+    assert repair_warnings(untargeted) == []  # a label flipper is a finding too
+    second = result({TAMPERED: scan([]), ENDPOINT_B: scan([0]), PATH: scan([]), NC: scan([])})
+    assert repair_warnings(second) == []  # B's triggers were unlearnt as well
+
+
+def test_nothing_found_in_the_tampered_model_is_said_first():
+    blind = result({TAMPERED: scan([]), PATH: scan([0]), NC: scan([0])})
+    warnings = repair_warnings(blind)
+    assert len(warnings) == 2
+    assert "found no backdoor in the tampered model" in warnings[0]
+    assert "nothing was found to unlearn" in warnings[0] and "cannot be verified" in warnings[0]
+    assert "every candidate" in warnings[1] and "may not have worked" in warnings[1]
+    two = result({TAMPERED: scan([]), ENDPOINT_B: scan([]), PATH: scan([]), NC: scan([])})
+    assert repair_warnings(two) == [repair_warnings(two)[0]]
+    assert "either tampered model" in repair_warnings(two)[0]
+
+
+def test_every_candidate_flagged_is_a_warning():
+    flagged = result({TAMPERED: scan([0]), PATH: scan([0]), NC: scan([0])})
+    (warning,) = repair_warnings(flagged)
+    assert f"the returned {NC} included" in warning and "class 0 (index 5.00)" in warning
+    one_passes = result({TAMPERED: scan([0]), PATH: scan([0]), NC: scan([])})
+    assert repair_warnings(one_passes) == []
+
+
+def test_summary_leads_with_the_verdict_and_says_when_asr_is_not_measured(capsys):
+    blind = result({TAMPERED: scan([]), PATH: scan([]), NC: scan([])})
+    summary = repair_summary(blind, None, 300)
+    assert list(summary)[:4] == ["verified", "warning", "attack_measured", "attack_note"]
+    assert summary["verified"] is False and summary["attack_measured"] is False
+    assert summary["attack_note"] == ATTACK_NOT_MEASURED and "asr" not in summary
+    assert summary["tampered_backdoor_found"] is False  # the existing keys stay
+    print_verdict(summary)
+    assert "cannot be verified" in capsys.readouterr().err
+    verified = repair_summary(result({TAMPERED: scan([0]), PATH: scan([]), NC: scan([])}), "asr", 1)
+    assert verified["verified"] is True and verified["attack_measured"] is True
+    assert "warning" not in verified and "attack_note" not in verified and verified["asr"] == 0.01
+    print_verdict(verified)
+    assert capsys.readouterr().err == ""
+
+
+def hand_written_run(path: Path, summary: dict) -> Path:
+    """A repair's run directory as the command writes it, minus the models and figures."""
+    (path / "scans" / "tampered").mkdir(parents=True)
+    (path / "config.json").write_text(
+        json.dumps({"command": "repair", "models": ["bd.safetensors"], "attack": None})
+    )
+    (path / "summary.json").write_text(json.dumps(summary))
+    (path / "comparison.csv").write_text(
+        "model,clean_acc,bonafide_holdout_acc,max_anomaly_index,flagged,detail\n"
+        "tampered (A),0.9072,0.928,1.9,0,\n"
+        "path repair,0.8906,0.914,0.88,0,t=0.70\n"
+        "NC-unlearning,0.8935,0.916,1.14,0,A unlearnt\n"
+    )
+    verdict = {"model": TAMPERED, "verdict": "no class flagged", "max_anomaly_index": 1.9}
+    (path / "scans" / "tampered" / "summary.json").write_text(json.dumps(verdict))
+    return path
+
+
+def test_report_opens_with_the_warning_and_groups_the_keys(tmp_path: Path):
+    blind = result({TAMPERED: scan([]), PATH: scan([]), NC: scan([])})
+    summary = repair_summary(blind, None, 2500)
+    summary.update(t=0.7, t_rule="farthest from both", path_candidate=PATH)
+    summary["seconds_unlearning"] = 2.5
+    page = render_report(hand_written_run(tmp_path / "run", summary))
+    warning = page.index("Not verified.")
+    assert warning < page.index("Why this model") < page.index("<h2>Summary</h2>")
+    assert html.escape(summary["warning"]) in page and html.escape(ATTACK_NOT_MEASURED) in page
+    assert "Chosen point" not in page  # NC-unlearning was returned, not the path's point
+    assert "<h3>Candidates and baselines</h3>" in page and "Clean accuracy" in page
+    assert "<td>90.7%</td>" in page and "NC-unlearning (returned)" in page
+    assert "<h3>Timings</h3>" in page and "<td>NC-unlearning</td><td>2.5</td>" in page
+    assert "<h3>Settings</h3>" in page and "unknown (no trigger: ASR not measured)" in page
+    folded = page.index("<details>")
+    assert folded > page.index("<h3>Settings</h3>") and page.index("seconds_unlearning") > folded
+
+
+def test_report_shows_the_chosen_point_only_when_the_path_was_returned(tmp_path: Path):
+    found = result({TAMPERED: scan([0]), PATH: scan([]), NC: scan([])}, chosen=PATH)
+    summary = repair_summary(found, "asr", 2500)
+    summary.update(t=0.7, t_rule="farthest from both", path_candidate=PATH)
+    page = render_report(hand_written_run(tmp_path / "run", summary))
+    assert "Not verified" not in page and "Verified without the trigger" in page
+    assert page.index("<h2>Chosen point</h2>") < page.index("<h2>Summary</h2>")
+    assert "<b>t = 0.7000</b> — farthest from both" in page
+    assert "attack success 1.0% (tampered" in page and "Attack success</b>:" not in page
