@@ -14,6 +14,7 @@ from modeconn.cli.common import (
     Checkpoint,
     ClassifierTraining,
     EvaluationData,
+    ForeignModelOptions,
     JobOptions,
     Out,
     RunOptions,
@@ -147,6 +148,7 @@ def inject_command(
     steps: Annotated[int | None, typer.Option("--steps", help="Maximum gradient steps.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Step size of the optimiser.")] = None,
     data: EvaluationData = EvaluationData(),
+    foreign: ForeignModelOptions = ForeignModelOptions(),
     train_limit: TrainLimit = None,
     job: JobOptions = JobOptions(),
 ) -> None:
@@ -166,6 +168,7 @@ def inject_command(
         steps=steps,
         lr=lr,
         **data.keywords(),
+        **foreign.keywords(),
         train_limit=train_limit,
         **job.keywords(),
     )
@@ -207,6 +210,7 @@ def attack_command(
         api.run_attack, "batch_size"
     ),
     data: EvaluationData = EvaluationData(),
+    foreign: ForeignModelOptions = ForeignModelOptions(),
     job: JobOptions = JobOptions(),
 ) -> None:
     """Evasion attack on a checkpoint; summary.json holds robust_acc, robust_loss, clean_acc."""
@@ -225,6 +229,7 @@ def attack_command(
             "seed": job.seed,
         },
         **data.keywords(),
+        **foreign.keywords(),
         batch_size=batch_size,
         **job.keywords(),
     )

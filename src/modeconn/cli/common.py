@@ -23,6 +23,7 @@ import typer
 from modeconn.attacks.config import AttackConfig
 from modeconn.data.prepare import DataConfig
 from modeconn.errors import ModeconnError
+from modeconn.models.foreign import ForeignArchitecture
 from modeconn.training import TrainConfig
 
 Result = TypeVar("Result")
@@ -417,6 +418,82 @@ class RunOptions:
             "resume": self.resume,
             "progress": not self.quiet,
         }
+
+
+Arch = Annotated[
+    str | None,
+    typer.Option(
+        "--arch",
+        help="Architecture of weights without a modeconn sidecar (a .safetensors/.pt/.pth/.bin "
+        "state dict): a zoo name or package.module:factory; input shape and classes come from "
+        "the data set.",
+    ),
+]
+ArchKwargs = Annotated[
+    str | None,
+    typer.Option("--arch-kwargs", help="JSON object of keyword arguments for --arch."),
+]
+InputMean = Annotated[
+    str | None,
+    typer.Option(
+        "--mean",
+        help="Input normalisation of the --arch weights: per-channel means, comma-separated "
+        "(default: none, the model takes images in [0, 1]).",
+    ),
+]
+InputStd = Annotated[
+    str | None,
+    typer.Option("--std", help="Per-channel standard deviations to go with --mean."),
+]
+
+
+def parse_float_list(text: str, option: str) -> tuple[float, ...]:
+    """Comma-separated numbers, e.g. ``--mean 0.49,0.48,0.45``."""
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ModeconnError(f"{option} must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise ModeconnError(f"{option} needs at least one number")
+    return values
+
+
+@dataclasses.dataclass(frozen=True)
+class ForeignModelOptions:
+    """``--arch``, ``--arch-kwargs``, ``--mean``, ``--std``: what weights without a modeconn
+    sidecar are (a model trained by the user's own code), for every command that reads a model."""
+
+    arch: Arch = None
+    arch_kwargs: ArchKwargs = None
+    mean: InputMean = None
+    std: InputStd = None
+
+    def architecture(self) -> ForeignArchitecture | None:
+        """The API's ``foreign`` argument (None without ``--arch``), checked: the factory is
+        imported and takes the options."""
+        if self.arch is None:
+            given = [flag for flag, value in self._described() if value is not None]
+            if given:
+                raise ModeconnError(f"{', '.join(given)} describe(s) --arch weights: add --arch")
+            return None
+        if (self.mean is None) != (self.std is None):
+            raise ModeconnError("--mean and --std go together: give both or neither")
+        normalisation = {}
+        if self.mean is not None and self.std is not None:
+            normalisation = {
+                "mean": parse_float_list(self.mean, "--mean"),
+                "std": parse_float_list(self.std, "--std"),
+            }
+        kwargs = parse_json_kwargs(self.arch_kwargs, "--arch-kwargs")
+        return ForeignArchitecture(self.arch, kwargs, **normalisation)
+
+    def _described(self) -> list[tuple[str, str | None]]:
+        """The options that only mean something with ``--arch``, by flag."""
+        return [("--arch-kwargs", self.arch_kwargs), ("--mean", self.mean), ("--std", self.std)]
+
+    def keywords(self) -> dict[str, Any]:
+        """The API's ``foreign`` argument."""
+        return {"foreign": self.architecture()}
 
 
 def print_summary(summary: dict[str, Any], out: Path | None = None) -> None:

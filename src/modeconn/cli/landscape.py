@@ -14,6 +14,7 @@ from modeconn.cli.common import (
     DataDir,
     Device,
     Force,
+    ForeignModelOptions,
     JobOptions,
     OptDataset,
     OptOut,
@@ -70,6 +71,7 @@ def hessian_command(
     model_path: Checkpoint,
     dataset: OptDataset = None,
     data_dir: DataDir = None,
+    foreign: ForeignModelOptions = ForeignModelOptions(),
     split: Split = default_of(run_hessian, "split"),
     limit: Limit = default_of(run_hessian, "limit"),
     batch_size: BatchSize = default_of(run_hessian, "batch_size"),
@@ -92,6 +94,7 @@ def hessian_command(
         tol=tol,
         out=out,
         **job.keywords(),
+        **foreign.keywords(),
     )
     print_summary(summary, out)
 
@@ -142,6 +145,7 @@ def landscape_command(
     through: Through = None,
     dataset: OptDataset = None,
     data_dir: DataDir = None,
+    foreign: ForeignModelOptions = ForeignModelOptions(),
     measure: LandscapeOptions = LandscapeOptions(),
     seed: Seed = 0,
     device: Device = "auto",
@@ -159,5 +163,6 @@ def landscape_command(
         device=device,
         force=force,
         progress=not quiet,
+        **foreign.keywords(),
     )
     print_summary(summary, out)

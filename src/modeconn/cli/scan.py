@@ -12,12 +12,14 @@ from modeconn.cli.common import (
     DataDir,
     Device,
     Force,
+    ForeignModelOptions,
     OptDataset,
     Out,
     Quiet,
     Seed,
     TrainLimit,
     data_config,
+    option_groups,
 )
 from modeconn.defenses.scan import ScanConfig
 from modeconn.errors import ModeconnError
@@ -26,6 +28,7 @@ _DEFAULTS = ScanConfig()
 
 
 @app.command("scan")
+@option_groups
 def scan_command(
     model: Annotated[Path, typer.Argument(help="The checkpoint to scan.")],
     out: Out,
@@ -57,6 +60,7 @@ def scan_command(
     ] = "none",
     dataset: OptDataset = None,
     data_dir: DataDir = None,
+    foreign: ForeignModelOptions = ForeignModelOptions(),
     train_limit: TrainLimit = None,
     seed: Seed = 0,
     device: Device = "auto",
@@ -87,6 +91,7 @@ def scan_command(
         device=device,
         force=force,
         progress=not quiet,
+        **foreign.keywords(),
     )
     typer.echo(summary["verdict"])
     typer.echo((out / "scan.md").read_text())

@@ -13,6 +13,7 @@ from modeconn.cli.common import (
     Checkpoint,
     ClassifierTraining,
     EvaluationData,
+    ForeignModelOptions,
     JobOptions,
     OptOut,
     Out,
@@ -118,6 +119,7 @@ def train_command(
 def evaluate_command(
     model_path: Checkpoint,
     data: EvaluationData = EvaluationData(),
+    foreign: ForeignModelOptions = ForeignModelOptions(),
     out: OptOut = None,
     job: JobOptions = JobOptions(),
 ) -> None:
@@ -125,6 +127,7 @@ def evaluate_command(
     summary = api.run_evaluate(
         model_path,
         **data.keywords(),
+        **foreign.keywords(),
         out=out,
         **job.keywords(),
     )

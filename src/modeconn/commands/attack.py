@@ -16,14 +16,20 @@ from modeconn.attacks.backdoor import TriggerSpec, backdoor_metrics, poison_tran
 from modeconn.attacks.config import AttackConfig
 from modeconn.attacks.injection import InjectionSpec, choose_injection_sets, inject_errors
 from modeconn.attacks.metrics import robust_metrics
-from modeconn.checkpoints import Checkpoint, load_model, save_model, sidecar_path
+from modeconn.checkpoints import (
+    Checkpoint,
+    foreign_record,
+    load_model_and_data,
+    save_model,
+    sidecar_path,
+)
 from modeconn.commands.train import ClassifierTraining, test_metrics
 from modeconn.data import make_eval_loader
-from modeconn.data.prepare import DataConfig, prepare_data
+from modeconn.data.prepare import DataConfig
 from modeconn.distributed import resolve_device
 from modeconn.errors import InvalidArgument
 from modeconn.io import read_json, write_json
-from modeconn.models.sizing import check_compatible
+from modeconn.models.foreign import ForeignArchitecture
 from modeconn.rundir import RunDir, open_optional_run, open_run
 from modeconn.training import TrainConfig, evaluate_model
 
@@ -91,20 +97,19 @@ def _load_with_data(
     test_limit: int | None,
     train_limit: int | None,
     seed: int,
+    foreign: ForeignArchitecture | None,
 ):
-    """A checkpoint and the prepared data set it runs on (its sidecar's, unless one is named)."""
-    ckpt = load_model(model_path, device=dev)
+    """A checkpoint and the prepared data set it runs on (its sidecar's, unless one is named);
+    ``foreign`` reads weights without a sidecar."""
     data = DataConfig(
-        dataset=dataset or ckpt.dataset or "fashion-mnist",
+        dataset=dataset,
         data_dir=data_dir,
         train_limit=train_limit,
         test_limit=test_limit,
         augment=False,
         seed=seed,
     )
-    prepared = prepare_data(data)
-    check_compatible(ckpt.spec, prepared, str(model_path))
-    return ckpt, data, prepared
+    return load_model_and_data(model_path, data, device=dev, foreign=foreign)
 
 
 def _test_accuracies(model, data, spec: InjectionSpec, device) -> dict[str, float]:
@@ -199,6 +204,7 @@ def run_inject(
     seed: int = 0,
     device: str = "auto",
     force: bool = False,
+    foreign: ForeignArchitecture | None = None,
 ) -> dict[str, Any]:
     """Inject errors into the model at ``model_path`` by fault sneaking; write it to ``out``.
 
@@ -208,7 +214,8 @@ def run_inject(
     Options left at None take :class:`InjectionSpec`'s defaults. The injected model's sidecar
     records the spec; the summary holds ``injection_success``, ``clean_acc`` (and the clean model's
     ``clean_acc_before``), ``others_acc`` (test images other than S, before: ``others_acc_before``),
-    ``keep_acc`` (on R), ``changed_weights``, ``change_l2`` and ``change_linf``.
+    ``keep_acc`` (on R), ``changed_weights``, ``change_l2`` and ``change_linf``. ``foreign``
+    reads weights without a sidecar.
     """
     dev = resolve_device(device)
     ckpt, data, prepared = _load_with_data(
@@ -219,6 +226,7 @@ def run_inject(
         test_limit=test_limit,
         train_limit=train_limit,
         seed=seed,
+        foreign=foreign,
     )
     overrides = dict(
         penalty=penalty, target_weight=target_weight, margin=margin, steps=steps, lr=lr
@@ -246,6 +254,7 @@ def run_inject(
         "num_keep": num_keep,
         "device": str(dev),
         "attack": spec.to_dict(),
+        **foreign_record(foreign),
     }
     with open_run(out, options, force=force) as run:
         summary = _inject_and_measure(ckpt.model, prepared, spec, dev)
@@ -266,6 +275,7 @@ def run_attack(
     seed: int = 0,
     device: str = "auto",
     force: bool = False,
+    foreign: ForeignArchitecture | None = None,
 ) -> dict[str, Any]:
     """Robust accuracy and loss of a saved model under an evasion attack on its test split.
 
@@ -274,7 +284,8 @@ def run_attack(
     usual values for the model's data set (:meth:`AttackConfig.for_dataset`: e.g. 0.1 under L∞
     on Fashion-MNIST, 8/255 on CIFAR; ``alpha`` = ``eps``/4; steps by attack). The summary holds
     ``robust_acc``, ``robust_loss``, ``clean_acc`` and ``clean_loss``; with ``out`` it is written
-    there, and the attack's settings in config.json (``attack``).
+    there, and the attack's settings in config.json (``attack``). ``foreign`` reads weights
+    without a sidecar.
     """
     if batch_size < 1:
         raise InvalidArgument("batch_size", f"batch_size must be at least 1, got {batch_size}")
@@ -289,6 +300,7 @@ def run_attack(
         test_limit=test_limit,
         train_limit=None,
         seed=seed,
+        foreign=foreign,
     )
     if not isinstance(attack, AttackConfig):
         settings = {k: v for k, v in (attack or {}).items() if v is not None}
@@ -302,6 +314,7 @@ def run_attack(
         "batch_size": batch_size,
         "device": str(dev),
         "attack": attack.to_dict(),
+        **foreign_record(foreign),
     }
     with open_optional_run(out, options, force=force) as run:
         loader = prepared.eval_loader("test", batch_size=batch_size, device=dev)

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from modeconn.attacks.config import AttackConfig
-from modeconn.checkpoints import Checkpoint, load_model
+from modeconn.checkpoints import Checkpoint, foreign_record, load_model, load_model_and_data
 from modeconn.connectivity.bn import has_batchnorm
-from modeconn.data.prepare import DataConfig, PreparedData, prepare_data
+from modeconn.data.prepare import DataConfig, PreparedData
 from modeconn.distributed import resolve_device
 from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.io import write_table
@@ -40,7 +40,7 @@ from modeconn.landscape.weight_hessian import (
     hessian_eigenvalues,
     hessian_trace,
 )
-from modeconn.models.sizing import check_compatible
+from modeconn.models.foreign import ForeignArchitecture
 from modeconn.progress import make_progress
 from modeconn.report import landscape_plots as plots
 from modeconn.rundir import RunDir, open_optional_run, open_run
@@ -52,14 +52,12 @@ def _load(
     data_dir: str | None,
     seed: int,
     device: torch.device,
+    foreign: ForeignArchitecture | None,
 ) -> tuple[Checkpoint, PreparedData]:
-    """A checkpoint and the data set it was trained on (or the one asked for), checked to fit."""
-    ckpt = load_model(model_path, device=device)
-    data = DataConfig(
-        dataset=dataset or ckpt.dataset or "fashion-mnist", data_dir=data_dir, seed=seed
-    )
-    prepared = prepare_data(data)
-    check_compatible(ckpt.spec, prepared, str(model_path))
+    """A checkpoint and the data set it was trained on (or the one asked for), checked to fit;
+    ``foreign`` reads weights without a sidecar."""
+    data = DataConfig(dataset=dataset, data_dir=data_dir, seed=seed)
+    ckpt, _, prepared = load_model_and_data(model_path, data, device=device, foreign=foreign)
     return ckpt, prepared
 
 
@@ -90,18 +88,20 @@ def run_hessian(
     out: str | Path | None = None,
     device: str = "auto",
     force: bool = False,
+    foreign: ForeignArchitecture | None = None,
 ) -> dict[str, Any]:
     """λ_max of the input Hessian for every image of ``split`` (or a stratified ``limit``).
 
     Summary: ``input_hessian_lmax`` (mean), ``input_hessian_lmax_max``, the fraction of images whose
     iteration converged, the mean number of Hessian-vector products per image, and the time. With
-    ``out``: also ``eigenvalues.csv`` (one row per image) and ``input_hessian.png``.
+    ``out``: also ``eigenvalues.csv`` (one row per image) and ``input_hessian.png``. ``foreign``
+    reads weights without a sidecar.
     """
     _check_solver(method, iters, tol)
     if batch_size < 1:
         raise InvalidArgument("batch_size", f"batch_size must be at least 1, got {batch_size}")
     dev = resolve_device(device)
-    ckpt, data = _load(model_path, dataset, data_dir, seed, dev)
+    ckpt, data = _load(model_path, dataset, data_dir, seed, dev, foreign)
     loader = data.eval_loader(split, batch_size, dev, limit=limit)
     options = {
         "command": "hessian",
@@ -115,6 +115,7 @@ def run_hessian(
         "tol": tol,
         "seed": seed,
         "device": str(dev),
+        **foreign_record(foreign),
     }
     with open_optional_run(out, options, force=force) as run:
         start = time.perf_counter()
@@ -393,22 +394,26 @@ def run_landscape(
     device: str = "auto",
     force: bool = False,
     progress: bool = True,
+    foreign: ForeignArchitecture | None = None,
 ) -> dict[str, Any]:
     """Weight-space geometry of a model, written to run directory ``out``.
 
     Hessian spectrum (top-k, trace, density), 1D/2D scans along filter-normalised random
     directions, and — with ``through`` — the line (one more model) or plane (two more) through
     given models. With ``config.adversarial`` every scan point is also attacked with PGD afresh.
+    ``foreign`` reads weights without a sidecar (the model's and those of ``through``).
     """
     cfg = config or LandscapeConfig()
     cfg.validate()
     if len(through) > 2:
         raise InvalidArgument("through", "through takes one model (a line) or two (a plane)")
     dev = resolve_device(device)
-    ckpt, data = _load(model_path, dataset, data_dir, cfg.seed, dev)
+    ckpt, data = _load(model_path, dataset, data_dir, cfg.seed, dev, foreign)
     others = []
     for path in through:
-        other = load_model(path, device=dev)
+        other = load_model(
+            path, device=dev, foreign=foreign, data=data.info, dataset=data.info.name
+        )
         if other.spec.to_dict() != ckpt.spec.to_dict():
             raise ModeconnError(f"{path} has a different architecture from {model_path}")
         others.append(other.model)
@@ -419,6 +424,7 @@ def run_landscape(
         "data": data.config.to_dict(),
         "landscape": cfg.to_dict(),
         "device": str(dev),
+        **foreign_record(foreign),
     }
     with open_run(out, options, force=force) as run:
         torch.manual_seed(cfg.seed)

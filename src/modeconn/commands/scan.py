@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from modeconn.checkpoints import load_model, write_tensors
-from modeconn.commands.suspects import bonafide_data, load_suspects
+from modeconn.checkpoints import Checkpoint, foreign_record, load_model, write_tensors
+from modeconn.commands.suspects import suspects_with_data
 from modeconn.data.prepare import DataConfig, PreparedData
 from modeconn.defenses.baselines import train_from_scratch
 from modeconn.defenses.scan import ScanConfig, ScanResult, scan_images, scan_model
@@ -26,6 +26,7 @@ from modeconn.distributed import resolve_device
 from modeconn.errors import ModeconnError
 from modeconn.io import atomic_write_text, write_table
 from modeconn.models import ModelSpec
+from modeconn.models.foreign import ForeignArchitecture
 from modeconn.models.sizing import check_compatible
 from modeconn.rundir import RunDir, open_run
 from modeconn.training import TrainConfig
@@ -126,6 +127,26 @@ def write_scan_outputs(run: RunDir, result: ScanResult, class_names: list[str] |
         plot_triggers(run.file(f"triggers_{kind}.png"), result, kind, class_names)
 
 
+def _reference_checkpoint(
+    reference: str | Path,
+    checkpoint: Checkpoint,
+    source: str | Path,
+    prepared: PreparedData,
+    device: torch.device,
+    foreign: ForeignArchitecture | None,
+) -> Checkpoint:
+    """The clean model a scan compares each class with, checked to fit the scanned one."""
+    info = prepared.info
+    ref = load_model(reference, device=device, foreign=foreign, data=info, dataset=info.name)
+    if ref.spec.num_classes != checkpoint.spec.num_classes:
+        raise ModeconnError(
+            f"reference {reference} has {ref.spec.num_classes} classes, "
+            f"{source} has {checkpoint.spec.num_classes}"
+        )
+    check_compatible(ref.spec, prepared, str(reference))
+    return ref
+
+
 def run_scan(
     model_path: str | Path,
     out: str | Path,
@@ -137,26 +158,24 @@ def run_scan(
     device: str = "auto",
     force: bool = False,
     progress: bool = True,
+    foreign: ForeignArchitecture | None = None,
 ) -> dict[str, Any]:
     """Scan one model for a backdoor; see the module doc. ``reference``: ``"scratch"`` (train
-    one on the bonafide data), a checkpoint path, or None (compare raw sizes across classes)."""
+    one on the bonafide data), a checkpoint path, or None (compare raw sizes across classes).
+    ``foreign`` reads weights without a sidecar (the model's and the reference's)."""
     config = config if config is not None else ScanConfig()
     config.validate()
     dev = resolve_device(device)
-    (checkpoint,) = load_suspects([model_path], dev)
+    (checkpoint,), data, prepared = suspects_with_data(
+        [model_path], data, dev, seed=config.seed, foreign=foreign
+    )
     ref_checkpoint = None
     if reference not in (None, "scratch"):
-        ref_checkpoint = load_model(reference, device=dev)
-        if ref_checkpoint.spec.num_classes != checkpoint.spec.num_classes:
-            raise ModeconnError(
-                f"reference {reference} has {ref_checkpoint.spec.num_classes} classes, "
-                f"{model_path} has {checkpoint.spec.num_classes}"
-            )
-    data, prepared = bonafide_data(data, checkpoint, model_path, seed=config.seed)
+        ref_checkpoint = _reference_checkpoint(
+            reference, checkpoint, model_path, prepared, dev, foreign
+        )
     x, y = scan_images(prepared, config.images, dev)
     ref_cfg = dataclasses.replace(reference_training or REFERENCE_TRAINING, seed=config.seed)
-    if ref_checkpoint is not None:
-        check_compatible(ref_checkpoint.spec, prepared, str(reference))
     options = {
         "command": "scan",
         "model": str(model_path),
@@ -165,6 +184,7 @@ def run_scan(
         "scan": config.to_dict(),
         "data": data.to_dict(),
         "device": str(dev),
+        **foreign_record(foreign),
     }
     with open_run(out, options, force=force) as run:
         ref_model = ref_checkpoint.model if ref_checkpoint is not None else None

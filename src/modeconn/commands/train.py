@@ -14,13 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from modeconn.checkpoints import load_model, save_model
+from modeconn.checkpoints import foreign_record, load_model_and_data, save_model
 from modeconn.data.prepare import DataConfig, PreparedData, prepare_data
 from modeconn.defenses.adversarial import AdversarialConfig, RobustEvaluation
 from modeconn.distributed import DistContext, init_distributed, resolve_device
 from modeconn.errors import ModeconnError
 from modeconn.models import ModelSpec, build_model, check_model_kwargs
-from modeconn.models.sizing import check_compatible, model_spec_for
+from modeconn.models.foreign import ForeignArchitecture
+from modeconn.models.sizing import model_spec_for
 from modeconn.rundir import RunDir, open_optional_run, open_run
 from modeconn.training import Objective, TrainConfig, evaluate_model, train
 
@@ -254,23 +255,23 @@ def run_evaluate(
     out: str | Path | None = None,
     device: str = "auto",
     force: bool = False,
+    foreign: ForeignArchitecture | None = None,
 ) -> dict[str, Any]:
-    """Clean loss and accuracy of a saved model on the test split of its (or the given) data set."""
+    """Clean loss and accuracy of a saved model on the test split of its (or the given) data set.
+    ``foreign`` reads weights without a sidecar."""
     dev = resolve_device(device)
-    ckpt = load_model(model_path, device=dev)
-    data = DataConfig(
-        dataset=dataset or ckpt.dataset or "fashion-mnist",
-        data_dir=data_dir,
-        test_limit=test_limit,
-        seed=seed,
+    ckpt, data, prepared = load_model_and_data(
+        model_path,
+        DataConfig(dataset=dataset, data_dir=data_dir, test_limit=test_limit, seed=seed),
+        device=dev,
+        foreign=foreign,
     )
-    prepared = prepare_data(data)
-    check_compatible(ckpt.spec, prepared, str(model_path))
     options = {
         "command": "evaluate",
         "model_path": str(model_path),
         "data": data.to_dict(),
         "device": str(dev),
+        **foreign_record(foreign),
     }
     with open_optional_run(out, options, force=force) as run:
         summary = test_metrics(ckpt.model, prepared, dev)

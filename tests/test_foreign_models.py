@@ -1,0 +1,237 @@
+"""A model modeconn did not train: weights without a sidecar read through ``--arch``, and the
+weights given back in the user's own key names (``NAME.weights.safetensors``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from cli_helpers import assert_one_line_error, run_cli
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from modeconn.checkpoints import load_model, read_state_dict
+from modeconn.data.registry import load_dataset
+from modeconn.errors import ModeconnError
+from modeconn.models import ModelSpec, build_network
+from modeconn.models.foreign import ForeignArchitecture
+
+#: This module's factory, as a user names their own architecture.
+ARCH = f"{__name__}:make_net"
+ARCH_ARGS = ("--arch", ARCH, "--arch-kwargs", '{"width": 6}', "--dataset", "digits")
+
+
+class Residual(nn.Module):
+    """conv → BatchNorm, added back to its input."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.bn(self.conv(x)))
+
+
+class UserNet(nn.Module):
+    """A user's own classifier: a stem, one residual block with BatchNorm, a linear head."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.block = Residual(width)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(torch.relu(self.stem(x))).mean(dim=(2, 3)))
+
+
+def make_net(in_channels: int = 1, num_classes: int = 10, width: int = 8) -> UserNet:
+    """The factory ``--arch`` names (the input size is not needed: the head pools)."""
+    return UserNet(in_channels, num_classes, width)
+
+
+def _digits_test() -> tuple[torch.Tensor, torch.Tensor]:
+    """The digits test split as the user's code reads it: floats in [0, 1]."""
+    raw = load_dataset("digits")
+    return raw.test_x.float() / 255, raw.test_y
+
+
+@pytest.fixture(scope="module")
+def user_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[UserNet, Path]:
+    """A UserNet trained a little by plain PyTorch on digits, saved with torch.save(state_dict)."""
+    torch.manual_seed(0)
+    net = make_net(width=6)
+    raw = load_dataset("digits")
+    x, y = raw.train_x.float() / 255, raw.train_y
+    opt = torch.optim.Adam(net.parameters(), lr=0.03)
+    net.train()
+    for _ in range(5):
+        order = torch.randperm(len(y))
+        for i in range(0, len(y), 64):
+            batch = order[i : i + 64]
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x[batch]), y[batch]).backward()
+            opt.step()
+    net.eval()
+    path = tmp_path_factory.mktemp("user") / "suspect.pth"
+    torch.save(net.state_dict(), path)
+    return net, path
+
+
+def _accuracy(net: nn.Module) -> float:
+    x, y = _digits_test()
+    with torch.no_grad():
+        return (net(x).argmax(1) == y).float().mean().item()
+
+
+def test_evaluate_reads_a_plain_state_dict(user_model, tmp_path, capsys):
+    net, path = user_model
+    result = run_cli(capsys, "evaluate", path, *ARCH_ARGS, "--out", tmp_path / "ev")
+    assert result.code == 0, result.err
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["clean_acc"] == pytest.approx(_accuracy(net), abs=1e-6)
+    assert summary["clean_acc"] > 0.2  # trained, if briefly (chance: 0.1)
+    config = json.loads((tmp_path / "ev" / "config.json").read_text())
+    assert config["foreign_model"]["arch"] == ARCH
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd: {"state_dict": sd},
+        lambda sd: {"model": sd, "epoch": 3},
+        lambda sd: {"model_state_dict": {f"module.{k}": v for k, v in sd.items()}},
+        lambda sd: {"net": sd},
+    ],
+)
+def test_the_usual_wrappers_and_the_module_prefix_are_read(user_model, tmp_path, wrap):
+    net, _ = user_model
+    torch.save(wrap(net.state_dict()), tmp_path / "w.pt")
+    state = read_state_dict(tmp_path / "w.pt")
+    assert set(state) == set(net.state_dict())
+
+
+def test_the_model_goes_back_into_the_users_own_class(user_model, tmp_path, capsys):
+    _, path = user_model
+    out = tmp_path / "inj"
+    result = run_cli(
+        capsys,
+        *("inject", path, *ARCH_ARGS, "--out", out),
+        *("--num-targets", 2, "--num-keep", 100, "--steps", 30),
+    )
+    assert result.code == 0, result.err
+    sidecar = json.loads((out / "model.json").read_text())
+    exported = out / sidecar["network_weights"]
+    assert exported.name == "model.weights.safetensors"
+    mine = make_net(width=6)
+    mine.load_state_dict(load_file(exported), strict=True)
+    mine.eval()
+    modeconn_model = load_model(out).model
+    x, _ = _digits_test()
+    with torch.no_grad():
+        assert torch.equal(mine(x), modeconn_model(x))
+    injected = json.loads((out / "summary.json").read_text())["clean_acc"]
+    assert _accuracy(mine) == pytest.approx(injected, abs=1e-6)
+
+
+def test_a_zoo_architecture_in_the_users_key_names(tmp_path, capsys):
+    spec = ModelSpec("lenet", {}, in_channels=1, image_size=8, num_classes=10)
+    network = build_network(spec)
+    save_file(network.state_dict(), str(tmp_path / "lenet.safetensors"))
+    result = run_cli(capsys, "evaluate", tmp_path / "lenet.safetensors", "--arch", "lenet",
+                     "--dataset", "digits")  # fmt: skip
+    assert result.code == 0, result.err
+    loaded = load_model(
+        tmp_path / "lenet.safetensors",
+        foreign=ForeignArchitecture("lenet"),
+        data=load_dataset("digits").info,
+    )
+    x, _ = _digits_test()
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x[:8]), network.eval()(x[:8]))
+
+
+def test_normalisation_is_applied_before_the_network(user_model):
+    net, path = user_model
+    foreign = ForeignArchitecture(ARCH, {"width": 6}, mean=(0.5,), std=(0.25,))
+    loaded = load_model(path, foreign=foreign, data=load_dataset("digits").info)
+    x, _ = _digits_test()
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x[:8]), net((x[:8] - 0.5) / 0.25))
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def _bad_files(tmp_path: Path, net: nn.Module) -> dict[str, Path]:
+    """One file per kind of bad weights."""
+    renamed = {k.replace("head", "fc"): v for k, v in net.state_dict().items()}
+    torch.save(renamed, tmp_path / "renamed.pth")
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"weight": _Exploit()}, f)
+    (tmp_path / "notes.pth").write_bytes(b"this is not a PyTorch file")
+    (tmp_path / "notes.safetensors").write_bytes(b"\x00\x01 not safetensors either")
+    return {name: tmp_path / name for name in ("renamed.pth", "evil.pt", "notes.pth")} | {
+        "notes.safetensors": tmp_path / "notes.safetensors"
+    }
+
+
+@pytest.mark.parametrize(
+    "file, arch, fragments",
+    [
+        ("suspect", "no_such_module:make_net", ["cannot import module 'no_such_module'"]),
+        ("suspect", f"{__name__}:no_such_factory", ["has no attribute 'no_such_factory'"]),
+        ("renamed.pth", ARCH, ["tensor 'fc.weight' is not in", "closest expected: 'head.weight'"]),
+        ("evil.pt", ARCH, ["refusing to load", "objects other than tensors"]),
+        ("notes.pth", ARCH, ["cannot read", "as a PyTorch state dict"]),
+        ("notes.safetensors", ARCH, ["cannot read", "as safetensors"]),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    user_model, tmp_path, capsys, file, arch, fragments
+):
+    net, path = user_model
+    weights = path if file == "suspect" else _bad_files(tmp_path, net)[file]
+    for command in (["evaluate"], ["scan", "--steps", "1", "--bonafide", "500"]):
+        out = tmp_path / "out"
+        args = ("--arch", arch, "--arch-kwargs", '{"width": 6}', "--dataset", "digits")
+        result = run_cli(capsys, *command, weights, *args, "--out", out)
+        assert_one_line_error(result, *fragments)
+        assert result.code == 2
+        assert not out.exists()
+
+
+def test_a_misshapen_tensor_is_named(user_model, tmp_path, capsys):
+    _, path = user_model
+    args = ("--arch", ARCH, "--arch-kwargs", '{"width": 5}', "--dataset", "digits")
+    result = run_cli(capsys, "evaluate", path, *args)
+    assert_one_line_error(result, "tensor 'stem.weight' has shape (6, 1, 3, 3)", "(5, 1, 3, 3)")
+
+
+def test_arch_options_need_arch(user_model, capsys):
+    _, path = user_model
+    result = run_cli(capsys, "evaluate", path, "--mean", "0.5", "--std", "0.2")
+    assert_one_line_error(result, "--mean", "--std", "add --arch")
+    result = run_cli(capsys, "evaluate", path, "--arch", ARCH, "--mean", "0.5")
+    assert_one_line_error(result, "--mean and --std go together")
+
+
+def test_library_refuses_a_pickle_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Marker:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    with open(tmp_path / "evil.bin", "wb") as f:
+        pickle.dump({"state_dict": {"w": Marker()}}, f)
+    with pytest.raises(ModeconnError, match="refusing to load"):
+        read_state_dict(tmp_path / "evil.bin")
+    assert not marker.exists()
