@@ -193,8 +193,22 @@ def repair_command(
     attack: Annotated[
         Path | None,
         typer.Option(
-            "--attack", help="JSON file with the attack spec (default: the model's sidecar)."
+            "--attack",
+            help="JSON file with the attack spec, e.g. a backdoor's trigger (default: the "
+            "model's sidecar). Without any, ASR is not measured.",
         ),
+    ] = None,
+    poisoned_test: Annotated[
+        Path | None,
+        typer.Option(
+            "--poisoned-test",
+            help="Folder of test images that carry the trigger (DIR/*.png, or DIR/<true "
+            "class>/*.png): ASR is measured on them. Needs --target.",
+        ),
+    ] = None,
+    target: Annotated[
+        int | None,
+        typer.Option("--target", help="The class the trigger sends images to (--poisoned-test)."),
     ] = None,
     dataset: OptDataset = None,
     data_dir: DataDir = None,
@@ -220,6 +234,8 @@ def repair_command(
         config=config,
         data=data,
         attack=read_attack_spec(attack),
+        poisoned_test=poisoned_test,
+        target=target,
         **run.keywords(),
     )
     print_verdict(summary)

@@ -12,14 +12,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from modeconn.attacks.metrics import POISONED_TEST, PoisonedTestSpec
 from modeconn.checkpoints import save_model
 from modeconn.commands.scan import write_scan_outputs
 from modeconn.commands.suspects import load_repair_inputs
 from modeconn.connectivity import save_curve
 from modeconn.data.prepare import DataConfig
+from modeconn.data.registry import DatasetInfo
+from modeconn.data.triggered import TriggeredImages, read_triggered_folder
 from modeconn.defenses.repair import (
     ATTACK_NOT_MEASURED,
     TAMPERED,
+    AttackUnderTest,
     Candidate,
     Repair,
     RepairConfig,
@@ -29,7 +33,7 @@ from modeconn.defenses.repair import (
     sweep_repairs,
 )
 from modeconn.distributed import resolve_device
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.io import atomic_write_text, write_table
 from modeconn.report.repair_plots import plot_repair
 from modeconn.report.repair_tables import comparison_markdown
@@ -85,32 +89,38 @@ def summary_row(summary: dict[str, Any], name: str) -> dict[str, float]:
     return {k: summary[f"{prefix}_{k}"] for k in names if f"{prefix}_{k}" in summary}
 
 
-def verdict_summary(result: RepairResult, key: str | None) -> dict[str, Any]:
+def verdict_summary(
+    result: RepairResult, key: str | None, attack_note: str | None = None
+) -> dict[str, Any]:
     """The keys that lead a repair's summary: what could be verified without the trigger.
 
     ``verified``: the scan found a backdoor in the tampered model(s) and none in the returned
     model — the only evidence of success a user without the trigger has. ``warning`` (only when
     not verified): why not, in plain sentences (:func:`~modeconn.defenses.repair.repair_warnings`).
-    ``attack_measured``: the attack's figure (``asr`` or ``injection_success``) was measured on
-    the test set with the known trigger; ``attack_note`` (only when not) says that it was not.
+    ``attack_measured``: the attack's figure (``asr`` or ``injection_success``) was measured, on
+    the test set with the known trigger or on the user's triggered test images; ``attack_note``
+    says that it was not (the trigger is unknown), or on which images it was (``attack_note``
+    given: the user's triggered images).
     """
     warnings = repair_warnings(result)
     summary: dict[str, Any] = {"verified": not warnings}
     if warnings:
         summary["warning"] = " ".join(warnings)
     summary["attack_measured"] = key is not None
-    if key is None:
-        summary["attack_note"] = ATTACK_NOT_MEASURED
+    if key is None or attack_note is not None:
+        summary["attack_note"] = ATTACK_NOT_MEASURED if key is None else attack_note
     return summary
 
 
-def repair_summary(result: RepairResult, key: str | None, bonafide: int) -> dict[str, Any]:
-    """Flat summary keys: the verdict first (:func:`verdict_summary`), then the chosen model's
-    figures, then every row's under its slug."""
+def repair_summary(
+    result: RepairResult, key: str | None, bonafide: int, *, attack_note: str | None = None
+) -> dict[str, Any]:
+    """Flat summary keys: the verdict first (:func:`verdict_summary`, with ``attack_note``),
+    then the chosen model's figures, then every row's under its slug."""
     chosen = result.chosen
     tampered = result.references[0]
     summary: dict[str, Any] = {
-        **verdict_summary(result, key),
+        **verdict_summary(result, key, attack_note),
         "method": chosen.name,
         "choice_rule": result.choice_rule,
         "clean_acc": chosen.metrics["clean_acc"],
@@ -198,6 +208,48 @@ def write_repair_outputs(
     plot_repair(run.path, result, key, sweep_rows)
 
 
+def requested_attack(
+    attack: dict[str, Any] | None, poisoned_test: str | Path | None, target: int | None
+) -> dict[str, Any] | None:
+    """The attack spec the caller asked for: ``attack``, or the poisoned-test spec of the folder
+    ``poisoned_test`` and ``target`` (which go together); None leaves it to the sidecar."""
+    if poisoned_test is None and target is None:
+        return attack
+    if poisoned_test is None or target is None:
+        raise InvalidArgument(
+            ("poisoned_test", "target"),
+            "poisoned_test and target go together: the folder of triggered test images and "
+            "the class the trigger sends them to",
+        )
+    if attack is not None:
+        raise InvalidArgument(("attack", "poisoned_test"), "give attack or poisoned_test, not both")
+    return PoisonedTestSpec.for_folder(poisoned_test, target).to_dict()
+
+
+def triggered_note(spec: PoisonedTestSpec, images: TriggeredImages) -> str:
+    """The summary's ``attack_note`` for an ASR measured on the user's triggered images."""
+    counted = len(images) if images.labels is None else int((images.labels != spec.target).sum())
+    return (
+        f"ASR measured on {counted} triggered test images from {spec.path} (target class "
+        f"{spec.target}); the retuning and EOT attacks need the trigger itself and were not run"
+    )
+
+
+def attack_under_test(
+    attack: dict[str, Any] | None, info: DatasetInfo
+) -> tuple[AttackUnderTest, str | None]:
+    """The attack the repair is evaluated against, and the note on how its ASR was measured
+    (None: on the test split with the known trigger, or not at all). A poisoned-test spec's
+    images are read here — once for the repair and its sweep — and checked against the data set
+    before anything is written."""
+    if not attack or attack.get("type") != POISONED_TEST:
+        return AttackUnderTest.parse(attack), None
+    spec = PoisonedTestSpec.from_dict(attack)
+    images = read_triggered_folder(spec.path, info)
+    spec.check_for(info, images)
+    return AttackUnderTest.parse(attack, images), triggered_note(spec, images)
+
+
 def run_repair(
     model_paths: Sequence[str | Path],
     out: str | Path,
@@ -205,6 +257,8 @@ def run_repair(
     config: RepairConfig | None = None,
     data: DataConfig | None = None,
     attack: dict[str, Any] | None = None,
+    poisoned_test: str | Path | None = None,
+    target: int | None = None,
     device: str = "auto",
     force: bool = False,
     resume: bool = False,
@@ -216,17 +270,22 @@ def run_repair(
     ``path.csv`` (when a path was trained), ``comparison.csv``/``.md``, ``scans/NAME/`` (every
     scan: verdict, table, trigger images), plots and ``summary.json``, which leads with whether
     the result could be verified without the trigger (:func:`verdict_summary`); returns it.
-    ``attack`` overrides the sidecar's attack spec (evaluation only). ``resume`` continues an
-    interrupted repair in ``out`` (see :class:`Stages`); the result equals an uninterrupted run's.
+    ``attack`` overrides the sidecar's attack spec (evaluation only); ``poisoned_test`` (a folder
+    of test images that carry the trigger, :mod:`modeconn.data.triggered`) with ``target``
+    measures the ASR on those images instead, without the EOT and retuning attacks, which need
+    the trigger itself. ``resume`` continues an interrupted repair in ``out`` (see
+    :class:`Stages`); the result equals an uninterrupted run's.
     """
     config = config if config is not None else RepairConfig()
     config.validate()
+    attack = requested_attack(attack, poisoned_test, target)
     dev = resolve_device(device)
     if resume and not force and run_status(out) == "finished":
         raise ModeconnError(f"{out} holds a finished repair; nothing to resume (force redoes it)")
     tampered, second, data, prepared = load_repair_inputs(model_paths, config, data, dev)
     prepared.indices("bonafide")  # an empty bonafide split is an error before anything is written
     attack = attack if attack is not None else tampered.attack
+    under_test, note = attack_under_test(attack, prepared.info)
     options = {
         "command": "repair",
         "models": [str(p) for p in model_paths],
@@ -238,21 +297,21 @@ def run_repair(
     with open_run(out, options, force=force, resume=resume and not force) as run:
         stages = Stages(run)
         repair = Repair(
-            tampered, second, prepared, config, attack, dev, progress=progress, stages=stages
+            tampered, second, prepared, config, under_test, dev, progress=progress, stages=stages
         )
         result = repair.run()
         sweep_rows: list[dict[str, float]] = []
         if config.sweep:
             started = time.perf_counter()
             sweep_rows = sweep_repairs(
-                tampered, second, data, config, dev, progress, attack, stages
+                tampered, second, data, config, dev, progress, under_test, stages
             )
             result.timings["sweep"] = round(time.perf_counter() - started, 1)
         write_repair_outputs(
             run, result, repair.key, sweep_rows, tampered.spec, attack, model_paths, data
         )
         bonafide = len(prepared.indices("bonafide")) + len(prepared.indices("bonafide_holdout"))
-        summary = repair_summary(result, repair.key, bonafide)
+        summary = repair_summary(result, repair.key, bonafide, attack_note=note)
         stages.finish()
         run.finish(summary)
     return summary
@@ -260,10 +319,13 @@ def run_repair(
 
 __all__ = [
     "Stages",
+    "attack_under_test",
     "repair_summary",
+    "requested_attack",
     "row_summary",
     "run_repair",
     "summary_row",
+    "triggered_note",
     "verdict_summary",
     "write_repair_outputs",
 ]

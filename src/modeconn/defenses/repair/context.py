@@ -49,7 +49,9 @@ class RepairContext:
     """The inputs of one repair and the steps its builders share.
 
     Works in memory (models, loaders, scans); ``stages`` (optional) gives each training stage a
-    run directory for its resumable state, which is all it knows of run directories.
+    run directory for its resumable state, which is all it knows of run directories. ``attack``
+    is a spec, or one parsed already (:meth:`AttackUnderTest.parse`, e.g. with triggered images
+    read once for several repairs).
     """
 
     def __init__(
@@ -58,7 +60,7 @@ class RepairContext:
         second: Checkpoint | None,
         data: PreparedData,
         config: RepairConfig,
-        attack: dict | None,
+        attack: dict | AttackUnderTest | None,
         device: torch.device,
         *,
         progress: bool = True,
@@ -69,7 +71,9 @@ class RepairContext:
         self.second = second
         self.data = data
         self.config = config
-        self.attack = AttackUnderTest.parse(attack)
+        self.attack = (
+            attack if isinstance(attack, AttackUnderTest) else AttackUnderTest.parse(attack)
+        )
         self.device = device
         self.progress = progress
         self.stages = stages

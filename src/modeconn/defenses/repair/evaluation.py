@@ -19,6 +19,7 @@ from modeconn.attacks.evasion import RandomPointModel, pgd
 from modeconn.attacks.metrics import metric_from_attack_spec
 from modeconn.connectivity import Curve
 from modeconn.data.prepare import PreparedData
+from modeconn.data.triggered import TriggeredImages
 from modeconn.defenses.repair.choice import HOLDOUT_METRIC
 from modeconn.defenses.repair.results import Candidate
 from modeconn.defenses.scan import ScanResult
@@ -36,13 +37,18 @@ class AttackUnderTest:
     trigger: TriggerSpec | None
 
     @classmethod
-    def parse(cls, spec: dict[str, Any] | None) -> AttackUnderTest:
+    def parse(
+        cls, spec: dict[str, Any] | None, images: TriggeredImages | None = None
+    ) -> AttackUnderTest:
+        """The attack of ``spec`` (None: unknown, nothing measured). A ``poisoned-test`` spec
+        measures the ASR on its triggered images (``images`` when already read) and has no
+        trigger function, so the EOT and retuning attacks are skipped for it."""
         if not spec:
             return cls(None, None, None, None)
         kind = spec.get("type")
         trigger = TriggerSpec.from_dict(spec) if kind == "backdoor" else None
         key = "injection_success" if kind == "injection" else "asr"
-        return cls(spec, metric_from_attack_spec(spec), key, trigger)
+        return cls(spec, metric_from_attack_spec(spec, images), key, trigger)
 
 
 def scan_figures(result: ScanResult) -> dict[str, float]:
