@@ -235,3 +235,28 @@ def test_library_refuses_a_pickle_without_running_it(tmp_path):
     with pytest.raises(ModeconnError, match="refusing to load"):
         read_state_dict(tmp_path / "evil.bin")
     assert not marker.exists()
+
+
+def test_import_writes_a_checkpoint_later_commands_read_without_flags(user_model, tmp_path, capsys):
+    net, path = user_model
+    out = tmp_path / "imported"
+    result = run_cli(capsys, "import", path, *ARCH_ARGS, "--out", out)
+    assert result.code == 0, result.err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["clean_acc"] == pytest.approx(_accuracy(net), abs=1e-6)
+    assert summary["network_weights"] == "model.weights.safetensors"
+    result = run_cli(capsys, "evaluate", out)
+    assert result.code == 0, result.err
+    mine = make_net(width=6)
+    mine.load_state_dict(load_file(out / summary["network_weights"]), strict=True)
+    for name, tensor in net.state_dict().items():
+        assert torch.equal(mine.state_dict()[name], tensor)
+
+
+def test_import_needs_arch_and_writes_nothing_on_bad_input(user_model, tmp_path, capsys):
+    _, path = user_model
+    out = tmp_path / "imported"
+    assert_one_line_error(run_cli(capsys, "import", path, "--out", out), "needs --arch")
+    bad = ("--arch", ARCH, "--arch-kwargs", '{"width": 7}', "--dataset", "digits")
+    assert_one_line_error(run_cli(capsys, "import", path, *bad, "--out", out), "stem.weight")
+    assert not out.exists()

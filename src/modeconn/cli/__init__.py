@@ -31,6 +31,7 @@ def _register_commands() -> None:
         attack,  # noqa: F401
         connect,  # noqa: F401
         demo,  # noqa: F401
+        import_weights,  # noqa: F401
         landscape,  # noqa: F401
         repair,  # noqa: F401
         report,  # noqa: F401

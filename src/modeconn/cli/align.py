@@ -12,6 +12,7 @@ from modeconn.cli.common import (
     DataDir,
     Device,
     Force,
+    ForeignModelOptions,
     OptDataset,
     Out,
     Quiet,
@@ -20,12 +21,14 @@ from modeconn.cli.common import (
     TrainLimit,
     data_config,
     default_of,
+    option_groups,
     print_summary,
 )
 from modeconn.commands.align import run_align
 
 
 @app.command("align")
+@option_groups
 def align_command(
     model_a: Annotated[Path, typer.Argument(help="The reference model A.")],
     model_b: Annotated[Path, typer.Argument(help="The model B whose units are permuted.")],
@@ -50,6 +53,7 @@ def align_command(
     ] = default_of(run_align, "max_iter"),
     dataset: OptDataset = None,
     data_dir: DataDir = None,
+    foreign: ForeignModelOptions = ForeignModelOptions(),
     train_limit: TrainLimit = None,
     test_limit: TestLimit = None,
     seed: Seed = 0,
@@ -74,5 +78,6 @@ def align_command(
         device=device,
         force=force,
         progress=not quiet,
+        **foreign.keywords(),
     )
     print_summary(summary, out)

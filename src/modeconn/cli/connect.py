@@ -13,6 +13,7 @@ from modeconn.cli.common import (
     DataDir,
     Device,
     Force,
+    ForeignModelOptions,
     Hyperparameters,
     NoAugment,
     OptDataset,
@@ -122,6 +123,7 @@ def connect_command(
     training: CurveTraining = CurveTraining(),
     t_per_batch: TPerBatch = default_of(_CONNECT, "t_per_batch"),
     stratified: Stratified = default_of(_CONNECT, "stratified"),
+    foreign: ForeignModelOptions = ForeignModelOptions(),
     run: RunOptions = RunOptions(),
 ) -> None:
     """Train a curve from model A to model B; writes curve.safetensors and summary.json to --out."""
@@ -138,6 +140,7 @@ def connect_command(
         t_per_batch=t_per_batch,
         stratified=stratified,
         **run.keywords(),
+        **foreign.keywords(),
     )
     if summary:
         print_summary(summary, out)
@@ -263,6 +266,7 @@ def surface_command(
     training: CurveTraining = CurveTraining(),
     t_per_batch: TPerBatch = default_of(_SURFACE, "t_per_batch"),
     stratified: Stratified = default_of(_SURFACE, "stratified"),
+    foreign: ForeignModelOptions = ForeignModelOptions(),
     run: RunOptions = RunOptions(),
 ) -> None:
     """Train a Bezier surface through four models and evaluate it on a grid.
@@ -279,6 +283,7 @@ def surface_command(
         stratified=stratified,
         grid=grid,
         **run.keywords(),
+        **foreign.keywords(),
     )
     if summary:
         print_summary(summary, out)

@@ -29,7 +29,15 @@ from typing import Any
 
 import torch
 
-from modeconn.checkpoints import Checkpoint, load_model, load_weights, save_model, write_tensors
+from modeconn.checkpoints import (
+    Checkpoint,
+    foreign_record,
+    is_foreign,
+    load_model,
+    load_weights,
+    save_model,
+    write_tensors,
+)
 from modeconn.connectivity.alignment import (
     SegmentEvaluation,
     activation_matching,
@@ -43,6 +51,7 @@ from modeconn.distributed import resolve_device
 from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.io import write_table
 from modeconn.models import build_model
+from modeconn.models.foreign import ForeignArchitecture
 from modeconn.models.permutation import (
     Permutations,
     PermutationSpec,
@@ -146,15 +155,39 @@ def path_rows(unaligned: SegmentEvaluation, aligned: SegmentEvaluation) -> list[
     return rows
 
 
+def _data_config(data: DataConfig | None, dataset: str | None, seed: int) -> DataConfig:
+    """The data config: the one named, else ``dataset`` (A's), no augmentation, the seed."""
+    config = data if data is not None else DataConfig(dataset=None)
+    dataset = config.dataset or dataset or "fashion-mnist"
+    return dataclasses.replace(config, dataset=dataset, augment=False, seed=seed)
+
+
 def _prepare(data: DataConfig | None, a: Checkpoint, b: Checkpoint, paths, seed: int):
     """The data config (default: A's data set, no augmentation) and the prepared data."""
-    config = data if data is not None else DataConfig(dataset=None)
-    dataset = config.dataset or a.dataset or b.dataset or "fashion-mnist"
-    config = dataclasses.replace(config, dataset=dataset, augment=False, seed=seed)
+    config = _data_config(data, a.dataset or b.dataset, seed)
     prepared = prepare_data(config)
     check_compatible(a.spec, prepared, str(paths[0]))
     check_compatible(b.spec, prepared, str(paths[1]))
     return config, prepared
+
+
+def _load_pair(paths, data: DataConfig | None, seed: int, device, foreign):
+    """Models A and B (checked to be one architecture) and the data they are compared on;
+    weights without a sidecar are read through ``foreign``, sized by the data set."""
+    if not any(is_foreign(p, foreign) for p in paths):
+        a, b = (load_model(p, device=device) for p in paths)
+        check_same_architecture(a, b, str(paths[0]), str(paths[1]))
+        return a, b, *_prepare(data, a, b, paths, seed)
+    config = _data_config(data, None, seed)
+    prepared = prepare_data(config)
+    info = prepared.info
+    a, b = (
+        load_model(p, device=device, foreign=foreign, data=info, dataset=info.name) for p in paths
+    )
+    check_same_architecture(a, b, str(paths[0]), str(paths[1]))
+    check_compatible(a.spec, prepared, str(paths[0]))
+    check_compatible(b.spec, prepared, str(paths[1]))
+    return a, b, config, prepared
 
 
 def _permuted_model(spec: PermutationSpec, b: Checkpoint, perms: Permutations, device):
@@ -194,15 +227,15 @@ def run_align(
     device: str = "auto",
     force: bool = False,
     progress: bool = True,
+    foreign: ForeignArchitecture | None = None,
 ) -> dict[str, Any]:
     """Permute B onto A (or, with ``mode="misalign"``, as far from A as it goes); see the module
-    doc for what is written to ``out``. Returns the summary."""
+    doc for what is written to ``out``. Returns the summary. ``foreign`` reads weights without a
+    sidecar."""
     check_options(method, mode, points, max_iter)
     dev = resolve_device(device)
-    a, b = load_model(model_a, device=dev), load_model(model_b, device=dev)
-    check_same_architecture(a, b, str(model_a), str(model_b))
+    a, b, config, prepared = _load_pair((model_a, model_b), data, seed, dev, foreign)
     spec = permutation_spec(a.model)
-    config, prepared = _prepare(data, a, b, (model_a, model_b), seed)
     options = {
         "command": "align",
         "model_a": str(model_a),
@@ -214,6 +247,7 @@ def run_align(
         "seed": seed,
         "data": config.to_dict(),
         "device": str(dev),
+        **foreign_record(foreign),
     }
     with open_run(out, options, force=force) as run:
         own = prepared.eval_loader("train", EVAL_BATCH, dev)

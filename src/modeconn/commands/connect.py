@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modeconn.checkpoints import load_model
+from modeconn.checkpoints import foreign_record, load_model
 from modeconn.commands.family import FamilySession, check_family_options
 from modeconn.connectivity.checkpoints import family_kind, load_curve, save_curve
 from modeconn.connectivity.curves import INITS, Curve, StateDict
@@ -21,6 +21,7 @@ from modeconn.connectivity.train import curve_train_config, set_interior_points
 from modeconn.data.prepare import DataConfig
 from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.models import build_model
+from modeconn.models.foreign import ForeignArchitecture
 from modeconn.training import TrainConfig
 
 
@@ -77,6 +78,7 @@ def run_connect(
     force: bool = False,
     resume: bool = False,
     progress: bool = True,
+    foreign: ForeignArchitecture | None = None,
 ) -> dict[str, Any]:
     """Train a curve between two saved models into run directory ``out``; return its summary.
 
@@ -84,7 +86,8 @@ def run_connect(
     relative Gaussian noise of size ``noise``) or a checkpoint path: a model (every interior point
     starts at its weights) or a curve of the same kind and bends. ``train_split`` defaults to
     ``"bonafide"`` when ``data.bonafide`` is set, else ``"train"``. Writes ``curve.safetensors`` +
-    ``curve.json`` after every epoch; under ``torchrun`` it trains with DDP.
+    ``curve.json`` after every epoch; under ``torchrun`` it trains with DDP. ``foreign`` reads
+    endpoint weights without a sidecar.
     """
     config = config or curve_train_config()
     check_family_options(kind=kind, num_bends=num_bends, t_per_batch=t_per_batch)
@@ -92,7 +95,9 @@ def run_connect(
         raise InvalidArgument(
             "init", f"init {init}: use linear, noise, or the path of a checkpoint"
         )
-    s = FamilySession([model_a_path, model_b_path], ["A", "B"], data, config, train_split, device)
+    s = FamilySession(
+        [model_a_path, model_b_path], ["A", "B"], data, config, train_split, device, foreign
+    )
     options = {
         "command": "connect",
         "model_a": str(model_a_path),
@@ -104,6 +109,7 @@ def run_connect(
         "noise": noise,
         "t_per_batch": t_per_batch,
         "stratified": stratified,
+        **foreign_record(foreign),
     }
     with s.open_run(out, options, force=force, resume=resume) as run:
         torch.manual_seed(config.seed)

@@ -18,28 +18,48 @@ from typing import Any
 import torch
 from torch import nn
 
-from modeconn.checkpoints import Checkpoint, load_model
+from modeconn.checkpoints import Checkpoint, is_foreign, load_model
 from modeconn.connectivity.checkpoints import check_same_architecture, endpoint_meta, family_kind
 from modeconn.connectivity.curves import ControlPointModel, check_curve_kind
 from modeconn.connectivity.evaluate import PointData, center_coefficients
 from modeconn.connectivity.train import train_family
 from modeconn.data.prepare import DataConfig, PreparedData, prepare_data
+from modeconn.data.registry import DatasetInfo
 from modeconn.distributed import init_distributed
 from modeconn.errors import InvalidArgument, ModeconnError
+from modeconn.models.foreign import ForeignArchitecture
 from modeconn.models.sizing import check_compatible
 from modeconn.rundir import RunDir, open_run
 from modeconn.training import EvalFn, TrainConfig, evaluate_model
 
 
-def _load_models(paths: Sequence[str | Path], names: Sequence[str]) -> list[Checkpoint]:
-    """Load the endpoint (corner) models on the CPU and check they share one architecture."""
+def _load_models(
+    paths: Sequence[str | Path],
+    names: Sequence[str],
+    foreign: ForeignArchitecture | None = None,
+    data: DatasetInfo | None = None,
+) -> list[Checkpoint]:
+    """Load the endpoint (corner) models on the CPU and check they share one architecture;
+    weights without a sidecar are read through ``foreign``, sized for the data set ``data``."""
     for path, name in zip(paths, names, strict=True):
+        if is_foreign(path, foreign):
+            continue
         kind = family_kind(path)
         if kind != "model":
             raise ModeconnError(f"{name} ({path}) is a {kind} checkpoint, not a model")
-    ckpts = [load_model(p) for p in paths]
+    dataset = data.name if data is not None else None
+    ckpts = [load_model(p, foreign=foreign, data=data, dataset=dataset) for p in paths]
     check_same_architecture(ckpts, names)
     return ckpts
+
+
+def _family_data(data: DataConfig | None, own_dataset: str, seed: int) -> DataConfig:
+    """The data a family trains on: ``own_dataset`` (the models') unless one is named."""
+    if data is None:
+        return DataConfig(dataset=own_dataset, seed=seed)
+    if not data.dataset:  # "the models' own data set"
+        return replace(data, dataset=own_dataset)
+    return data
 
 
 def _resolve_split(data: DataConfig, train_split: str | None) -> str:
@@ -70,7 +90,7 @@ class FamilySession:
     the training of a family in its run directory.
 
     Everything a user can get wrong (the models, the data, the split) is checked here, before
-    :meth:`open_run` touches the run directory."""
+    :meth:`open_run` touches the run directory. ``foreign`` reads weights without a sidecar."""
 
     def __init__(
         self,
@@ -80,20 +100,23 @@ class FamilySession:
         config: TrainConfig,
         train_split: str | None,
         device: str,
+        foreign: ForeignArchitecture | None = None,
     ) -> None:
         config.validate()
         self.config = config
         self.ctx, self.dev = init_distributed(device, os.environ.get("MODECONN_INIT_METHOD"))
-        self.ckpts = _load_models(paths, names)
+        if any(is_foreign(p, foreign) for p in paths):  # the data set sizes the models
+            self.data = _family_data(data, DataConfig.dataset, config.seed)
+            self.split = _resolve_split(self.data, train_split)
+            self.prepared = prepare_data(self.data)
+            self.ckpts = _load_models(paths, names, foreign, self.prepared.info)
+        else:
+            self.ckpts = _load_models(paths, names)
+            own_dataset = self.ckpts[0].dataset or DataConfig.dataset
+            self.data = _family_data(data, own_dataset, config.seed)
+            self.split = _resolve_split(self.data, train_split)
+            self.prepared = prepare_data(self.data)
         self.spec = self.ckpts[0].spec
-        own_dataset = self.ckpts[0].dataset or DataConfig.dataset
-        if data is None:
-            data = DataConfig(dataset=own_dataset, seed=config.seed)
-        elif not data.dataset:  # "the models' own data set"
-            data = replace(data, dataset=own_dataset)
-        self.data = data
-        self.split = _resolve_split(self.data, train_split)
-        self.prepared = prepare_data(self.data)
         check_compatible(self.spec, self.prepared, str(paths[0]))
         self.meta = {
             **endpoint_meta(self.ckpts),

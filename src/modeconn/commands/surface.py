@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from modeconn.checkpoints import foreign_record
 from modeconn.commands.family import FamilySession, check_family_options
 from modeconn.commands.surface_eval import report_surface
 from modeconn.connectivity.checkpoints import save_surface
@@ -17,6 +18,7 @@ from modeconn.connectivity.train import curve_train_config
 from modeconn.data.prepare import DataConfig
 from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.models import build_model
+from modeconn.models.foreign import ForeignArchitecture
 from modeconn.training import TrainConfig
 
 
@@ -49,6 +51,7 @@ def run_surface(
     force: bool = False,
     resume: bool = False,
     progress: bool = True,
+    foreign: ForeignArchitecture | None = None,
 ) -> dict[str, Any]:
     """Train a Bezier surface through four saved models A, B, C, D and evaluate it on a grid.
 
@@ -62,7 +65,7 @@ def run_surface(
     """
     _check_options(model_paths, num_bends, t_per_batch, grid)
     config = config or curve_train_config()
-    s = FamilySession(model_paths, CORNER_NAMES, data, config, train_split, device)
+    s = FamilySession(model_paths, CORNER_NAMES, data, config, train_split, device, foreign)
     options = {
         "command": "surface",
         "models": [str(p) for p in model_paths],
@@ -71,6 +74,7 @@ def run_surface(
         "stratified": stratified,
         "grid": grid,
         "train_eval_limit": train_eval_limit,
+        **foreign_record(foreign),
     }
     with s.open_run(out, options, force=force, resume=resume) as run:
         torch.manual_seed(config.seed)
