@@ -23,7 +23,6 @@ from modeconn.data.triggered import TriggeredImages, read_triggered_folder
 from modeconn.defenses.repair import (
     ATTACK_NOT_MEASURED,
     TAMPERED,
-    AttackUnderTest,
     Candidate,
     Repair,
     RepairConfig,
@@ -32,6 +31,7 @@ from modeconn.defenses.repair import (
     slug,
     sweep_repairs,
 )
+from modeconn.defenses.repair.evaluation import AttackUnderTest
 from modeconn.distributed import resolve_device
 from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.io import atomic_write_text, write_table
