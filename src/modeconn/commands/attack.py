@@ -215,8 +215,7 @@ def run_inject(
     records the spec; the summary holds ``injection_success``, ``clean_acc`` (and the clean model's
     ``clean_acc_before``), ``others_acc`` (test images other than S, before: ``others_acc_before``),
     ``keep_acc`` (on R), ``changed_weights``, ``change_l2`` and ``change_linf``. ``foreign``
-    reads weights without a sidecar.
-    """
+    reads weights without a sidecar."""
     dev = resolve_device(device)
     ckpt, data, prepared = _load_with_data(
         model_path,
