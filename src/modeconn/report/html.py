@@ -113,7 +113,8 @@ def verification_box(summary: dict[str, Any]) -> str:
 
 def measured_figures(summary: dict[str, Any]) -> list[str]:
     """The headline test-set figures in percent (never used to choose) and, when the attack's
-    figure is absent, that it was not measured."""
+    figure is absent, that it was not measured (when it was measured on the user's triggered
+    images, on which)."""
     figures = (
         f"clean accuracy {_pct(summary.get('clean_acc'))} "
         f"(tampered {_pct(summary.get('tampered_clean_acc'))})"
@@ -127,7 +128,7 @@ def measured_figures(summary: dict[str, Any]) -> list[str]:
     if "retuning_asr" in summary:
         figures += f"; after the retuning attack {_pct(summary['retuning_asr'])}"
     items = [f"<li><b>Measured on the test set</b> (never used to choose): {figures}</li>"]
-    if key is None:
+    if key is None or "attack_note" in summary:  # not measured, or on the user's own images
         note = summary.get("attack_note", "ASR is not measured: the trigger is unknown")
         items.append(f"<li><b>Attack success</b>: {html.escape(str(note))}</li>")
     return items
@@ -298,6 +299,8 @@ def attack_text(attack: dict[str, Any] | None) -> str:
     """The attack spec a repair was evaluated with, in words."""
     if not attack:
         return "unknown (no trigger: ASR not measured)"
+    if attack.get("type") == "poisoned-test":
+        return f"triggered test images in {attack.get('path')}, target class {attack.get('target')}"
     words = [str(attack.get("type", "attack"))]
     if "trigger" in attack:
         words.append(f"{attack['trigger']} trigger")
