@@ -144,6 +144,12 @@ def test_repair_measures_asr_on_the_triggered_folder(
     assert config["attack"] == {"type": "poisoned-test", "path": str(triggered_dir), "target": 0}
     assert run_cli(capsys, "report", out).code == 0
     assert "triggered test images" in (out / "report.html").read_text(encoding="utf-8")
+    # path-eval reads the folder named in the curve's JSON spec itself
+    pe = ("--out", tmp_path / "pe", "--points", "3", "--no-segment", "-q")
+    res = run_cli(capsys, "path-eval", out / "curve.safetensors", *pe)
+    assert res.code == 0, res.err
+    header = (tmp_path / "pe" / "path.csv").read_text().splitlines()[0].split(",")
+    assert "asr" in header and "poisoned_acc" in header
     # --attack FILE.json: the known trigger, for a model whose sidecar has none
     spec = tmp_path / "attack.json"
     spec.write_text(json.dumps(TRIGGER.to_dict()))
