@@ -13,6 +13,7 @@ from modeconn.cli import app
 from modeconn.cli.common import (
     BatchSize,
     DataDir,
+    ForeignModelOptions,
     OptDataset,
     Out,
     RunOptions,
@@ -214,6 +215,7 @@ def repair_command(
     data_dir: DataDir = None,
     train_limit: TrainLimit = None,
     test_limit: TestLimit = None,
+    foreign: ForeignModelOptions = ForeignModelOptions(),
     run: RunOptions = RunOptions(),
 ) -> None:
     """Repair tampered model(s) with a curve trained on bonafide data; writes the repaired model."""
@@ -236,6 +238,7 @@ def repair_command(
         attack=read_attack_spec(attack),
         poisoned_test=poisoned_test,
         target=target,
+        **foreign.keywords(),
         **run.keywords(),
     )
     print_verdict(summary)

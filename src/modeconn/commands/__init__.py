@@ -11,6 +11,7 @@ from modeconn.commands.attack import run_attack, run_inject, run_poison
 from modeconn.commands.connect import run_connect
 from modeconn.commands.demo import run_demo, run_demos
 from modeconn.commands.extract import run_extract
+from modeconn.commands.import_weights import run_import
 from modeconn.commands.landscape import run_hessian, run_landscape
 from modeconn.commands.path_analysis import run_path_analysis
 from modeconn.commands.path_eval import run_path_eval
@@ -30,6 +31,7 @@ __all__ = [
     "run_evaluate",
     "run_extract",
     "run_hessian",
+    "run_import",
     "run_inject",
     "run_landscape",
     "run_path_analysis",

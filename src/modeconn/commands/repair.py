@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from modeconn.attacks.metrics import POISONED_TEST, PoisonedTestSpec
-from modeconn.checkpoints import save_model
+from modeconn.checkpoints import foreign_record, network_weights_path, save_model
 from modeconn.commands.scan import write_scan_outputs
 from modeconn.commands.suspects import load_repair_inputs
 from modeconn.connectivity import save_curve
@@ -35,10 +35,14 @@ from modeconn.defenses.repair.evaluation import AttackUnderTest
 from modeconn.distributed import resolve_device
 from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.io import atomic_write_text, write_table
+from modeconn.models.foreign import ForeignArchitecture
 from modeconn.report.repair_plots import plot_repair
 from modeconn.report.repair_tables import comparison_markdown
 from modeconn.rundir import RunDir, open_run, run_status
 from modeconn.training import TrainConfig
+
+#: The repaired model's file in the run directory.
+REPAIRED = "repaired.safetensors"
 
 
 class Stages:
@@ -162,7 +166,7 @@ def write_repair_outputs(
 ) -> None:
     """The repaired model, the curve, the tables, the scans and the figures of a repair."""
     save_model(
-        run.file("repaired.safetensors"),
+        run.file(REPAIRED),
         result.chosen_model,
         spec,
         dataset=data.dataset,
@@ -259,6 +263,7 @@ def run_repair(
     attack: dict[str, Any] | None = None,
     poisoned_test: str | Path | None = None,
     target: int | None = None,
+    foreign: ForeignArchitecture | None = None,
     device: str = "auto",
     force: bool = False,
     resume: bool = False,
@@ -282,12 +287,15 @@ def run_repair(
     dev = resolve_device(device)
     if resume and not force and run_status(out) == "finished":
         raise ModeconnError(f"{out} holds a finished repair; nothing to resume (force redoes it)")
-    tampered, second, data, prepared = load_repair_inputs(model_paths, config, data, dev)
+    tampered, second, data, prepared = load_repair_inputs(
+        model_paths, config, data, dev, foreign=foreign
+    )
     prepared.indices("bonafide")  # an empty bonafide split is an error before anything is written
     attack = attack if attack is not None else tampered.attack
     under_test, note = attack_under_test(attack, prepared.info)
     options = {
         "command": "repair",
+        **foreign_record(foreign),
         "models": [str(p) for p in model_paths],
         "repair": config.to_dict(),
         "data": data.to_dict(),
@@ -312,6 +320,8 @@ def run_repair(
         )
         bonafide = len(prepared.indices("bonafide")) + len(prepared.indices("bonafide_holdout"))
         summary = repair_summary(result, repair.key, bonafide, attack_note=note)
+        # the repaired weights in the user's own key names, for their own class
+        summary["network_weights"] = network_weights_path(Path(REPAIRED)).name
         stages.finish()
         run.finish(summary)
     return summary
