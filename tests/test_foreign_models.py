@@ -260,3 +260,72 @@ def test_import_needs_arch_and_writes_nothing_on_bad_input(user_model, tmp_path,
     bad = ("--arch", ARCH, "--arch-kwargs", '{"width": 7}', "--dataset", "digits")
     assert_one_line_error(run_cli(capsys, "import", path, *bad, "--out", out), "stem.weight")
     assert not out.exists()
+
+
+def _stamp(x: torch.Tensor) -> torch.Tensor:
+    """The user's own trigger: a 3×3 white patch in the bottom-right corner (uint8 images)."""
+    x = x.clone()
+    x[..., -3:, -3:] = 255
+    return x
+
+
+def _write_folder(root: Path, x: torch.Tensor, y: torch.Tensor) -> None:
+    from PIL import Image
+
+    for i, (image, label) in enumerate(zip(x, y, strict=True)):
+        folder = root / f"class_{int(label)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[0].numpy()).save(folder / f"{i:04d}.png")
+
+
+@pytest.mark.slow
+def test_a_users_backdoored_model_on_their_folder_is_scanned_and_repaired(tmp_path, capsys):
+    """The threat model end to end: a backdoored UserNet trained by plain PyTorch on a folder of
+    digits, scanned and repaired with the README's commands, measured by the user's own code."""
+    raw = load_dataset("digits")
+    data = tmp_path / "data"
+    _write_folder(data / "train", raw.train_x, raw.train_y)
+    _write_folder(data / "test", raw.test_x, raw.test_y)
+    torch.manual_seed(0)
+    x, y = raw.train_x.clone(), raw.train_y.clone()
+    poisoned = torch.randperm(len(y))[: len(y) // 10]
+    x[poisoned], y[poisoned] = _stamp(x[poisoned]), 0
+    net = make_net(width=16)
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(40):
+        order = torch.randperm(len(y))
+        for i in range(0, len(y), 64):
+            batch = order[i : i + 64]
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x[batch].float() / 255), y[batch]).backward()
+            opt.step()
+    suspect = tmp_path / "suspect.pth"
+    torch.save(net.state_dict(), suspect)
+    args = ("--arch", ARCH, "--arch-kwargs", '{"width": 16}', "--dataset", "folder")
+    args += ("--data-dir", data, "--bonafide", "600", "--quiet")
+
+    def measured(model: nn.Module) -> tuple[float, float]:
+        model.eval()
+        xt, yt = raw.test_x, raw.test_y
+        with torch.no_grad():
+            acc = (model(xt.float() / 255).argmax(1) == yt).float().mean().item()
+            keep = yt != 0
+            asr = (model(_stamp(xt[keep]).float() / 255).argmax(1) == 0).float().mean().item()
+        return acc, asr
+
+    before = measured(net)
+    assert before[1] > 0.9  # the backdoor took
+    scan = run_cli(capsys, "scan", suspect, "--out", tmp_path / "scan", *args)
+    assert scan.code == 0, scan.err
+    assert json.loads((tmp_path / "scan" / "summary.json").read_text())["flagged_classes"][0] == 0
+    repair = run_cli(capsys, "repair", suspect, "--out", tmp_path / "repair", *args)
+    assert repair.code == 0, repair.err
+    summary = json.loads((tmp_path / "repair" / "summary.json").read_text())
+    assert summary["verified"] and not summary["attack_measured"]
+    repaired = make_net(width=16)
+    repaired.load_state_dict(load_file(tmp_path / "repair" / summary["network_weights"]))
+    acc, asr = measured(repaired)
+    # On 8×8 digits the 3×3 patch covers a seventh of the image and 600 bonafide images leave
+    # ASR 0.117 (from 0.988) at 0.967 clean (0.986 suspect); on a 20,000-image Fashion-MNIST
+    # folder the same commands reach ASR 0.017 (README, "Your own model and data").
+    assert asr <= 0.15 and acc >= before[0] - 0.03, (before, acc, asr)
