@@ -46,15 +46,23 @@ def save(path: Path, image: np.ndarray) -> Path:
 
 
 def make_folder(
-    root: Path, classes: dict[str, int], test: dict[str, int] | None = None, size: int = 8
+    root: Path,
+    classes: dict[str, int],
+    test: dict[str, int] | None = None,
+    size: int = 8,
+    *,
+    rgb: bool = False,
 ) -> Path:
     """``root/train/<class>/`` with ``classes[class]`` PNGs (and ``root/test/`` when given);
-    every image distinct."""
+    every image distinct, grayscale or (``rgb``) with three different channels."""
     counter = 0
     for split, counts in (("train", classes), ("test", test or {})):
         for name, count in counts.items():
             for index in range(count):
-                save(root / split / name / f"{index:03d}.png", gray(counter, size))
+                image = gray(counter, size)
+                if rgb:
+                    image = np.stack([image, 255 - image, image // 2], axis=-1)
+                save(root / split / name / f"{index:03d}.png", image)
                 counter += 1
     return root
 
@@ -504,6 +512,60 @@ def test_bad_input_through_the_cli_is_one_line_and_writes_nothing(
     out = tmp_path / "run"
     args = ("train", "--model", "mlp", "--dataset", dataset, "--data-dir", data, "--out", out)
     result = run_cli(capsys, *args, "--epochs", "1", "-q")
+    assert_one_line_error(result, fragment)
+    assert result.code == 2
+    assert not out.exists()
+
+
+def test_a_model_trained_at_a_size_is_read_at_it_without_flags(tmp_path: Path, capsys) -> None:
+    """Trained with --image-size 16 --channels 1 on a folder of 20×20 RGB images, the model is
+    evaluated and scanned on that folder with no shape flags: the sidecar's input shape is used
+    (the folder's own 3×20×20 would not fit), and the sidecar names the classes in order."""
+    root = make_folder(tmp_path / "d", {"b": 10, "a": 10}, {"b": 3, "a": 3}, size=20, rgb=True)
+    out = tmp_path / "run"
+    args = ("--model", "mlp", "--model-kwargs", '{"hidden": [8]}', "--dataset", "folder")
+    args += ("--data-dir", root, "--image-size", "16", "--channels", "1")
+    result = run_cli(capsys, "train", *args, "--epochs", "1", "--batch-size", "8", "--out", out)
+    assert result.code == 0, result.err
+    sidecar = json.loads((out / "model.json").read_text())
+    assert sidecar["input_shape"] == [1, 16, 16]
+    assert sidecar["class_names"] == ["a", "b"]
+    trained = json.loads((out / "summary.json").read_text())
+    evaluate = run_cli(capsys, "evaluate", out, "--data-dir", root, "--out", tmp_path / "ev")
+    assert evaluate.code == 0, evaluate.err
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text())["clean_acc"] == pytest.approx(
+        trained["clean_acc"]
+    )
+    config = json.loads((tmp_path / "ev" / "config.json").read_text())
+    assert (config["data"]["image_size"], config["data"]["channels"]) == (16, 1)
+    scan_args = ("--steps", "1", "--bonafide", "10", "--images", "10", "-q")
+    scan = run_cli(capsys, "scan", out, "--data-dir", root, *scan_args, "--out", tmp_path / "sc")
+    assert scan.code == 0, scan.err
+    assert (tmp_path / "sc" / "summary.json").exists()
+
+
+def test_registered_data_sets_keep_sidecars_without_class_names(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    args = ("--model", "mlp", "--model-kwargs", '{"hidden": [8]}', "--dataset", "digits")
+    result = run_cli(capsys, "train", *args, "--epochs", "1", "--train-limit", "100", "--out", out)
+    assert result.code == 0, result.err
+    assert "class_names" not in json.loads((out / "model.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "option, fragment",
+    [
+        (("--channels", "2"), "--channels must be 1 or 3, got 2"),
+        (("--image-size", "0"), "--image-size must be at least 1, got 0"),
+    ],
+)
+def test_a_bad_input_shape_through_the_cli_is_one_line(
+    tmp_path: Path, capsys, option: tuple[str, str], fragment: str
+) -> None:
+    root = make_folder(tmp_path / "d", {"a": 2, "b": 2}, {"a": 1, "b": 1})
+    out = tmp_path / "run"
+    args = ("--model", "mlp", "--dataset", "folder", "--data-dir", root, *option)
+    result = run_cli(capsys, "train", *args, "--epochs", "1", "--out", out, "-q")
     assert_one_line_error(result, fragment)
     assert result.code == 2
     assert not out.exists()

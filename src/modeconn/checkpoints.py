@@ -21,6 +21,7 @@ import dataclasses
 import json
 import pickle
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from modeconn import __version__
-from modeconn.data.prepare import DataConfig, PreparedData, prepare_data
+from modeconn.data.prepare import DataConfig, PreparedData, prepare_data, with_input_shape
 from modeconn.errors import InvalidArgument, MissingInput, ModeconnError
 from modeconn.io import atomic_write, read_json, write_json
 from modeconn.models import ModelSpec, NormalizedModel, build_model
@@ -169,8 +170,13 @@ def save_model(
     attack: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    class_names: Sequence[str] = (),
 ) -> Path:
     """Write ``model`` as ``path`` (a ``.safetensors`` file or a directory) and its sidecar.
+
+    ``class_names`` (a data set's ``info.class_names``, e.g. a folder's class folders in sorted
+    order) name output 0, 1, … in the sidecar, so the indices keep their meaning wherever the
+    model goes; a data set without names (the registered ones) records none.
 
     Beside it goes ``NAME.weights.safetensors``, the bare network's state dict in the key names of
     the user's own class, without modeconn's normalisation layer (the sidecar names it, and its
@@ -190,6 +196,7 @@ def save_model(
         "dataset": dataset,
         "input_shape": [spec.in_channels, spec.image_size, spec.image_size],
         "num_classes": spec.num_classes,
+        **({"class_names": list(class_names)} if class_names else {}),
         "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
         "attack": attack,
         "metrics": metrics or {},
@@ -271,6 +278,12 @@ def load_model(
     return Checkpoint(model=model, spec=spec, dataset=dataset, meta=meta, path=weights)
 
 
+def model_input_shape(data: DataConfig, spec: ModelSpec) -> DataConfig:
+    """``data`` with the input shape of a model with a sidecar where it names none, so a model
+    trained at ``--image-size 32`` on a folder runs on that folder at 32 without the flag."""
+    return with_input_shape(data, spec.image_size, spec.in_channels)
+
+
 def load_model_and_data(
     path: str | Path,
     data: DataConfig,
@@ -281,16 +294,19 @@ def load_model_and_data(
     """A model and the data set it runs on, checked to fit each other.
 
     ``data.dataset`` None means the data set in the model's sidecar (or ``DEFAULT_DATASET``). A
-    model read through ``foreign`` has no sidecar: its data set comes first, and sizes it.
+    model read through ``foreign`` has no sidecar: its data set comes first, and sizes it. A
+    folder's images are converted to the input shape the model takes (:func:`model_input_shape`).
     """
     if is_foreign(path, foreign):
         data = dataclasses.replace(data, dataset=data.dataset or DEFAULT_DATASET)
+        data = with_input_shape(data, foreign.image_size, foreign.channels)
         prepared = prepare_data(data)
         info = prepared.info
         checkpoint = load_model(path, device=device, foreign=foreign, data=info, dataset=info.name)
         return checkpoint, data, prepared
     checkpoint = load_model(path, device=device)
     data = dataclasses.replace(data, dataset=data.dataset or checkpoint.dataset or DEFAULT_DATASET)
+    data = model_input_shape(data, checkpoint.spec)
     prepared = prepare_data(data)
     check_compatible(checkpoint.spec, prepared, str(path))
     return checkpoint, data, prepared

@@ -154,6 +154,14 @@ DataDir = Annotated[
         help="Directory holding the data set files (default: $MODECONN_DATA or the Debian path).",
     ),
 ]
+ImageSize = Annotated[
+    int | None,
+    typer.Option("--image-size", help="Folder data: resize images to N×N (default: most common)."),
+]
+Channels = Annotated[
+    int | None,
+    typer.Option("--channels", help="Folder data: 1 (grayscale) or 3 (RGB) (default: majority)."),
+]
 TrainLimit = Annotated[
     int | None,
     typer.Option("--train-limit", help="Use a stratified subset of this many training images."),
@@ -262,6 +270,8 @@ def data_config(
     val_size: float = 0,
     bonafide: float | None = None,
     augment: bool = True,
+    image_size: int | None = None,
+    channels: int | None = None,
 ) -> DataConfig:
     """Build the API's data config from CLI values (``dataset`` None or "": the model's own)."""
     return DataConfig(
@@ -273,6 +283,8 @@ def data_config(
         test_limit=test_limit,
         augment=augment,
         seed=seed,
+        image_size=image_size,
+        channels=channels,
     )
 
 
@@ -322,6 +334,8 @@ class ClassifierTraining:
     model_kwargs: ModelKwargs = None
     dataset: Dataset = "fashion-mnist"
     data_dir: DataDir = None
+    image_size: ImageSize = None
+    channels: Channels = None
     hyperparameters: Hyperparameters = Hyperparameters()
     val_size: ValSize = 0
     train_limit: TrainLimit = None
@@ -341,6 +355,8 @@ class ClassifierTraining:
                 test_limit=self.test_limit,
                 val_size=self.val_size,
                 augment=not self.no_augment,
+                image_size=self.image_size,
+                channels=self.channels,
             ),
             "config": self.hyperparameters.config(seed),
         }
@@ -445,6 +461,14 @@ InputStd = Annotated[
     str | None,
     typer.Option("--std", help="Per-channel standard deviations to go with --mean."),
 ]
+InputSize = Annotated[
+    int | None,
+    typer.Option("--image-size", help="Input size N×N the --arch weights take (default: data's)."),
+]
+InputChannels = Annotated[
+    int | None,
+    typer.Option("--channels", help="Input channels the --arch weights take: 1 or 3."),
+]
 
 
 def parse_float_list(text: str, option: str) -> tuple[float, ...]:
@@ -460,13 +484,16 @@ def parse_float_list(text: str, option: str) -> tuple[float, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class ForeignModelOptions:
-    """``--arch``, ``--arch-kwargs``, ``--mean``, ``--std``: what weights without a modeconn
-    sidecar are (a model trained by the user's own code), for every command that reads a model."""
+    """``--arch``, ``--arch-kwargs``, ``--mean``, ``--std``, ``--image-size``, ``--channels``: what
+    weights without a modeconn sidecar are (a model trained by the user's own code), for every
+    command that reads a model."""
 
     arch: Arch = None
     arch_kwargs: ArchKwargs = None
     mean: InputMean = None
     std: InputStd = None
+    image_size: InputSize = None
+    channels: InputChannels = None
 
     def architecture(self) -> ForeignArchitecture | None:
         """The API's ``foreign`` argument (None without ``--arch``), checked: the factory is
@@ -485,11 +512,23 @@ class ForeignModelOptions:
                 "std": parse_float_list(self.std, "--std"),
             }
         kwargs = parse_json_kwargs(self.arch_kwargs, "--arch-kwargs")
-        return ForeignArchitecture(self.arch, kwargs, **normalisation)
+        return ForeignArchitecture(
+            self.arch,
+            kwargs,
+            **normalisation,
+            image_size=self.image_size,
+            channels=self.channels,
+        )
 
-    def _described(self) -> list[tuple[str, str | None]]:
+    def _described(self) -> list[tuple[str, object]]:
         """The options that only mean something with ``--arch``, by flag."""
-        return [("--arch-kwargs", self.arch_kwargs), ("--mean", self.mean), ("--std", self.std)]
+        return [
+            ("--arch-kwargs", self.arch_kwargs),
+            ("--mean", self.mean),
+            ("--std", self.std),
+            ("--image-size", self.image_size),
+            ("--channels", self.channels),
+        ]
 
     def keywords(self) -> dict[str, Any]:
         """The API's ``foreign`` argument."""

@@ -25,7 +25,7 @@ from modeconn.checkpoints import (
 )
 from modeconn.commands.train import ClassifierTraining, test_metrics
 from modeconn.data import make_eval_loader
-from modeconn.data.prepare import DataConfig
+from modeconn.data.prepare import DataConfig, PreparedData
 from modeconn.distributed import resolve_device
 from modeconn.errors import InvalidArgument
 from modeconn.io import read_json, write_json
@@ -167,16 +167,18 @@ def _inject_and_measure(model, data, spec: InjectionSpec, device) -> dict[str, A
 
 
 def _save_injected(
-    run: RunDir, ckpt: Checkpoint, dataset: str, spec: InjectionSpec, summary: dict[str, Any]
+    run: RunDir, ckpt: Checkpoint, data: PreparedData, spec: InjectionSpec, summary: dict[str, Any]
 ) -> None:
-    """The injected model as ``model.safetensors``, its sidecar with the spec and figures."""
+    """The injected model as ``model.safetensors``, its sidecar with the spec, the figures and
+    the data set's class names."""
     save_model(
         run.file("model.safetensors"),
         ckpt.model,
         ckpt.spec,
-        dataset=dataset,
+        dataset=data.config.dataset,
         attack=spec.to_dict(),
         metrics={k: v for k, v in summary.items() if k != "param"},
+        class_names=data.info.class_names,
     )
 
 
@@ -257,7 +259,7 @@ def run_inject(
     }
     with open_run(out, options, force=force) as run:
         summary = _inject_and_measure(ckpt.model, prepared, spec, dev)
-        _save_injected(run, ckpt, data.dataset, spec, summary)
+        _save_injected(run, ckpt, prepared, spec, summary)
         run.finish(summary)
     return summary
 

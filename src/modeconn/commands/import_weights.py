@@ -61,6 +61,7 @@ def run_import(
             dataset=config.dataset,
             metrics=figures,
             extra={"imported_from": str(weights)},
+            class_names=prepared.info.class_names,
         )
         summary = {
             **figures,

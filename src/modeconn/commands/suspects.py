@@ -4,7 +4,8 @@
 the bonafide subset of the training split of their data set (the sidecar's unless given), drawn
 with the command's seed, without augmentation; one clear line on bad input. Weights without a
 sidecar are read through a :class:`ForeignArchitecture`; the data set (given, or the default) then
-comes first, since its images and classes size the model.
+comes first, since its images and classes size the model. A folder's images are converted to the
+input shape the model takes: its sidecar's, or the one the :class:`ForeignArchitecture` names.
 """
 
 from __future__ import annotations
@@ -15,8 +16,14 @@ from pathlib import Path
 
 import torch
 
-from modeconn.checkpoints import DEFAULT_DATASET, Checkpoint, is_foreign, load_model
-from modeconn.data.prepare import DataConfig, PreparedData, prepare_data
+from modeconn.checkpoints import (
+    DEFAULT_DATASET,
+    Checkpoint,
+    is_foreign,
+    load_model,
+    model_input_shape,
+)
+from modeconn.data.prepare import DataConfig, PreparedData, prepare_data, with_input_shape
 from modeconn.data.registry import DatasetInfo
 from modeconn.defenses.repair import RepairConfig
 from modeconn.errors import ModeconnError
@@ -76,9 +83,10 @@ def _bonafide_config(data: DataConfig | None, dataset: str | None, seed: int) ->
 def bonafide_data(
     data: DataConfig | None, checkpoint: Checkpoint, source: str | Path, *, seed: int
 ) -> tuple[DataConfig, PreparedData]:
-    """The data configuration (see :func:`_bonafide_config`; the sidecar's data set when none is
-    named) and its prepared splits, checked against the checkpoint's input shape and classes."""
-    data = _bonafide_config(data, checkpoint.dataset, seed)
+    """The data configuration (see :func:`_bonafide_config`; the sidecar's data set and input
+    shape when none is named) and its prepared splits, checked against the checkpoint's input
+    shape and classes."""
+    data = model_input_shape(_bonafide_config(data, checkpoint.dataset, seed), checkpoint.spec)
     prepared = prepare_data(data)
     check_compatible(checkpoint.spec, prepared, str(source))
     return data, prepared
@@ -102,6 +110,7 @@ def suspects_with_data(
         config, prepared = bonafide_data(data, checkpoints[0], paths[0], seed=seed)
         return checkpoints, config, prepared
     config = _bonafide_config(data, None, seed)
+    config = with_input_shape(config, foreign.image_size, foreign.channels)
     prepared = prepare_data(config)
     checkpoints = load_suspects(paths, device, foreign=foreign, data=prepared.info)
     check_compatible(checkpoints[0].spec, prepared, str(paths[0]))

@@ -188,6 +188,7 @@ class ClassifierTraining:
             dataset=self.data.dataset,
             attack=self.attack,
             metrics=metrics,
+            class_names=self.prepared.info.class_names,
         )
 
 

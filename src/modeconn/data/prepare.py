@@ -8,7 +8,7 @@ preparing happen once per command, however many points along a path are evaluate
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -20,6 +20,9 @@ from modeconn.distributed import DistContext
 from modeconn.errors import InvalidArgument, ModeconnError
 
 SPLITS = ("train", "val", "test", "bonafide", "bonafide_holdout")
+#: The data sets whose images are converted to the size and channel count a model takes (an npz
+#: is used as it is, a registered data set has its own shape).
+RESIZED_DATASETS = ("folder",)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,23 @@ class DataConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def with_input_shape(
+    config: DataConfig, image_size: int | None, channels: int | None
+) -> DataConfig:
+    """``config`` with the input shape a model takes filled in where it names none, so a folder's
+    images are converted to what the model was trained on (a sidecar's input shape, or the
+    ``--image-size``/``--channels`` of weights without one) instead of to the folder's most
+    common size. Other data sets keep their own shape, which the model is then checked against.
+    """
+    if config.dataset not in RESIZED_DATASETS:
+        return config
+    return replace(
+        config,
+        image_size=config.image_size if config.image_size is not None else image_size,
+        channels=config.channels if config.channels is not None else channels,
+    )
 
 
 @dataclass

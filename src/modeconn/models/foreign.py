@@ -21,12 +21,14 @@ from typing import Any, Protocol
 
 import torch
 
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.models.normalize import Normalize
 from modeconn.models.registry import ModelSpec, check_model_kwargs
 
 #: Where modeconn's models keep the bare network (see :class:`NormalizedModel`).
 NETWORK_PREFIX = "net."
+#: The channel counts an input image can have: grayscale or RGB.
+CHANNEL_CHOICES = (1, 3)
 #: BatchNorm's step counter: older state dicts lack it, and it changes no output.
 _OPTIONAL_SUFFIX = ".num_batches_tracked"
 
@@ -46,23 +48,50 @@ class ForeignArchitecture:
     ``arch`` is a registered name or ``package.module:factory``; ``kwargs`` go to the factory as
     they would in a :class:`ModelSpec`. ``mean``/``std`` are the normalisation the user's own code
     applies to images in [0, 1] before the network (one value, or one per channel); the default
-    is none. The architecture and its options are checked when the description is made, so a
-    factory that cannot be imported fails before any data is read or any file written.
+    is none. ``image_size``/``channels`` describe the input the architecture takes (default: the
+    data set's); a folder's images are converted to them. The architecture and its options are
+    checked when the description is made, so a factory that cannot be imported fails before any
+    data is read or any file written.
     """
 
     arch: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+    image_size: int | None = None
+    channels: int | None = None
 
     def __post_init__(self) -> None:
         check_model_kwargs(self.arch, self.kwargs)
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         Normalize(self.mean, self.std)  # same count of values, positive std
+        if self.image_size is not None and (
+            isinstance(self.image_size, bool) or self.image_size < 1
+        ):
+            raise InvalidArgument(
+                "image_size", f"image_size must be at least 1, got {self.image_size}"
+            )
+        if self.channels is not None and self.channels not in CHANNEL_CHOICES:
+            raise InvalidArgument("channels", f"channels must be 1 or 3, got {self.channels}")
+
+    def check_shape(self, data: DataShape) -> None:
+        """Raise one line when ``data``'s images are not the input shape this architecture was
+        said to take (a data set whose shape is its own, not converted to the model's)."""
+        for parameter, wanted, found in (
+            ("image_size", self.image_size, data.image_size),
+            ("channels", self.channels, data.in_channels),
+        ):
+            if wanted is not None and wanted != found:
+                raise InvalidArgument(
+                    parameter,
+                    f"the weights take {parameter} {wanted}, but the data set's images have "
+                    f"{data.in_channels}×{data.image_size}×{data.image_size}",
+                )
 
     def spec_for(self, data: DataShape) -> ModelSpec:
         """The model spec of these weights for a data set of ``data``'s shape and classes."""
+        self.check_shape(data)
         return ModelSpec(
             arch=self.arch,
             kwargs=dict(self.kwargs),
@@ -80,6 +109,8 @@ class ForeignArchitecture:
             "kwargs": dict(self.kwargs),
             "mean": list(self.mean),
             "std": list(self.std),
+            "image_size": self.image_size,
+            "channels": self.channels,
         }
 
 
