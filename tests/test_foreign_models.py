@@ -329,3 +329,95 @@ def test_a_users_backdoored_model_on_their_folder_is_scanned_and_repaired(tmp_pa
     # ASR 0.117 (from 0.988) at 0.967 clean (0.986 suspect); on a 20,000-image Fashion-MNIST
     # folder the same commands reach ASR 0.017 (README, "Your own model and data").
     assert asr <= 0.15 and acc >= before[0] - 0.03, (before, acc, asr)
+
+
+def _images(label: int, count: int, size: int, seed: int) -> torch.Tensor:
+    """uint8 ``count``×``size``×``size`` noise: dark images for class 0 ("a"), bright for 1."""
+    noise = torch.randint(
+        0, 106, (count, size, size), generator=torch.Generator().manual_seed(seed)
+    )
+    return (noise + 150 * label).to(torch.uint8)
+
+
+def _sixteen_pixel_mlp() -> nn.Module:
+    """A user's two-class MLP on 16×16 grayscale (its first layer's shape fixes the input size),
+    trained by plain PyTorch to tell dark images from bright ones."""
+    torch.manual_seed(0)
+    spec = ModelSpec(
+        arch="mlp", kwargs={"hidden": [8]}, in_channels=1, image_size=16, num_classes=2
+    )
+    net = build_network(spec)
+    x = torch.cat([_images(label, 32, 16, seed=label) for label in (0, 1)])[:, None] / 255
+    y = torch.arange(2).repeat_interleave(32)
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    for _ in range(30):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net.eval()
+
+
+def _twenty_pixel_folder(root: Path) -> Path:
+    """Classes "a" (dark) and "b" (bright) of 20×20 grayscale PNGs, in train/ and test/."""
+    from PIL import Image
+
+    for split, count in (("train", 8), ("test", 3)):
+        for label, name in enumerate(("a", "b")):
+            (root / split / name).mkdir(parents=True)
+            for i, image in enumerate(_images(label, count, 20, seed=10 + label + len(split))):
+                Image.fromarray(image.numpy()).save(root / split / name / f"{i}.png")
+    return root
+
+
+MLP_ARGS = ("--arch", "mlp", "--arch-kwargs", '{"hidden": [8]}')
+
+
+def test_weights_of_a_smaller_input_are_read_at_their_image_size(tmp_path, capsys):
+    """A 16-px state dict on a folder of 20-px images: with --image-size 16 the images are resized
+    to what the weights take; import records the shape, so later commands need no flag."""
+    weights = tmp_path / "w16.pth"
+    torch.save(_sixteen_pixel_mlp().state_dict(), weights)
+    data = _twenty_pixel_folder(tmp_path / "data")
+    args = (*MLP_ARGS, "--dataset", "folder", "--data-dir", data)
+    unsized = run_cli(capsys, "evaluate", weights, *args)
+    assert_one_line_error(unsized, "tensor '1.weight' has shape (8, 256)", "(8, 400)")
+    scan_args = ("--steps", "1", "--bonafide", "10", "--images", "10", "-q")
+    out = tmp_path / "scan"
+    scan = run_cli(capsys, "scan", weights, *args, "--image-size", "16", *scan_args, "--out", out)
+    assert scan.code == 0, scan.err
+    config = json.loads((out / "config.json").read_text())
+    assert config["foreign_model"]["image_size"] == 16
+    assert config["data"]["image_size"] == 16
+    imported = tmp_path / "imported"
+    result = run_cli(capsys, "import", weights, *args, "--image-size", "16", "--out", imported)
+    assert result.code == 0, result.err
+    sidecar = json.loads((imported / "model.json").read_text())
+    assert sidecar["input_shape"] == [1, 16, 16]
+    assert sidecar["class_names"] == ["a", "b"]
+    assert run_cli(capsys, "evaluate", imported, "--data-dir", data).code == 0
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        (("--image-size", "16"), "weights take --image-size 16, but the data set's images have"),
+        (("--channels", "2"), "--channels must be 1 or 3, got 2"),
+        (("--image-size", "0"), "--image-size must be at least 1, got 0"),
+    ],
+)
+def test_a_wrong_input_shape_is_one_line_and_writes_nothing(tmp_path, capsys, options, fragment):
+    weights = tmp_path / "w16.pth"
+    torch.save(_sixteen_pixel_mlp().state_dict(), weights)
+    args = (*MLP_ARGS, "--dataset", "digits", *options)
+    for command in (["evaluate"], ["scan", "--steps", "1", "--bonafide", "500"], ["import"]):
+        out = tmp_path / "out"
+        result = run_cli(capsys, *command, weights, *args, "--out", out)
+        assert_one_line_error(result, fragment)
+        assert result.code == 2
+        assert not out.exists()
+
+
+def test_input_shape_options_need_arch(user_model, capsys):
+    _, path = user_model
+    result = run_cli(capsys, "evaluate", path, "--image-size", "16", "--channels", "1")
+    assert_one_line_error(result, "--image-size", "--channels", "add --arch")
