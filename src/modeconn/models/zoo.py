@@ -371,22 +371,30 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """The CIFAR ResNet of He et al. 2016a: 3×3 conv 16, three stages (16, 32, 64) of n blocks."""
+    """The CIFAR ResNet of He et al. 2016a: 3×3 conv w, three stages (w, 2w, 4w) of n blocks
+    (w = 16 in the paper; a smaller ``width`` gives a narrow ResNet)."""
 
     def __init__(
-        self, in_channels: int, image_size: int, num_classes: int, depth: int, shortcut: str
+        self,
+        in_channels: int,
+        image_size: int,
+        num_classes: int,
+        depth: int,
+        shortcut: str,
+        width: int = 16,
     ) -> None:
         super().__init__()
         n = (depth - 2) // 6
-        self.conv1 = _conv3x3(in_channels, 16)
-        self.bn1 = nn.BatchNorm2d(16)
+        self.conv1 = _conv3x3(in_channels, width)
+        self.bn1 = nn.BatchNorm2d(width)
         blocks: list[nn.Module] = []
-        planes, size = 16, image_size
-        for width, stage_stride in ((16, 1), (32, 2), (64, 2)):
+        planes, size = width, image_size
+        stages = ((width, 1), (2 * width, 2), (4 * width, 2))
+        for stage_width, stage_stride in stages:
             stride, size = _stride(size, stage_stride)
             for i in range(n):
-                blocks.append(BasicBlock(planes, width, stride if i == 0 else 1, shortcut))
-                planes = width
+                blocks.append(BasicBlock(planes, stage_width, stride if i == 0 else 1, shortcut))
+                planes = stage_width
         self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(planes, num_classes)
         _init_conv_bn(self)
@@ -399,12 +407,14 @@ class CifarResNet(nn.Module):
 
 @register_model("resnet20")
 def resnet20(
-    *, in_channels: int, image_size: int, num_classes: int, shortcut: str = "A"
+    *, in_channels: int, image_size: int, num_classes: int, shortcut: str = "A", width: int = 16
 ) -> nn.Module:
-    """ResNet-20 for CIFAR; ``shortcut`` "A" (zero padding, as in the paper) or "B" (1×1 conv)."""
+    """ResNet-20 for CIFAR; ``shortcut`` "A" (zero padding, as in the paper) or "B" (1×1 conv);
+    ``width`` the first stage's channels (16 in the paper; 8 is a narrow ResNet-20)."""
     if shortcut not in ("A", "B"):
         raise InvalidArgument(None, f"resnet20 shortcut must be 'A' or 'B', got {shortcut!r}")
-    return CifarResNet(in_channels, image_size, num_classes, depth=20, shortcut=shortcut)
+    width = _check_positive(width, "width")
+    return CifarResNet(in_channels, image_size, num_classes, 20, shortcut, width)
 
 
 # ---------------------------------------------------------------------- Vision Transformer

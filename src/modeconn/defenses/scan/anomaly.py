@@ -13,6 +13,7 @@ from torch import nn
 
 from modeconn.data.prepare import PreparedData
 from modeconn.defenses.scan.kinds import TriggerSet
+from modeconn.defenses.scan.margin import class_margins
 from modeconn.defenses.scan.synthesis import ScanConfig, synthesize_triggers
 from modeconn.errors import ModeconnError
 
@@ -33,6 +34,27 @@ class ScanResult:
     untargeted: dict[str, TriggerSet] = field(default_factory=dict)
     untargeted_index: float | None = None
     untargeted_threshold: float = 1.0
+    margins: list[float] | None = None
+    margin_index: list[float] | None = None
+    margin_threshold: float = 3.0
+
+    @property
+    def class_evidence(self) -> list[float]:
+        """Per class, the strongest evidence over its threshold: the trigger-size anomaly index
+        over ``threshold`` or the margin index over ``margin_threshold`` (above 1: flagged)."""
+        evidence = [v / self.threshold for v in self.anomaly_index]
+        if self.margin_index is not None:
+            evidence = [
+                max(e, m / self.margin_threshold)
+                for e, m in zip(evidence, self.margin_index, strict=True)
+            ]
+        return evidence
+
+    @property
+    def top_class(self) -> int:
+        """The class with the strongest evidence (the suspected target when one is flagged)."""
+        evidence = self.class_evidence
+        return max(range(len(evidence)), key=evidence.__getitem__)
 
     @property
     def untargeted_flagged(self) -> bool:
@@ -48,8 +70,8 @@ class ScanResult:
     @property
     def suspicion(self) -> float:
         """The strongest evidence relative to its threshold (above 1: a backdoor is suspected):
-        the largest anomaly index over ``threshold`` or the untargeted index over its own."""
-        value = max(self.anomaly_index) / self.threshold
+        the largest :attr:`class_evidence` or the untargeted index over its own threshold."""
+        value = max(self.class_evidence)
         if self.untargeted_index is not None:
             value = max(value, self.untargeted_index / self.untargeted_threshold)
         return value
@@ -70,17 +92,29 @@ class ScanResult:
             out[f"{prefix}untargeted_flagged"] = self.untargeted_flagged
             for kind, trig in self.untargeted.items():
                 out[f"{prefix}untargeted_{kind}_size"] = round(float(trig.size[0]), 4)
+        if self.margin_index is not None and self.margins is not None:
+            out[f"{prefix}margins"] = [round(v, 4) for v in self.margins]
+            out[f"{prefix}margin_index"] = [round(v, 4) for v in self.margin_index]
+            out[f"{prefix}max_margin_index"] = round(max(self.margin_index), 4)
+        out[f"{prefix}suspicion"] = round(self.suspicion, 4)
         out[f"{prefix}backdoor_found"] = self.backdoor_found
         return out
+
+    def _class_reason(self, k: int) -> str:
+        """Why class ``k`` is flagged: the signals over their thresholds."""
+        reasons = []
+        if self.anomaly_index[k] > self.threshold:
+            reasons.append(f"anomaly index {self.anomaly_index[k]:.2f} > {self.threshold:g}")
+        if self.margin_index is not None and self.margin_index[k] > self.margin_threshold:
+            reasons.append(f"margin index {self.margin_index[k]:.2f} > {self.margin_threshold:g}")
+        return f"{k} ({', '.join(reasons)})"
 
     def verdict(self) -> str:
         """One sentence a user can act on."""
         parts = []
         if self.flagged_classes:
-            classes = ", ".join(
-                f"{k} (index {self.anomaly_index[k]:.2f})" for k in self.flagged_classes
-            )
-            parts.append(f"class {classes} above {self.threshold:g}")
+            classes = ", ".join(self._class_reason(k) for k in self.flagged_classes)
+            parts.append(f"class {classes}")
         if self.untargeted_flagged:
             parts.append(
                 f"a universal label-flipping trigger (untargeted index "
@@ -91,8 +125,13 @@ class ScanResult:
             return "backdoor suspected: " + "; ".join(parts)
         text = (
             f"no class flagged (largest anomaly index {max(self.anomaly_index):.2f} "
-            f"≤ {self.threshold:g})"
+            f"≤ {self.threshold:g}"
         )
+        if self.margin_index is not None:
+            text += (
+                f", largest margin index {max(self.margin_index):.2f} ≤ {self.margin_threshold:g}"
+            )
+        text += ")"
         if self.untargeted_index is not None:
             text += (
                 f" and no universal label flipper (untargeted index {self.untargeted_index:.2f} "
@@ -134,6 +173,17 @@ def anomaly_index(
     return [float(v) for v in (med - s) / mad]
 
 
+def margin_index(margins: Sequence[float] | torch.Tensor) -> list[float]:
+    """High-side MAD index of each class's largest logit margin (log scale): how far above the
+    other classes' margins a class can be pushed, the MM-BD statistic.
+
+    >>> [round(v, 2) for v in margin_index([10.0, 12.0, 8.0, 11.0, 9.0, 100.0])]
+    [-0.0, 1.17, -1.43, 0.61, -0.67, 14.74]
+    """
+    values = torch.as_tensor(margins, dtype=torch.float64).clamp_min(1e-3)
+    return [-v for v in anomaly_index(values)]
+
+
 def scan_model(
     model: nn.Module,
     x: torch.Tensor,
@@ -170,7 +220,25 @@ def scan_model(
     combined = [
         sum(index[kind][k] for kind in config.kinds) / len(config.kinds) for k in range(num_classes)
     ]
-    flagged = [k for k, v in enumerate(combined) if v > config.threshold]
+    margins = margin_idx = None
+    if config.margin:
+        margins = class_margins(
+            model,
+            x.shape[1:],
+            num_classes,
+            starts=config.margin_starts,
+            steps=config.margin_steps,
+            lr=config.margin_lr,
+            seed=config.seed,
+            device=x.device,
+        ).tolist()
+        margin_idx = margin_index(margins)
+    flagged = [
+        k
+        for k, v in enumerate(combined)
+        if v > config.threshold
+        or (margin_idx is not None and margin_idx[k] > config.margin_threshold)
+    ]
     untargeted: dict[str, TriggerSet] = {}
     if config.untargeted:
         for kind in config.kinds:
@@ -187,6 +255,9 @@ def scan_model(
         untargeted=untargeted,
         untargeted_index=untargeted_index(triggers, untargeted) if untargeted else None,
         untargeted_threshold=config.untargeted_threshold,
+        margins=margins,
+        margin_index=margin_idx,
+        margin_threshold=config.margin_threshold,
     )
 
 
@@ -204,7 +275,7 @@ def untargeted_index(targeted: dict[str, TriggerSet], untargeted: dict[str, Trig
     2.303
     """
     logs = [
-        math.log(float(targeted[kind].size.median()) / max(float(trig.size[0]), 1e-12))
+        math.log(max(float(targeted[kind].size.median()), 1e-12) / max(float(trig.size[0]), 1e-12))
         for kind, trig in untargeted.items()
     ]
     return sum(logs) / len(logs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -46,6 +46,11 @@ class ScanConfig:
     untargeted_batch: int = 96
     untargeted_success: float = 0.9
     untargeted_threshold: float = 1.0
+    margin: bool = False
+    margin_steps: int = 100
+    margin_starts: int = 16
+    margin_lr: float = 0.05
+    margin_threshold: float = 3.0
     seed: int = 0
 
     def validate(self) -> None:
@@ -66,6 +71,12 @@ class ScanConfig:
             )
         if not self.threshold > 0:
             raise InvalidArgument(None, f"anomaly threshold must be positive, got {self.threshold}")
+        if self.margin and (self.margin_steps < 1 or self.margin_starts < 1):
+            raise InvalidArgument(
+                None,
+                "the margin statistic needs margin_steps ≥ 1 and margin_starts ≥ 1, got "
+                f"{self.margin_steps}, {self.margin_starts}",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,7 +198,7 @@ class _Search:
 
 
 @contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
     """``model``'s parameters need no gradients for a while (only the triggers are optimised)."""
     grad_state = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
@@ -228,17 +239,19 @@ def optimise_triggers(
     kind: TriggerKind,
     goal: Goal,
     config: ScanConfig,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """The one optimisation loop: Adam on ``kind``'s parameters for ``goal`` over random
     batches of ``(x, y)``, seeded by ``config.seed``. Returns the kept parameters, the sizes and
-    the success rates."""
+    the success rates. ``on_step(step, sizes)`` sees the smallest sizes kept so far after every
+    step (∞ where no trigger reached the target yet)."""
     gen = torch.Generator().manual_seed(config.seed)
     params = kind.init_params(goal.count, x.shape[1:], gen, x.device)
     lr, cost = kind.settings(config)
     opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
     search = _Search(params, cost, goal, config)
     n = x.shape[0]
-    with _frozen(model), eval_mode(model):
+    with frozen_parameters(model), eval_mode(model):
         for step in range(config.steps):
             pick = torch.randint(0, n, (min(goal.batch, n),), generator=gen).to(x.device)
             loss, size, success = _batch_loss(
@@ -248,6 +261,8 @@ def optimise_triggers(
             loss.backward()
             opt.step()
             search.update(step, params, size, success)
+            if on_step is not None:
+                on_step(step, search.size)
     return search.finish(params, success, kind)
 
 

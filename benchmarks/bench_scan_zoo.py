@@ -1,0 +1,194 @@
+"""The scan judged on a zoo of clean and backdoored models, as detectors are judged.
+
+Trains the zoo of :mod:`benchmarks.scan_zoo` once (cached run directories), scans every model with
+the default :class:`ScanConfig`, and reports per attack family and overall, for the calibration
+part and the held-out part separately: AUROC of the scan's score (its suspicion, the strongest
+evidence over its threshold), true-positive rate at 5% false positives, detections and false
+flags at the default threshold, the share of detected all-to-one models whose target is the top
+class, and seconds per model. It also scans the held-out backdoored models with two more seeds
+(other image draws) to count verdicts that change, and times today's and the previous default
+scan side by side on the same lenets for the speed ratio.
+
+``MODECONN_ZOO`` names the cache directory (default ``benchmarks/results/zoo``);
+``MODECONN_ZOO_WORKERS=i/n`` scans every n-th model only (run n processes side by side; the
+last one to finish writes the tables from every model's cached result).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.scan_zoo import (
+    CALIBRATION,
+    FULL,
+    HELD_OUT,
+    QUICK,
+    ZooMember,
+    ZooScale,
+    effective,
+    members,
+    quick_members,
+    train_member,
+)
+from modeconn.commands.suspects import suspects_with_data
+from modeconn.data.prepare import DataConfig
+from modeconn.defenses.scan import ScanConfig, ScanResult, scan_images, scan_model
+from modeconn.defenses.scan.calibration import ZooScore, zoo_table
+from modeconn.io import read_json, write_json
+
+STABILITY_SEEDS = (1, 2)
+#: The scan before the zoo: 150 steps, no margin statistic, no early stop.
+PREVIOUS = ScanConfig(steps=150, margin=False)
+RATIO_MODELS = ("clean-lenet-0", "patch-lenet-1")
+
+
+def _root() -> Path:
+    return Path(os.environ.get("MODECONN_ZOO", "benchmarks/results/zoo"))
+
+
+def scan_member(
+    member: ZooMember, root: Path, config: ScanConfig, scale: ZooScale = FULL
+) -> tuple[ScanResult, float]:
+    """Scan one trained zoo model as ``modeconn scan`` does (its own bonafide draw)."""
+    dev = torch.device("cpu")
+    data = DataConfig(dataset=None, bonafide=scale.bonafide)
+    (ck,), _, prepared = suspects_with_data(
+        [root / member.name / "model.safetensors"], data, dev, seed=config.seed
+    )
+    start = time.perf_counter()
+    x, y = scan_images(prepared, config.images, dev)
+    result = scan_model(ck.model, x, y, prepared.info.num_classes, config)
+    return result, time.perf_counter() - start
+
+
+def _record(member: ZooMember, result: ScanResult, seconds: float) -> dict[str, Any]:
+    return {
+        "score": result.suspicion,
+        "flagged": result.backdoor_found,
+        "top_class": result.top_class,
+        "flagged_classes": result.flagged_classes,
+        "verdict": result.verdict(),
+        "seconds": round(seconds, 2),
+    }
+
+
+def cached_scan(
+    member: ZooMember, root: Path, config: ScanConfig, scale: ZooScale = FULL
+) -> dict[str, Any]:
+    """The scan of ``member`` with ``config``, computed once per scan setting."""
+    path = root / member.name / f"scan@{config.seed}.json"
+    if path.exists():
+        cached = read_json(path)
+        if cached.get("config") == json.loads(json.dumps(config.to_dict())):
+            return cached
+    result, seconds = scan_member(member, root, config, scale)
+    record = {**_record(member, result, seconds), "config": config.to_dict()}
+    write_json(path, record)
+    return record
+
+
+def _score(member: ZooMember, record: dict[str, Any]) -> ZooScore:
+    target = None
+    if member.trigger is not None and member.trigger.get("label_mode") != "all-to-all":
+        target = member.trigger["target"]
+    return ZooScore(
+        member.name,
+        member.family,
+        record["score"],
+        record["flagged"],
+        target,
+        record["top_class"],
+        record["seconds"],
+    )
+
+
+def speed_ratio(root: Path) -> dict[str, Any]:
+    """Seconds of the previous and today's default scan on the same lenets, side by side."""
+    zoo = {m.name: m for m in members()}
+    laps: dict[str, list[float]] = {"previous": [], "default": []}
+    for name in RATIO_MODELS:
+        for label, config in (("previous", PREVIOUS), ("default", ScanConfig())):
+            laps[label].append(round(scan_member(zoo[name], root, config)[1], 2))
+    return {**laps, "ratio": round(sum(laps["previous"]) / sum(laps["default"]), 2)}
+
+
+def run_zoo(
+    root: Path,
+    zoo: list[ZooMember],
+    scale: ZooScale,
+    *,
+    worker: tuple[int, int] = (0, 1),
+    config: ScanConfig | None = None,
+) -> dict[str, Any]:
+    """Train (once) and scan (once per setting) this worker's share of ``zoo`` under ``root``;
+    the tables once every model has been scanned (else ``{"partial": True}``)."""
+    config = config or ScanConfig()
+    summaries = {m.name: train_member(m, root, scale) for m in zoo}
+    for i, m in enumerate(zoo):
+        if i % worker[1] != worker[0]:
+            continue
+        cached_scan(m, root, config, scale)
+        if m.part == HELD_OUT and m.trigger is not None:
+            for seed in STABILITY_SEEDS:
+                cached_scan(m, root, replace(config, seed=seed), scale)
+    if not all((root / m.name / f"scan@{config.seed}.json").exists() for m in zoo):
+        return {"partial": True, "worker": worker[0]}
+    return tables(root, zoo, summaries, config, scale)
+
+
+def main(out_dir: Path) -> dict[str, Any]:
+    quick = os.environ.get("MODECONN_ZOO_QUICK") == "1"
+    workers = tuple(int(v) for v in os.environ.get("MODECONN_ZOO_WORKERS", "0/1").split("/"))
+    root = _root()
+    if quick:
+        return run_zoo(root / "quick", quick_members(), QUICK, worker=workers)
+    result = run_zoo(root, members(), FULL, worker=workers)
+    if not result.get("partial"):
+        result["speed"] = speed_ratio(root)
+    return result
+
+
+def tables(
+    root: Path,
+    zoo: list[ZooMember],
+    summaries: dict[str, dict],
+    config: ScanConfig,
+    scale: ZooScale,
+) -> dict[str, Any]:
+    """The zoo's figures per part and family, the unstable verdicts and every model's row."""
+    usable = [m for m in zoo if effective(m, summaries[m.name])]
+    rows = {m.name: cached_scan(m, root, config, scale) for m in usable}
+    out: dict[str, Any] = {"config": asdict(config)}
+    for part in (CALIBRATION, HELD_OUT):
+        out[part] = zoo_table([_score(m, rows[m.name]) for m in usable if m.part == part])
+    unstable = []
+    for m in usable:
+        if m.part == HELD_OUT and m.trigger is not None:
+            verdicts = {
+                cached_scan(m, root, replace(config, seed=s), scale)["flagged"]
+                for s in (config.seed, *STABILITY_SEEDS)
+            }
+            if len(verdicts) > 1:
+                unstable.append(m.name)
+    out["unstable_verdicts"] = unstable
+    out["not_learnt"] = [m.name for m in zoo if m not in usable]
+    out["models"] = {
+        m.name: {
+            "family": m.family,
+            "arch": m.arch,
+            "part": m.part,
+            "trigger": m.trigger,
+            "clean_acc": summaries[m.name]["clean_acc"],
+            "asr": summaries[m.name].get("asr"),
+            **{k: rows[m.name][k] for k in ("score", "flagged", "top_class", "seconds")},
+        }
+        for m in usable
+    }
+    return out

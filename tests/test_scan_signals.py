@@ -1,0 +1,133 @@
+"""The scan's margin statistic (MM-BD) and the zoo figures a detector is judged by."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from modeconn.defenses.scan import ScanConfig, scan_model
+from modeconn.defenses.scan.anomaly import margin_index
+from modeconn.defenses.scan.calibration import (
+    ZooScore,
+    auroc,
+    family_figures,
+    threshold_at_fpr,
+    tpr_at_fpr,
+    zoo_table,
+)
+from modeconn.defenses.scan.margin import class_margins, margins_of
+
+
+class RowModel(nn.Module):
+    """Class k's logit is 10 × the mean of image row k (4 classes); with ``backdoor`` one
+    bottom-right pixel adds 50 to class 0 — a shortcut far stronger than any natural feature."""
+
+    def __init__(self, backdoor: bool) -> None:
+        super().__init__()
+        self.backdoor = backdoor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x[:, 0].mean(dim=2)[:, :4].clone()
+        if self.backdoor:
+            rows[:, 0] = rows[:, 0] + 5.0 * x[:, 0, -1, -1]
+        return 10.0 * rows
+
+
+def _images(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 1, 8, 8, generator=g) * 0.2
+    y = torch.arange(n) % 4
+    x[torch.arange(n), 0, y] += 0.6
+    x[:, 0, -1, -1] = 0.0
+    return x, y
+
+
+def test_margins_of_excludes_the_own_class():
+    logits = torch.tensor([[1.0, 4.0, 2.0], [5.0, 5.0, 0.0]])
+    assert margins_of(logits, torch.tensor([1, 0])).tolist() == [2.0, 0.0]
+
+
+def test_class_margins_find_the_backdoor_shortcut():
+    clean = class_margins(RowModel(False), (1, 8, 8), 4, steps=60, starts=4)
+    bad = class_margins(RowModel(True), (1, 8, 8), 4, steps=60, starts=4)
+    # a clean row model reaches margin 10 at most (one row all ones, the others zero)
+    assert clean.max() <= 10.0 + 1e-4 and clean.min() > 8.0
+    # the pixel adds 50/8 to class 0's margin; the other classes are unchanged
+    assert bad[0] > clean[0] + 5.0
+    assert torch.allclose(bad[1:], clean[1:], atol=0.5)
+    assert margin_index([10.0, 10.0, 10.0, 10.0])[0] == pytest.approx(0.0)
+
+
+def test_class_margins_are_seeded_and_leave_the_model_unchanged():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
+    before = [p.detach().clone() for p in model.parameters()]
+    a = class_margins(model, (1, 8, 8), 4, steps=10, starts=3, seed=5)
+    b = class_margins(model, (1, 8, 8), 4, steps=10, starts=3, seed=5)
+    assert torch.equal(a, b)
+    assert all(torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=True))
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_scan_reports_the_margin_and_flags_by_either_signal():
+    x, y = _images()
+    config = ScanConfig(steps=60, batch_size=32, margin=True, margin_steps=60, margin_starts=4)
+    result = scan_model(RowModel(True), x, y, 4, config)
+    assert result.margins is not None and len(result.margin_index) == 4
+    assert result.top_class == 0 and 0 in result.flagged_classes
+    summary = result.summary()
+    assert summary["max_margin_index"] == pytest.approx(max(result.margin_index), abs=1e-4)
+    assert summary["suspicion"] == pytest.approx(result.suspicion, abs=1e-4)
+    off = scan_model(RowModel(True), x, y, 4, ScanConfig(steps=5, margin=False))
+    assert off.margins is None and "margins" not in off.summary()
+
+
+def test_auroc_threshold_and_tpr_on_known_scores():
+    assert auroc([0.9, 0.8, 0.3], [0.1, 0.2, 0.3]) == pytest.approx((3 + 3 + 2.5) / 9)
+    assert math.isnan(auroc([], [1.0]))
+    negatives = [float(v) for v in range(20)]  # 0 … 19
+    assert threshold_at_fpr(negatives, 0.05) == 18.0  # one negative (19) above it
+    assert tpr_at_fpr([18.5, 30.0, 17.0, 1.0], negatives, 0.05) == 0.5
+
+
+def test_zoo_table_counts_detections_false_flags_and_targets():
+    scores = [
+        ZooScore("c1", "clean", 0.5, False),
+        ZooScore("c2", "clean", 1.2, True),
+        ZooScore("p1", "patch", 3.0, True, true_target=2, top_class=2, seconds=2.0),
+        ZooScore("p2", "patch", 2.0, True, true_target=5, top_class=1, seconds=4.0),
+        ZooScore("a1", "all-to-all", 0.8, False),
+    ]
+    table = zoo_table(scores)
+    assert set(table) == {"patch", "all-to-all", "overall"}
+    assert table["patch"]["auroc"] == 1.0 and table["patch"]["detected"] == 2
+    assert table["patch"]["target_right"] == 0.5
+    assert table["all-to-all"]["auroc"] == 0.5
+    overall = family_figures(scores)
+    assert overall["false_flags"] == 1 and overall["backdoored"] == 3 and overall["clean"] == 2
+    assert overall["seconds_per_model"] == pytest.approx(6.0 / 5)
+
+
+@pytest.mark.slow
+def test_quick_zoo_benchmark_trains_once_scans_and_tables(tmp_path):
+    bench = pytest.importorskip("benchmarks.bench_scan_zoo")
+    zoo_mod = pytest.importorskip("benchmarks.scan_zoo")
+    config = ScanConfig(steps=30, margin=True, margin_steps=30, margin_starts=4)
+    zoo = zoo_mod.quick_members()
+    result = bench.run_zoo(tmp_path, zoo, zoo_mod.QUICK, config=config)
+    assert {"calibration", "held-out", "models", "unstable_verdicts"} <= set(result)
+    rows = result["models"]
+    assert set(rows) | set(result["not_learnt"]) == {m.name for m in zoo}
+    for m in zoo:
+        assert (tmp_path / m.name / "summary.json").exists()
+    backdoored = [r for r in rows.values() if r["family"] != "clean"]
+    assert all(r["asr"] >= 0.5 for r in backdoored)
+    overall = result["calibration"]["overall"]
+    assert overall["clean"] == 1 and 0.0 <= overall["auroc"] <= 1.0
+    # a second run reuses every trained model and cached scan
+    stamp = {p: p.stat().st_mtime for p in tmp_path.glob("*/scan@0.json")}
+    again = bench.run_zoo(tmp_path, zoo, zoo_mod.QUICK, config=config)
+    assert again["models"] == rows
+    assert {p: p.stat().st_mtime for p in tmp_path.glob("*/scan@0.json")} == stamp
