@@ -70,9 +70,10 @@ class ZooMember:
     seed: int
     part: str
     trigger: dict[str, Any] | None = field(default=None, hash=False)
+    epochs: int | None = None  # more than the scale's for backdoors that are slow to learn
 
     def train_config(self, scale: ZooScale) -> TrainConfig:
-        return TrainConfig(epochs=dict(scale.epochs)[self.arch], seed=self.seed)
+        return TrainConfig(epochs=self.epochs or dict(scale.epochs)[self.arch], seed=self.seed)
 
 
 def _patch(size: int, position: Any, pattern: str, target: int, rate: float, **kw: Any) -> dict:
@@ -86,6 +87,7 @@ def _blend(pattern: str, alpha: float, target: int, rate: float, **kw: Any) -> d
 
 
 def _warp(strength: float, target: int, rate: float, **kw: Any) -> dict:
+    """A WaNet-style warp; warps are slow to learn, so ``epochs`` may ask for more training."""
     return dict(type="warp", warp_strength=strength, target=target, rate=rate, **kw)
 
 
@@ -110,11 +112,12 @@ _BACKDOORED: list[tuple[str, str, int, str, dict]] = [
     ("blend", "resnet", 21, HELD_OUT, _blend("random", 0.2, 4, 0.05, seed=7)),
     ("blend", "mlp", 21, HELD_OUT, _blend("natural", 0.2, 2, 0.10)),
     ("warp", "lenet", 1, CALIBRATION, _warp(0.5, 2, 0.10)),
-    ("warp", "lenet", 2, CALIBRATION, _warp(1.0, 7, 0.10, seed=4)),
-    ("warp", "resnet", 1, CALIBRATION, _warp(0.75, 5, 0.10)),
-    ("warp", "lenet", 21, HELD_OUT, _warp(0.5, 8, 0.10, seed=9)),
-    ("warp", "mlp", 21, HELD_OUT, _warp(1.0, 3, 0.10, seed=2)),
-    ("warp", "resnet", 21, HELD_OUT, _warp(0.75, 0, 0.10, seed=6)),
+    ("warp", "lenet", 3, CALIBRATION, _warp(0.75, 7, 0.10, seed=4, epochs=8)),
+    ("warp", "lenet", 4, CALIBRATION, _warp(0.5, 7, 0.10, seed=3, epochs=6)),
+    ("warp", "resnet", 2, CALIBRATION, _warp(0.5, 5, 0.10, epochs=6)),
+    ("warp", "lenet", 21, HELD_OUT, _warp(0.5, 8, 0.10, seed=9, epochs=8)),
+    ("warp", "mlp", 22, HELD_OUT, _warp(0.5, 3, 0.10, seed=2, epochs=10)),
+    ("warp", "resnet", 22, HELD_OUT, _warp(0.5, 0, 0.10, seed=6, epochs=6)),
     ("all-to-all", "lenet", 1, CALIBRATION, _patch(3, "bottom-right", "solid", 0, 0.10)),
     ("all-to-all", "resnet", 1, CALIBRATION, _blend("random", 0.2, 0, 0.10)),
     ("all-to-all", "mlp", 1, CALIBRATION, _patch(4, "top-left", "checkerboard", 0, 0.10)),
@@ -133,10 +136,12 @@ def members() -> list[ZooMember]:
         for i, seed in enumerate(seeds):
             part = CALIBRATION if i < len(seeds) // 2 else HELD_OUT
             zoo.append(ZooMember(f"clean-{arch}-{seed}", "clean", arch, seed, part))
-    for family, arch, seed, part, trigger in _BACKDOORED:
+    for family, arch, seed, part, setting in _BACKDOORED:
+        trigger = dict(setting)
         if family == "all-to-all":
-            trigger = {**trigger, "label_mode": "all-to-all"}
-        zoo.append(ZooMember(f"{family}-{arch}-{seed}", family, arch, seed, part, trigger))
+            trigger["label_mode"] = "all-to-all"
+        epochs = trigger.pop("epochs", None)
+        zoo.append(ZooMember(f"{family}-{arch}-{seed}", family, arch, seed, part, trigger, epochs))
     return sorted(zoo, key=lambda m: m.part != CALIBRATION)  # calibration first
 
 

@@ -131,3 +131,46 @@ def test_quick_zoo_benchmark_trains_once_scans_and_tables(tmp_path):
     again = bench.run_zoo(tmp_path, zoo, zoo_mod.QUICK, config=config)
     assert again["models"] == rows
     assert {p: p.stat().st_mtime for p in tmp_path.glob("*/scan@0.json")} == stamp
+
+
+def test_warp_trigger_geometry():
+    from modeconn.defenses.scan.kinds import WarpTrigger
+
+    kind = WarpTrigger()
+    x = torch.zeros(2, 1, 8, 8)
+    x[:, 0, :, 3] = 1.0  # a vertical bar at column 3
+    zero = {"flow": torch.zeros(1, 2, 4, 4)}
+    assert torch.allclose(kind.stamp(x[:1], zero), x[:1], atol=1e-6)
+    right = torch.zeros(3, 2, 4, 4)
+    right[1, 0] = 1.0  # sample one pixel to the right: the bar moves one pixel left
+    moved = kind.stamp_all(x, {"flow": right})
+    assert moved.shape == (3, 2, 1, 8, 8)
+    assert torch.allclose(moved[1, :, 0, :, 2], torch.ones(2, 8), atol=1e-5)
+    assert torch.allclose(moved[0], x, atol=1e-6)
+    assert kind.size({"flow": right}).tolist() == pytest.approx([0.0, 4.0, 0.0])
+    assert kind.scaled({"flow": right}, 2.0)["flow"][1, 0, 0, 0] == 2.0
+    assert kind.image({"flow": right}, 1).max() == pytest.approx(1.0)
+
+
+class ShiftBackdoor(RowModel):
+    """RowModel on images with a bar at column 5; class 0 also fires when column 6 is bright
+    — a bar moved by one pixel, which a warp does with a tiny flow."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x)
+        logits[:, 0] = logits[:, 0] + 40.0 * x[:, 0, :4, 6].mean(1)
+        return logits
+
+
+def test_warp_kind_finds_a_shift_backdoor():
+    from modeconn.defenses.scan import synthesize_triggers
+
+    x, y = _images()
+    x[:, 0, :, 5] = 0.9
+    x[:, 0, :, 6] = 0.0
+    model = ShiftBackdoor(False)
+    assert (model(x).argmax(1) == y).float().mean() > 0.9
+    config = ScanConfig(steps=80, batch_size=32, warp_lr=0.1)
+    trig = synthesize_triggers(model, x, y, 4, "warp", config)
+    assert trig.success[0] >= 0.95
+    assert trig.size[0] < 0.5 * trig.size[1:].min()

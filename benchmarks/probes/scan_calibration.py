@@ -69,6 +69,33 @@ def rule_margin(steps: int = 200, thr: float = 3.0) -> Rule:
     return score
 
 
+def warp_index(record: Signals, steps: int) -> list[float]:
+    return anomaly_index(at(record, "warp_targeted", steps))
+
+
+def rule_warp(
+    steps: int = 150,
+    wsteps: int = 100,
+    thr: float = 3.0,
+    wthr: float = 3.0,
+    how: str = "max",
+    uthr: float = 1.0,
+) -> Rule:
+    """Mask and perturbation averaged as today, the warp kind either averaged in (``mean``) or
+    taken on its own threshold (``max``)."""
+
+    def score(r: Signals) -> tuple[float, int]:
+        mp, w = size_index(r, steps), warp_index(r, wsteps)
+        if how == "mean":
+            ev = [(2 * a + b) / 3 / thr for a, b in zip(mp, w, strict=True)]
+        else:
+            ev = [max(a / thr, b / wthr) for a, b in zip(mp, w, strict=True)]
+        top = max(range(len(ev)), key=ev.__getitem__)
+        return max(ev[top], untargeted(r, steps) / uthr), top
+
+    return score
+
+
 def rule_combined(
     steps: int = 150, msteps: int = 200, thr: float = 3.0, mthr: float = 3.0, uthr: float = 1.0
 ) -> Rule:
@@ -119,6 +146,13 @@ def main() -> None:
         for m in members()
         if (root / m.name / "summary.json").exists()
     }
+    warp_rules = {
+        "warp-max@150/100": rule_warp(150, 100),
+        "warp-max@75/50": rule_warp(75, 50),
+        "warp-max@150/100 w4": rule_warp(150, 100, wthr=4.0),
+        "warp-mean@150/100": rule_warp(150, 100, how="mean"),
+        "warp-mean@75/50": rule_warp(75, 50, how="mean"),
+    }
     rules = {
         "current@150": rule_current(150),
         "current@100": rule_current(100),
@@ -131,6 +165,9 @@ def main() -> None:
     }
     for name, rule in rules.items():
         report(name, signals, summaries, rule)
+    warped = {k: v for k, v in signals.items() if "warp_targeted" in v}
+    for name, rule in warp_rules.items():
+        report(name, warped, summaries, rule)
 
 
 if __name__ == "__main__":

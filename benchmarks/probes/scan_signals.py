@@ -26,7 +26,7 @@ from modeconn.defenses.scan.margin import class_margins
 from modeconn.defenses.scan.synthesis import TargetedGoal, UntargetedGoal, optimise_triggers
 from modeconn.io import write_json
 
-STEPS, MARGIN_STEPS = 150, 200
+STEPS, MARGIN_STEPS, WARP_STEPS = 150, 200, 100
 
 
 def _trajectory(store: list) -> callable:
@@ -61,29 +61,60 @@ def probe_model(path: Path, seed: int) -> dict:
     return record
 
 
-def load_signals(root: Path) -> dict:
-    """Every probed record under ``root``, keyed ``name@seed``."""
+def probe_warp(path: Path, seed: int) -> dict:
+    """The warp kind's targeted sizes and success after every step (a later addition)."""
+    config = ScanConfig(seed=seed, steps=WARP_STEPS)
+    dev = torch.device("cpu")
+    (ck,), _, prepared = suspects_with_data([path], None, dev, seed=seed)
+    x, y = scan_images(prepared, config.images, dev)
+    k = prepared.info.num_classes
+    traj: list = []
+    t = time.perf_counter()
+    _, _, success = optimise_triggers(
+        ck.model,
+        x,
+        y,
+        trigger_kind("warp"),
+        TargetedGoal(k, config, dev),
+        config,
+        on_step=_trajectory(traj),
+    )
     return {
-        f"{p.parent.name}@{p.stem.split('@')[1]}": json.loads(p.read_text())
-        for p in root.glob("*/signals@*.json")
+        "warp_targeted": traj,
+        "warp_success": [round(float(v), 3) for v in success],
+        "warp_targeted_seconds": round(time.perf_counter() - t, 2),
     }
+
+
+def load_signals(root: Path) -> dict:
+    """Every probed record under ``root``, keyed ``name@seed`` (warp sizes merged in)."""
+    records = {}
+    for p in root.glob("*/signals@*.json"):
+        record = json.loads(p.read_text())
+        warp = p.with_name(p.name.replace("signals@", "warp@"))
+        if warp.exists():
+            record.update(json.loads(warp.read_text()))
+        records[f"{p.parent.name}@{p.stem.split('@')[1]}"] = record
+    return records
 
 
 def main() -> None:
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("benchmarks/results/zoo")
     seeds = [int(s) for s in sys.argv[2].split(",")] if len(sys.argv) > 2 else [0]
     worker, workers = (int(v) for v in (sys.argv[3] if len(sys.argv) > 3 else "0/1").split("/"))
+    what = sys.argv[4] if len(sys.argv) > 4 else "signals"
+    probe = {"signals": probe_model, "warp": probe_warp}[what]
     order = sorted(members(), key=lambda m: (m.part != "calibration", m.family == "clean"))
     for i, member in enumerate(order):
         run = root / member.name
         if i % workers != worker or not (run / "summary.json").exists():
             continue
         for seed in seeds:
-            out = run / f"signals@{seed}.json"
+            out = run / f"{what}@{seed}.json"
             if out.exists():
                 continue
             t = time.perf_counter()
-            write_json(out, probe_model(run / "model.safetensors", seed))
+            write_json(out, probe(run / "model.safetensors", seed))
             print(f"{member.name}@{seed}: {time.perf_counter() - t:.0f}s", flush=True)
 
 

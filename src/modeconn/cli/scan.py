@@ -45,7 +45,8 @@ def scan_command(
         int, typer.Option("--batch-size", help="Images per class per step.")
     ] = _DEFAULTS.batch_size,
     kinds: Annotated[
-        str, typer.Option("--kinds", help="Comma-separated trigger kinds: mask, perturbation.")
+        str,
+        typer.Option("--kinds", help="Comma-separated trigger kinds: mask, perturbation, warp."),
     ] = ",".join(_DEFAULTS.kinds),
     threshold: Annotated[
         float, typer.Option("--threshold", help="Anomaly index above which a class is flagged.")
@@ -72,7 +73,7 @@ def scan_command(
 
     kind_list = tuple(k.strip() for k in kinds.split(",") if k.strip())
     if not kind_list:
-        raise ModeconnError("--kinds needs at least one of mask, perturbation")
+        raise ModeconnError("--kinds needs at least one of mask, perturbation, warp")
     config = ScanConfig(
         images=images,
         steps=steps,

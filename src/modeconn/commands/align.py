@@ -35,6 +35,7 @@ from modeconn.checkpoints import (
     is_foreign,
     load_model,
     load_weights,
+    model_input_shape,
     save_model,
     write_tensors,
 )
@@ -164,7 +165,7 @@ def _data_config(data: DataConfig | None, dataset: str | None, seed: int) -> Dat
 
 def _prepare(data: DataConfig | None, a: Checkpoint, b: Checkpoint, paths, seed: int):
     """The data config (default: A's data set, no augmentation) and the prepared data."""
-    config = _data_config(data, a.dataset or b.dataset, seed)
+    config = model_input_shape(_data_config(data, a.dataset or b.dataset, seed), a.spec)
     prepared = prepare_data(config)
     check_compatible(a.spec, prepared, str(paths[0]))
     check_compatible(b.spec, prepared, str(paths[1]))

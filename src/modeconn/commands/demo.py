@@ -85,7 +85,6 @@ def scenario_named(name: str) -> Scenario:
 DEMO_PATH_TEST_IMAGES = 2000
 DEMO_ANP_STEPS = 100
 DEMO_FST_EPOCHS = 10
-DEMO_SCAN_STEPS = 120
 DEMO_NOISE_SIGMAS = (0.1, 0.3, 0.6)
 
 
@@ -99,7 +98,7 @@ class DemoConfig:
     epochs: int = 3
     bonafide: int = 2500
     repair_epochs: int | None = None  # None: the repair default of the scenario's method
-    scan_steps: int | None = None  # None: 120
+    scan_steps: int | None = None  # None: the scan's default
     scratch_epochs: int = 20
     baselines: bool = True
     sweep: tuple[int, ...] = ()
@@ -157,8 +156,7 @@ def demo_repair_config(scenario: Scenario, config: DemoConfig) -> RepairConfig:
         anp=dataclasses.replace(RepairConfig().anp, steps=DEMO_ANP_STEPS),
         fst=dataclasses.replace(RepairConfig().fst, epochs=DEMO_FST_EPOCHS),
     )
-    scan_steps = config.scan_steps if config.scan_steps is not None else DEMO_SCAN_STEPS
-    repair = with_budget(repair, scan_steps=scan_steps)
+    repair = with_budget(repair, scan_steps=config.scan_steps)
     if config.repair_epochs is None:
         return repair
     return dataclasses.replace(

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modeconn.checkpoints import Checkpoint, is_foreign, load_model
+from modeconn.checkpoints import Checkpoint, is_foreign, load_model, model_input_shape
 from modeconn.connectivity.checkpoints import check_same_architecture, endpoint_meta, family_kind
 from modeconn.connectivity.curves import ControlPointModel, check_curve_kind
 from modeconn.connectivity.evaluate import PointData, center_coefficients
@@ -113,7 +113,9 @@ class FamilySession:
         else:
             self.ckpts = _load_models(paths, names)
             own_dataset = self.ckpts[0].dataset or DataConfig.dataset
-            self.data = _family_data(data, own_dataset, config.seed)
+            self.data = model_input_shape(
+                _family_data(data, own_dataset, config.seed), self.ckpts[0].spec
+            )
             self.split = _resolve_split(self.data, train_split)
             self.prepared = prepare_data(self.data)
         self.spec = self.ckpts[0].spec
@@ -212,6 +214,6 @@ def data_from_meta(
 
 def prepare_family_data(meta, spec, source, data, data_dir, test_limit) -> PreparedData:
     config = data or data_from_meta(meta, data_dir=data_dir, test_limit=test_limit)
-    prepared = prepare_data(config)
+    prepared = prepare_data(model_input_shape(config, spec))
     check_compatible(spec, prepared, str(source))
     return prepared

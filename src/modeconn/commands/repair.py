@@ -17,7 +17,7 @@ from modeconn.checkpoints import foreign_record, network_weights_path, save_mode
 from modeconn.commands.scan import write_scan_outputs
 from modeconn.commands.suspects import load_repair_inputs
 from modeconn.connectivity import save_curve
-from modeconn.data.prepare import DataConfig
+from modeconn.data.prepare import DataConfig, PreparedData
 from modeconn.data.registry import DatasetInfo
 from modeconn.data.triggered import TriggeredImages, read_triggered_folder
 from modeconn.defenses.repair import (
@@ -32,6 +32,8 @@ from modeconn.defenses.repair import (
     sweep_repairs,
 )
 from modeconn.defenses.repair.evaluation import AttackUnderTest
+from modeconn.defenses.scan import ScanConfig
+from modeconn.defenses.scan.zoo_reference import scan_uncertainty
 from modeconn.distributed import resolve_device
 from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.io import atomic_write_text, write_table
@@ -117,10 +119,17 @@ def verdict_summary(
 
 
 def repair_summary(
-    result: RepairResult, key: str | None, bonafide: int, *, attack_note: str | None = None
+    result: RepairResult,
+    key: str | None,
+    bonafide: int,
+    *,
+    attack_note: str | None = None,
+    scan_config: ScanConfig | None = None,
 ) -> dict[str, Any]:
     """Flat summary keys: the verdict first (:func:`verdict_summary`, with ``attack_note``),
-    then the chosen model's figures, then every row's under its slug."""
+    then the chosen model's figures (and what the scan zoo says of the tampered model's scan
+    under ``scan_config``), then every row's under its slug."""
+    scan_config = scan_config or ScanConfig()
     chosen = result.chosen
     tampered = result.references[0]
     summary: dict[str, Any] = {
@@ -145,6 +154,8 @@ def repair_summary(
     if tampered_scan is not None:
         summary["tampered_flagged_classes"] = list(tampered_scan.flagged_classes)
         summary["tampered_backdoor_found"] = tampered_scan.backdoor_found
+        uncertainty = scan_uncertainty(tampered_scan, scan_config)
+        summary.update({f"tampered_{k}": v for k, v in uncertainty.items()})
     repaired_scan = result.scans[chosen.name]
     summary["repaired_flagged_classes"] = list(repaired_scan.flagged_classes)
     summary["repaired_backdoor_found"] = repaired_scan.backdoor_found
@@ -162,14 +173,16 @@ def write_repair_outputs(
     spec,
     attack: dict[str, Any] | None,
     model_paths: Sequence[str | Path],
-    data: DataConfig,
+    prepared: PreparedData,
 ) -> None:
     """The repaired model, the curve, the tables, the scans and the figures of a repair."""
+    data = prepared.config
     save_model(
         run.file(REPAIRED),
         result.chosen_model,
         spec,
         dataset=data.dataset,
+        class_names=prepared.info.class_names,
         attack=attack,
         metrics=result.chosen.metrics,
         extra={
@@ -316,10 +329,12 @@ def run_repair(
             )
             result.timings["sweep"] = round(time.perf_counter() - started, 1)
         write_repair_outputs(
-            run, result, repair.key, sweep_rows, tampered.spec, attack, model_paths, data
+            run, result, repair.key, sweep_rows, tampered.spec, attack, model_paths, prepared
         )
         bonafide = len(prepared.indices("bonafide")) + len(prepared.indices("bonafide_holdout"))
-        summary = repair_summary(result, repair.key, bonafide, attack_note=note)
+        summary = repair_summary(
+            result, repair.key, bonafide, attack_note=note, scan_config=config.scan
+        )
         # the repaired weights in the user's own key names, for their own class
         summary["network_weights"] = network_weights_path(Path(REPAIRED)).name
         stages.finish()

@@ -22,6 +22,8 @@ from modeconn.commands.suspects import suspects_with_data
 from modeconn.data.prepare import DataConfig, PreparedData
 from modeconn.defenses.baselines import train_from_scratch
 from modeconn.defenses.scan import ScanConfig, ScanResult, scan_images, scan_model
+from modeconn.defenses.scan.kinds import TENSOR_NAMES
+from modeconn.defenses.scan.zoo_reference import scan_uncertainty
 from modeconn.distributed import resolve_device
 from modeconn.errors import ModeconnError
 from modeconn.io import atomic_write_text, write_table
@@ -69,7 +71,21 @@ def scan_rows(result: ScanResult) -> list[dict[str, Any]]:
     return rows
 
 
-def scan_markdown(result: ScanResult, class_names: list[str] | None = None) -> str:
+def uncertainty_text(figures: dict[str, Any]) -> str:
+    """What the zoo says of a verdict, in one sentence (empty without zoo figures)."""
+    if not figures:
+        return ""
+    misses = ", ".join(f"{family} {rate:.0%}" for family, rate in figures["zoo_miss_rate"].items())
+    return (
+        f"How sure: {figures['zoo_clean_share']:.0%} of the zoo's clean models "
+        f"({figures['zoo']}) look at least this suspicious; on its held-out part the scan "
+        f"missed {misses} of the backdoored models."
+    )
+
+
+def scan_markdown(
+    result: ScanResult, class_names: list[str] | None = None, uncertainty: str = ""
+) -> str:
     kinds = list(result.triggers)
     head = (
         "| class | anomaly index | flagged | "
@@ -77,7 +93,7 @@ def scan_markdown(result: ScanResult, class_names: list[str] | None = None) -> s
         + " |"
     )
     sep = "|---|---:|---|" + "---:|---:|" * len(kinds)
-    lines = [f"Verdict: {result.verdict()}", "", head, sep]
+    lines = [f"Verdict: {result.verdict()}", *([uncertainty] if uncertainty else []), "", head, sep]
     for k, value in enumerate(result.anomaly_index):
         name = f"{k} {class_names[k]}" if class_names else str(k)
         cells = []
@@ -109,19 +125,25 @@ def save_triggers(path: Path, result: ScanResult) -> None:
     for key, trig in named:
         tensors[f"{key}.size"] = trig.size
         tensors[f"{key}.success"] = trig.success
-        for name in ("mask", "pattern", "delta"):
+        for name in TENSOR_NAMES:
             value = getattr(trig, name)
             if value is not None:
                 tensors[f"{key}.{name}"] = value
     write_tensors(path, tensors)
 
 
-def write_scan_outputs(run: RunDir, result: ScanResult, class_names: list[str] | None) -> None:
+def write_scan_outputs(
+    run: RunDir,
+    result: ScanResult,
+    class_names: list[str] | None,
+    uncertainty: dict[str, Any] | None = None,
+) -> None:
     """Tables, trigger images and tensors of one scan into ``run``."""
     from modeconn.report.scan_plots import plot_triggers
 
     write_table(run.file("scan.csv"), scan_rows(result))
-    atomic_write_text(run.file("scan.md"), scan_markdown(result, class_names))
+    text = scan_markdown(result, class_names, uncertainty_text(uncertainty or {}))
+    atomic_write_text(run.file("scan.md"), text)
     save_triggers(run.file("triggers.safetensors"), result)
     for kind in result.triggers:
         plot_triggers(run.file(f"triggers_{kind}.png"), result, kind, class_names)
@@ -193,12 +215,14 @@ def run_scan(
         result = scan_model(
             checkpoint.model, x, y, prepared.info.num_classes, config, reference=ref_model
         )
-        write_scan_outputs(run, result, None)
+        uncertainty = scan_uncertainty(result, config)
+        write_scan_outputs(run, result, None, uncertainty)
         summary = {
             "verdict": result.verdict(),
             **result.summary(),
             "threshold": config.threshold,
             "images": len(y),
+            **uncertainty,
         }
         run.finish(summary)
     return summary

@@ -9,7 +9,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from modeconn.defenses.scan import ScanResult
+from modeconn.defenses.scan import KINDS, ScanResult
 from modeconn.report.plots import save_figure
 
 
@@ -27,7 +27,7 @@ def plot_triggers(
     cols = min(panels, 10)
     rows = (panels + cols - 1) // cols
     fig = Figure(figsize=(1.6 * cols, 1.9 * rows + 0.4), layout="constrained")
-    label = "mask × pattern (size ‖m‖₁)" if kind == "mask" else "perturbation (size ‖δ‖₂)"
+    label = KINDS[kind].description
     fig.suptitle(f"synthesized {kind} triggers: {label}; {result.verdict()}", fontsize=8)
     for c in range(k):
         name = class_names[c] if class_names else str(c)

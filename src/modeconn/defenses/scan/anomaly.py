@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from modeconn.data.prepare import PreparedData
-from modeconn.defenses.scan.kinds import TriggerSet
+from modeconn.defenses.scan.kinds import KINDS, TriggerSet
 from modeconn.defenses.scan.margin import class_margins
 from modeconn.defenses.scan.synthesis import ScanConfig, synthesize_triggers
 from modeconn.errors import ModeconnError
@@ -204,22 +204,15 @@ def scan_model(
     ref_result = reference
     if isinstance(reference, nn.Module):
         ref_result = scan_model(reference, x, y, num_classes, config)
-    triggers: dict[str, TriggerSet] = {}
-    index: dict[str, list[float]] = {}
-    ref_sizes: dict[str, list[float]] | None = {} if ref_result is not None else None
-    for kind in config.kinds:
-        trig = synthesize_triggers(model, x, y, num_classes, kind, config)
-        triggers[kind] = trig
-        ref = None
-        if ref_result is not None:
-            if kind not in ref_result.triggers:
-                raise ModeconnError(f"the reference scan has no '{kind}' triggers")
-            ref = ref_result.triggers[kind].size
-            ref_sizes[kind] = [float(v) for v in ref]
-        index[kind] = anomaly_index(trig.size, ref)
-    combined = [
-        sum(index[kind][k] for kind in config.kinds) / len(config.kinds) for k in range(num_classes)
-    ]
+    triggers = {
+        kind: synthesize_triggers(model, x, y, num_classes, kind, config) for kind in config.kinds
+    }
+    ref_sizes = _reference_sizes(ref_result, config.kinds)
+    index = {
+        kind: anomaly_index(trig.size, None if ref_sizes is None else ref_sizes[kind])
+        for kind, trig in triggers.items()
+    }
+    combined = combine_kinds(index, config)
     margins = margin_idx = None
     if config.margin:
         margins = class_margins(
@@ -239,12 +232,11 @@ def scan_model(
         if v > config.threshold
         or (margin_idx is not None and margin_idx[k] > config.margin_threshold)
     ]
-    untargeted: dict[str, TriggerSet] = {}
-    if config.untargeted:
-        for kind in config.kinds:
-            untargeted[kind] = synthesize_triggers(
-                model, x, y, num_classes, kind, config, untargeted=True
-            )
+    untargeted = {
+        kind: synthesize_triggers(model, x, y, num_classes, kind, config, untargeted=True)
+        for kind in (config.untargeted_kinds if config.untargeted else ())
+        if kind in triggers
+    }
     return ScanResult(
         triggers,
         index,
@@ -259,6 +251,41 @@ def scan_model(
         margin_index=margin_idx,
         margin_threshold=config.margin_threshold,
     )
+
+
+def _reference_sizes(
+    reference: ScanResult | None, kinds: Sequence[str]
+) -> dict[str, list[float]] | None:
+    """The reference scan's trigger sizes of every kind scanned (None without a reference)."""
+    if reference is None:
+        return None
+    missing = [kind for kind in kinds if kind not in reference.triggers]
+    if missing:
+        raise ModeconnError(f"the reference scan has no '{missing[0]}' triggers")
+    return {kind: [float(v) for v in reference.triggers[kind].size] for kind in kinds}
+
+
+def combine_kinds(index: dict[str, list[float]], config: ScanConfig | None = None) -> list[float]:
+    """One anomaly index per class, in units of ``config.threshold``, from the kinds' indices.
+
+    Each kind's index is first scaled to the common threshold (a warp index of 8 on a warp
+    threshold of 8 counts as 3 on the threshold of 3: the geometric kind runs higher on clean
+    models, up to 5.3 on the zoo's calibration part). Kinds of one group (the pixel kinds: mask
+    and perturbation) are then averaged, since a patch or blend target stands out in both; the
+    groups (pixels, geometry) are maxed, since a warp target stands out in the geometric kind
+    alone and averaging it with the pixel kinds would hide it.
+
+    >>> combine_kinds({"mask": [4.0, 0.0], "perturbation": [2.0, 1.0], "warp": [0.0, 16.0]})
+    [3.0, 6.0]
+    """
+    config = config or ScanConfig()
+    groups: dict[str, list[list[float]]] = {}
+    for kind, values in index.items():
+        spec = KINDS[kind]()
+        scale = config.threshold / spec.threshold(config)
+        groups.setdefault(spec.group, []).append([v * scale for v in values])
+    means = [[sum(col) / len(col) for col in zip(*rows, strict=True)] for rows in groups.values()]
+    return [max(col) for col in zip(*means, strict=True)]
 
 
 def untargeted_index(targeted: dict[str, TriggerSet], untargeted: dict[str, TriggerSet]) -> float:

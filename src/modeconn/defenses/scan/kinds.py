@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 #: Trigger tensors by name (``mask``, ``pattern``, ``delta``), K×… each.
 Tensors = dict[str, torch.Tensor]
@@ -30,10 +31,20 @@ class TriggerKind(ABC):
 
     #: The kind's name in :class:`ScanConfig.kinds <modeconn.defenses.scan.ScanConfig>`.
     name: ClassVar[str]
+    #: What a figure of this kind shows and how its size is measured.
+    description: ClassVar[str]
+    #: Kinds of one group change the same thing (pixel values, or geometry): their indices are
+    #: averaged, and the groups' averages are maxed (see ``combine_kinds``).
+    group: ClassVar[str] = "pixels"
 
     @abstractmethod
     def settings(self, config: Any) -> tuple[float, float]:
         """The Adam learning rate and the starting size weight λ of this kind in ``config``."""
+
+    def threshold(self, config: Any) -> float:
+        """The anomaly index above which this kind alone flags a class (``config.threshold``
+        unless the kind's indices run higher on clean models)."""
+        return config.threshold
 
     @abstractmethod
     def init_params(
@@ -81,6 +92,7 @@ class MaskTrigger(TriggerKind):
     triggers."""
 
     name = "mask"
+    description = "mask × pattern (size ‖m‖₁)"
 
     def settings(self, config: Any) -> tuple[float, float]:
         return config.mask_lr, config.mask_cost
@@ -118,6 +130,7 @@ class PerturbationTrigger(TriggerKind):
     (blended patterns, warps), whose masks would cover the whole image."""
 
     name = "perturbation"
+    description = "perturbation (size ‖δ‖₂)"
 
     def settings(self, config: Any) -> tuple[float, float]:
         return config.perturbation_lr, config.perturbation_cost
@@ -148,10 +161,77 @@ class PerturbationTrigger(TriggerKind):
 
 
 #: Every kind of trigger the scan synthesizes, by name.
-KINDS: dict[str, type[TriggerKind]] = {cls.name: cls for cls in (MaskTrigger, PerturbationTrigger)}
+class WarpTrigger(TriggerKind):
+    """A smooth geometric warp x' = x sampled at (identity + flow), the flow bicubically
+    upsampled from a coarse G×G grid of displacements (in pixels); size ‖flow‖₂ of the grid.
+    Finds WaNet-style triggers, which move pixels instead of changing their values: a warp
+    target needs a much smaller flow than the other classes, where a perturbation or a mask
+    gains nothing."""
+
+    name = "warp"
+    description = "warp (flow magnitude; size ‖flow‖₂ in pixels)"
+    group = "geometry"
+    grid = 4
+
+    def settings(self, config: Any) -> tuple[float, float]:
+        return config.warp_lr, config.warp_cost
+
+    def threshold(self, config: Any) -> float:
+        return config.warp_threshold
+
+    def init_params(
+        self, count: int, shape: torch.Size, generator: torch.Generator, device: torch.device
+    ) -> list[torch.Tensor]:
+        flow = torch.randn((count, 2, self.grid, self.grid), generator=generator) * 0.01
+        return [flow.to(device).requires_grad_()]
+
+    def tensors(self, params: list[torch.Tensor]) -> Tensors:
+        return {"flow": params[0]}
+
+    def blend(
+        self, x: torch.Tensor, trigger: Tensors, spread: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        *_, height, width = x.shape
+        grid = spread(_sampling_grid(trigger["flow"], height, width))
+        lead = torch.broadcast_shapes(x.shape[:-3], grid.shape[:-3])
+        images = x.expand(*lead, *x.shape[-3:]).reshape(-1, *x.shape[-3:])
+        grids = grid.expand(*lead, height, width, 2).reshape(-1, height, width, 2)
+        warped = F.grid_sample(images, grids, align_corners=True, padding_mode="border")
+        return warped.reshape(*lead, *x.shape[-3:])
+
+    def size(self, trigger: Tensors) -> torch.Tensor:
+        return trigger["flow"].flatten(1).norm(dim=1)
+
+    def scaled(self, trigger: Tensors, factor: float) -> Tensors:
+        return {"flow": trigger["flow"] * factor}
+
+    def image(self, trigger: Tensors, k: int) -> torch.Tensor:
+        flow = F.interpolate(trigger["flow"][k : k + 1], scale_factor=8, mode="bicubic")[0]
+        magnitude = flow.norm(dim=0, keepdim=True)
+        return magnitude / magnitude.max().clamp_min(1e-12)
+
+
+def _sampling_grid(flow: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """K×H×W×2 sampling grids in [−1, 1] (x, y) for K coarse flows K×2×G×G given in pixels."""
+    dense = F.interpolate(flow, size=(height, width), mode="bicubic", align_corners=True)
+    scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], device=flow.device)
+    ys, xs = torch.meshgrid(
+        torch.linspace(-1, 1, height, device=flow.device),
+        torch.linspace(-1, 1, width, device=flow.device),
+        indexing="ij",
+    )
+    identity = torch.stack((xs, ys), dim=-1)
+    return identity + dense.permute(0, 2, 3, 1) * scale
+
+
+KINDS: dict[str, type[TriggerKind]] = {
+    cls.name: cls for cls in (MaskTrigger, PerturbationTrigger, WarpTrigger)
+}
 TRIGGER_KINDS = tuple(KINDS)
+#: The kinds a scan synthesizes unless told otherwise.
+DEFAULT_KINDS = ("mask", "perturbation", "warp")
 #: The names of all trigger tensors, in the order files list them.
-TENSOR_NAMES = ("mask", "pattern", "delta")
+TENSOR_NAMES = ("mask", "pattern", "delta", "flow")
 
 
 def trigger_kind(name: str) -> TriggerKind:
@@ -176,6 +256,7 @@ class TriggerSet:
     mask: torch.Tensor | None = None
     pattern: torch.Tensor | None = None
     delta: torch.Tensor | None = None
+    flow: torch.Tensor | None = None
     untargeted: bool = False
 
     @property

@@ -21,7 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modeconn.defenses.scan.kinds import TRIGGER_KINDS, TriggerKind, TriggerSet, trigger_kind
+from modeconn.defenses.scan.kinds import (
+    DEFAULT_KINDS,
+    TRIGGER_KINDS,
+    TriggerKind,
+    TriggerSet,
+    trigger_kind,
+)
 from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.modes import eval_mode
 
@@ -31,19 +37,23 @@ class ScanConfig:
     """Settings of the trigger synthesis and the anomaly test."""
 
     images: int = 512
-    steps: int = 150
-    batch_size: int = 24
-    kinds: tuple[str, ...] = TRIGGER_KINDS
-    mask_lr: float = 0.1
-    perturbation_lr: float = 0.02
+    steps: int = 75
+    batch_size: int = 12
+    kinds: tuple[str, ...] = DEFAULT_KINDS
+    mask_lr: float = 0.2
+    perturbation_lr: float = 0.04
     mask_cost: float = 1e-3
     perturbation_cost: float = 1e-2
+    warp_lr: float = 0.1
+    warp_cost: float = 1e-2
+    warp_threshold: float = 8.0
     success_target: float = 0.95
     patience: int = 5
     cost_factor: float = 1.5
     threshold: float = 3.0
     untargeted: bool = True
-    untargeted_batch: int = 96
+    untargeted_kinds: tuple[str, ...] = ("mask", "perturbation")
+    untargeted_batch: int = 48
     untargeted_success: float = 0.9
     untargeted_threshold: float = 1.0
     margin: bool = False
@@ -59,7 +69,7 @@ class ScanConfig:
                 "scan needs images ≥ 2, steps ≥ 1 and batch_size ≥ 1, got "
                 f"{self.images}, {self.steps}, {self.batch_size}"
             )
-        unknown = [k for k in self.kinds if k not in TRIGGER_KINDS]
+        unknown = [k for k in (*self.kinds, *self.untargeted_kinds) if k not in TRIGGER_KINDS]
         if unknown or not self.kinds:
             raise InvalidArgument(
                 None,
