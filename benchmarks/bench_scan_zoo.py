@@ -274,3 +274,24 @@ def tables(
         for m in usable
     }
     return out
+
+
+def zoo_markdown(result: dict[str, Any]) -> str:
+    """The README's table: per part and family, AUROC, TPR at 5% FPR, detections, false flags,
+    target right and seconds per model."""
+    lines = [
+        "| part | family | models | AUROC | TPR at 5% FPR | detected | false flags (clean) "
+        "| target right | s / model |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for part in (CALIBRATION, HELD_OUT, "held-out, previous scan"):
+        for family, row in result[part].items():
+            right = row["target_right"]
+            lines.append(
+                f"| {part} | {family} | {row['backdoored']} | {row['auroc']:.2f} "
+                f"| {row['tpr_at_5pct_fpr']:.2f} | {row['detected']}/{row['backdoored']} "
+                f"| {row['false_flags']}/{row['clean']} "
+                f"| {'—' if right != right else f'{right:.0%}'} "
+                f"| {row['seconds_per_model']:.0f} |"
+            )
+    return "\n".join(lines)

@@ -75,7 +75,8 @@ def test_nothing_found_in_the_tampered_model_is_said_first():
 def test_every_candidate_flagged_is_a_warning():
     flagged = result({TAMPERED: scan([0]), PATH: scan([0]), NC: scan([0])})
     (warning,) = repair_warnings(flagged)
-    assert f"the returned {NC} included" in warning and "class 0 (anomaly index 5.00 > 3)" in warning
+    assert f"the returned {NC} included" in warning
+    assert "class 0 (anomaly index 5.00 > 3)" in warning
     one_passes = result({TAMPERED: scan([0]), PATH: scan([0]), NC: scan([])})
     assert repair_warnings(one_passes) == []
 

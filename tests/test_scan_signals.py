@@ -174,3 +174,27 @@ def test_warp_kind_finds_a_shift_backdoor():
     trig = synthesize_triggers(model, x, y, 4, "warp", config)
     assert trig.success[0] >= 0.95
     assert trig.size[0] < 0.5 * trig.size[1:].min()
+
+
+def test_zoo_reference_gives_figures_only_for_the_settings_it_measured(tmp_path):
+    import json as _json
+
+    from modeconn.defenses.scan.zoo_reference import zoo_reference
+
+    path = tmp_path / "zoo_reference.json"
+    record = {
+        "config": ScanConfig().to_dict(),
+        "clean_scores": [0.2, 0.4, 0.6, 0.9],
+        "miss_rate": {"patch": 0.0, "warp": 0.5},
+        "description": "4 test models",
+    }
+    path.write_text(_json.dumps(record))
+    reference = zoo_reference(path)
+    x, y = _images()
+    result = scan_model(RowModel(True), x, y, 4, ScanConfig(steps=5, kinds=("mask",)))
+    assert reference.figures(result, ScanConfig(steps=5, kinds=("mask",))) == {}
+    figures = reference.figures(result, ScanConfig(seed=7))  # the seed does not matter
+    expected = (sum(s >= result.suspicion for s in record["clean_scores"]) + 1) / 5
+    assert figures["zoo_clean_share"] == pytest.approx(expected, abs=1e-4)
+    assert figures["zoo_miss_rate"] == {"patch": 0.0, "warp": 0.5}
+    assert zoo_reference(tmp_path / "missing.json") is None
