@@ -91,9 +91,7 @@ def test_untargeted_trigger_finds_the_all_to_all_pixel_and_the_index_flags_it():
     clean.forward = lambda x: 10.0 * x[:, 0].mean(dim=2)[:, :4]  # no pixel pathway
     assert (backdoored(x).argmax(1) == y).all()
     # the pixel kinds: a row model ignores where along a row its brightness sits (no warp signal)
-    cfg = ScanConfig(
-        steps=120, batch_size=32, untargeted_batch=64, kinds=("mask", "perturbation")
-    )
+    cfg = ScanConfig(steps=120, batch_size=32, untargeted_batch=64, kinds=("mask", "perturbation"))
     trig = synthesize_triggers(backdoored, x, y, 4, "mask", cfg, untargeted=True)
     assert trig.untargeted and trig.num_classes == 1
     assert trig.size[0] < 3.0 and int(trig.mask[0].flatten().argmax()) == 63
