@@ -268,15 +268,15 @@ def _reference_sizes(
 def combine_kinds(index: dict[str, list[float]], config: ScanConfig | None = None) -> list[float]:
     """One anomaly index per class, in units of ``config.threshold``, from the kinds' indices.
 
-    Each kind's index is first scaled to the common threshold (a warp index of 6.5 on the warp
-    threshold of 6.5 counts as 3 on the threshold of 3: the geometric kind runs higher on clean
-    models, up to 5.3 on the zoo's calibration part, and its threshold sits about 20% above
-    that). Kinds of one group (the pixel kinds: mask
+    Each kind's index is first scaled to the common threshold (a warp index of 8 on the warp
+    threshold of 8 counts as 3 on the threshold of 3: the geometric kind runs higher on clean
+    models, up to 5.3 on the zoo's calibration part, and warp targets there reach 20–23).
+    Kinds of one group (the pixel kinds: mask
     and perturbation) are then averaged, since a patch or blend target stands out in both; the
     groups (pixels, geometry) are maxed, since a warp target stands out in the geometric kind
     alone and averaging it with the pixel kinds would hide it.
 
-    >>> combine_kinds({"mask": [4.0, 0.0], "perturbation": [2.0, 1.0], "warp": [0.0, 13.0]})
+    >>> combine_kinds({"mask": [4.0, 0.0], "perturbation": [2.0, 1.0], "warp": [0.0, 16.0]})
     [3.0, 6.0]
     """
     config = config or ScanConfig()

@@ -46,7 +46,7 @@ class ScanConfig:
     perturbation_cost: float = 1e-2
     warp_lr: float = 0.1
     warp_cost: float = 1e-2
-    warp_threshold: float = 6.5
+    warp_threshold: float = 8.0
     success_target: float = 0.95
     patience: int = 5
     cost_factor: float = 1.5
