@@ -222,6 +222,7 @@ def write_reference(result: dict[str, Any], config: ScanConfig) -> None:
             for family, row in held_out.items()
             if family != "overall" and row["backdoored"]
         },
+        "dataset": FULL.dataset,
         "description": (
             f"{len(models)} Fashion-MNIST models (lenet, narrow ResNet-20, MLP), "
             "benchmarks/bench_scan_zoo.py"

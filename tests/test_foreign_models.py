@@ -326,9 +326,10 @@ def test_a_users_backdoored_model_on_their_folder_is_scanned_and_repaired(tmp_pa
     repaired.load_state_dict(load_file(tmp_path / "repair" / summary["network_weights"]))
     acc, asr = measured(repaired)
     # On 8×8 digits the 3×3 patch covers a seventh of the image and 600 bonafide images leave
-    # ASR 0.117 (from 0.988) at 0.967 clean (0.986 suspect); on a 20,000-image Fashion-MNIST
-    # folder the same commands reach ASR 0.017 (README, "Your own model and data").
-    assert asr <= 0.15 and acc >= before[0] - 0.03, (before, acc, asr)
+    # ASR 0.083 (from 0.988) at 0.956 clean (0.986 suspect; the scan before the warp kind left
+    # 0.117 at 0.967); on a 20,000-image Fashion-MNIST folder the same commands reached ASR
+    # 0.017 (README, "Your own model and data").
+    assert asr <= 0.10 and acc >= before[0] - 0.035, (before, acc, asr)
 
 
 def _images(label: int, count: int, size: int, seed: int) -> torch.Tensor:

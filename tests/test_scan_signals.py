@@ -197,4 +197,6 @@ def test_zoo_reference_gives_figures_only_for_the_settings_it_measured(tmp_path)
     expected = (sum(s >= result.suspicion for s in record["clean_scores"]) + 1) / 5
     assert figures["zoo_clean_share"] == pytest.approx(expected, abs=1e-4)
     assert figures["zoo_miss_rate"] == {"patch": 0.0, "warp": 0.5}
+    assert reference.figures(result, ScanConfig(), "digits") == {}
+    assert reference.figures(result, ScanConfig(), "fashion-mnist")["zoo"] == "4 test models"
     assert zoo_reference(tmp_path / "missing.json") is None

@@ -125,10 +125,11 @@ def repair_summary(
     *,
     attack_note: str | None = None,
     scan_config: ScanConfig | None = None,
+    dataset: str | None = None,
 ) -> dict[str, Any]:
     """Flat summary keys: the verdict first (:func:`verdict_summary`, with ``attack_note``),
     then the chosen model's figures (and what the scan zoo says of the tampered model's scan
-    under ``scan_config``), then every row's under its slug."""
+    under ``scan_config`` on ``dataset``), then every row's under its slug."""
     scan_config = scan_config or ScanConfig()
     chosen = result.chosen
     tampered = result.references[0]
@@ -154,7 +155,7 @@ def repair_summary(
     if tampered_scan is not None:
         summary["tampered_flagged_classes"] = list(tampered_scan.flagged_classes)
         summary["tampered_backdoor_found"] = tampered_scan.backdoor_found
-        uncertainty = scan_uncertainty(tampered_scan, scan_config)
+        uncertainty = scan_uncertainty(tampered_scan, scan_config, dataset)
         summary.update({f"tampered_{k}": v for k, v in uncertainty.items()})
     repaired_scan = result.scans[chosen.name]
     summary["repaired_flagged_classes"] = list(repaired_scan.flagged_classes)
@@ -333,7 +334,12 @@ def run_repair(
         )
         bonafide = len(prepared.indices("bonafide")) + len(prepared.indices("bonafide_holdout"))
         summary = repair_summary(
-            result, repair.key, bonafide, attack_note=note, scan_config=config.scan
+            result,
+            repair.key,
+            bonafide,
+            attack_note=note,
+            scan_config=config.scan,
+            dataset=prepared.info.name,
         )
         # the repaired weights in the user's own key names, for their own class
         summary["network_weights"] = network_weights_path(Path(REPAIRED)).name

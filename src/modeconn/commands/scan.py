@@ -215,7 +215,7 @@ def run_scan(
         result = scan_model(
             checkpoint.model, x, y, prepared.info.num_classes, config, reference=ref_model
         )
-        uncertainty = scan_uncertainty(result, config)
+        uncertainty = scan_uncertainty(result, config, prepared.info.name)
         write_scan_outputs(run, result, None, uncertainty)
         summary = {
             "verdict": result.verdict(),

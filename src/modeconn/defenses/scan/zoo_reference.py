@@ -11,8 +11,8 @@ missed. A scan with those settings is then given
 - ``zoo_miss_rate``: per family, how often the scan missed such a backdoor in the zoo — what a
   verdict of "nothing found" is worth.
 
-Other settings, or a data set far from Fashion-MNIST, are not what the zoo measured; the figures
-are then left out rather than guessed.
+Other settings, or another data set, are not what the zoo measured; the figures are then left
+out rather than guessed.
 """
 
 from __future__ import annotations
@@ -37,9 +37,13 @@ class ZooReference:
     clean_scores: tuple[float, ...]
     miss_rate: dict[str, float]
     description: str
+    dataset: str = "fashion-mnist"
 
-    def covers(self, config: ScanConfig) -> bool:
-        """The scan ran with the settings the zoo was measured with (the seed aside)."""
+    def covers(self, config: ScanConfig, dataset: str | None = None) -> bool:
+        """The scan ran on the zoo's data set with the settings the zoo was measured with (the
+        seed aside); ``dataset`` None skips the data set check."""
+        if dataset is not None and dataset != self.dataset:
+            return False
         ours = json.loads(json.dumps(config.to_dict()))
         return {k: v for k, v in ours.items() if k != "seed"} == {
             k: v for k, v in self.config.items() if k != "seed"
@@ -55,9 +59,11 @@ class ZooReference:
         above = sum(score >= suspicion for score in self.clean_scores)
         return (above + 1) / (len(self.clean_scores) + 1)
 
-    def figures(self, result: ScanResult, config: ScanConfig) -> dict[str, Any]:
-        """The summary keys of a scan's uncertainty; empty when the settings differ."""
-        if not self.covers(config):
+    def figures(
+        self, result: ScanResult, config: ScanConfig, dataset: str | None = None
+    ) -> dict[str, Any]:
+        """The summary keys of a scan's uncertainty; empty when the settings or data differ."""
+        if not self.covers(config, dataset):
             return {}
         return {
             "zoo_clean_share": round(self.clean_share(result.suspicion), 4),
@@ -77,10 +83,12 @@ def zoo_reference(path: Path = REFERENCE_FILE) -> ZooReference | None:
         tuple(record["clean_scores"]),
         record["miss_rate"],
         record["description"],
+        record.get("dataset", "fashion-mnist"),
     )
 
 
-def scan_uncertainty(result: ScanResult, config: ScanConfig) -> dict[str, Any]:
-    """``zoo_clean_share`` and ``zoo_miss_rate`` of a scan (see the module doc), or nothing."""
+def scan_uncertainty(result: ScanResult, config: ScanConfig, dataset: str | None) -> dict[str, Any]:
+    """``zoo_clean_share`` and ``zoo_miss_rate`` of a scan of a model on ``dataset`` (see the
+    module doc), or nothing."""
     reference = zoo_reference()
-    return {} if reference is None else reference.figures(result, config)
+    return {} if reference is None else reference.figures(result, config, dataset)
