@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from benchmarks.bench_scan_zoo import PREVIOUS
 from benchmarks.scan_zoo import members
 from modeconn.commands.suspects import suspects_with_data
 from modeconn.defenses.scan import ScanConfig, scan_images
@@ -33,12 +35,23 @@ def _trajectory(store: list) -> callable:
     return lambda step, values: store.append([round(float(v), 4) for v in values])
 
 
-def probe_model(path: Path, seed: int) -> dict:
-    config = ScanConfig(seed=seed, steps=STEPS)
+def _loaded(
+    path: Path, config: ScanConfig
+) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, int]:
+    """The model at ``path`` and its scan images drawn with ``config.seed``, as the scan draws
+    them, and the class count."""
     dev = torch.device("cpu")
-    (ck,), _, prepared = suspects_with_data([path], None, dev, seed=seed)
+    (ck,), _, prepared = suspects_with_data([path], None, dev, seed=config.seed)
     x, y = scan_images(prepared, config.images, dev)
-    k = prepared.info.num_classes
+    return ck.model, x, y, prepared.info.num_classes
+
+
+def probe_model(path: Path, seed: int) -> dict:
+    """Every signal of the previous scan's settings (mask and perturbation, 150 steps) and the
+    margin statistic, after every step."""
+    config = replace(PREVIOUS, seed=seed, steps=STEPS)
+    model, x, y, k = _loaded(path, config)
+    dev = x.device
     record: dict = {"seed": seed}
     for name in config.kinds:
         kind = trigger_kind(name)
@@ -48,30 +61,27 @@ def probe_model(path: Path, seed: int) -> dict:
         ):
             traj: list = []
             t = time.perf_counter()
-            optimise_triggers(ck.model, x, y, kind, goal, config, on_step=_trajectory(traj))
+            optimise_triggers(model, x, y, kind, goal, config, on_step=_trajectory(traj))
             record[f"{name}_{goal_name}"] = traj
             record[f"{name}_{goal_name}_seconds"] = round(time.perf_counter() - t, 2)
     traj = []
     t = time.perf_counter()
-    class_margins(
-        ck.model, x.shape[1:], k, steps=MARGIN_STEPS, seed=seed, on_step=_trajectory(traj)
-    )
+    class_margins(model, x.shape[1:], k, steps=MARGIN_STEPS, seed=seed, on_step=_trajectory(traj))
     record["margin"] = traj
     record["margin_seconds"] = round(time.perf_counter() - t, 2)
     return record
 
 
 def probe_warp(path: Path, seed: int) -> dict:
-    """The warp kind's targeted sizes and success after every step (a later addition)."""
-    config = ScanConfig(seed=seed, steps=WARP_STEPS)
-    dev = torch.device("cpu")
-    (ck,), _, prepared = suspects_with_data([path], None, dev, seed=seed)
-    x, y = scan_images(prepared, config.images, dev)
-    k = prepared.info.num_classes
+    """The warp kind's targeted sizes and success after every step (a later addition; its first
+    probe: 100 steps at learning rate 0.05, the previous scan's other settings)."""
+    config = replace(PREVIOUS, seed=seed, steps=WARP_STEPS, warp_lr=0.05)
+    model, x, y, k = _loaded(path, config)
+    dev = x.device
     traj: list = []
     t = time.perf_counter()
     _, _, success = optimise_triggers(
-        ck.model,
+        model,
         x,
         y,
         trigger_kind("warp"),
