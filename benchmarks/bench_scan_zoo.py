@@ -40,7 +40,7 @@ from benchmarks.scan_zoo import (
 from modeconn.commands.suspects import suspects_with_data
 from modeconn.data.prepare import DataConfig
 from modeconn.defenses.scan import ScanConfig, ScanResult, scan_images, scan_model
-from modeconn.defenses.scan.anomaly import combine_kinds
+from modeconn.defenses.scan.anomaly import combine_kinds, flag_classes
 from modeconn.defenses.scan.calibration import ZooScore, zoo_table
 from modeconn.defenses.scan.zoo_reference import REFERENCE_FILE
 from modeconn.io import read_json, write_json
@@ -77,7 +77,7 @@ def scan_member(
     return result, time.perf_counter() - start
 
 
-def _record(member: ZooMember, result: ScanResult, seconds: float) -> dict[str, Any]:
+def _record(result: ScanResult, seconds: float) -> dict[str, Any]:
     """What a zoo table needs of a scan, and every kind's index so that rules can be re-derived
     offline (``benchmarks/probes/scan_calibration.py``)."""
     return {
@@ -108,7 +108,7 @@ def cached_scan(
         if _synthesis(cached.get("config", {})) == _synthesis(config.to_dict()):
             return cached
     result, seconds = scan_member(member, root, config, scale)
-    record = {**_record(member, result, seconds), "config": config.to_dict()}
+    record = {**_record(result, seconds), "config": config.to_dict()}
     write_json(path, record)
     return record
 
@@ -131,7 +131,7 @@ def decide(record: dict[str, Any], config: ScanConfig) -> dict[str, Any]:
         {},
         record["index"],
         combined,
-        [k for k, v in enumerate(combined) if v > config.threshold],
+        flag_classes(combined, config),
         config.threshold,
         untargeted_index=record["untargeted_index"],
         untargeted_threshold=config.untargeted_threshold,

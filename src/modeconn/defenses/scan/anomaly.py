@@ -226,12 +226,7 @@ def scan_model(
             device=x.device,
         ).tolist()
         margin_idx = margin_index(margins)
-    flagged = [
-        k
-        for k, v in enumerate(combined)
-        if v > config.threshold
-        or (margin_idx is not None and margin_idx[k] > config.margin_threshold)
-    ]
+    flagged = flag_classes(combined, config, margin_idx)
     untargeted = {
         kind: synthesize_triggers(model, x, y, num_classes, kind, config, untargeted=True)
         for kind in (config.untargeted_kinds if config.untargeted else ())
@@ -251,6 +246,23 @@ def scan_model(
         margin_index=margin_idx,
         margin_threshold=config.margin_threshold,
     )
+
+
+def flag_classes(
+    combined: Sequence[float], config: ScanConfig, margin_idx: Sequence[float] | None = None
+) -> list[int]:
+    """The classes whose combined anomaly index exceeds ``config.threshold`` or whose margin
+    index (when measured) exceeds ``config.margin_threshold``.
+
+    >>> flag_classes([3.5, 1.0, 2.0], ScanConfig(), margin_idx=[0.0, 0.0, 4.0])
+    [0, 2]
+    """
+    return [
+        k
+        for k, v in enumerate(combined)
+        if v > config.threshold
+        or (margin_idx is not None and margin_idx[k] > config.margin_threshold)
+    ]
 
 
 def _reference_sizes(
