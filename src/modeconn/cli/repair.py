@@ -26,6 +26,7 @@ from modeconn.cli.common import (
 )
 from modeconn.commands.suspects import DEFAULT_BONAFIDE
 from modeconn.defenses.repair import RepairConfig, with_budget
+from modeconn.defenses.retuning import RetuningConfig
 from modeconn.errors import ModeconnError
 
 _DEFAULTS = RepairConfig()
@@ -37,6 +38,17 @@ def parse_sweep(text: str | None) -> tuple[int, ...]:
     if any(n < 10 for n in sizes):
         raise ModeconnError("--sweep sizes must be at least 10 samples")
     return sizes
+
+
+def parse_retuning(text: str | None) -> RetuningConfig:
+    """``--retuning-poisoned 5,10,20,50`` → the retuning attack with 5 poisoned images (the
+    reported ``retuning_asr``) and 10, 20 and 50 as further strengths (``retuning_asr@N``)."""
+    counts = parse_int_list(text, "--retuning-poisoned")
+    if not counts:
+        return _DEFAULTS.retuning
+    if any(n < 1 for n in counts):
+        raise ModeconnError("--retuning-poisoned counts must be at least 1")
+    return dataclasses.replace(_DEFAULTS.retuning, poisoned=counts[0], sweep=tuple(counts[1:]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +143,15 @@ class RepairOptions:
         str | None,
         typer.Option("--sweep", help="Comma-separated bonafide sizes to repeat the repair with."),
     ] = None
+    retuning_poisoned: Annotated[
+        str | None,
+        typer.Option(
+            "--retuning-poisoned",
+            help=f"Poisoned images of the retuning attack's {_DEFAULTS.retuning.size} "
+            f"(default {_DEFAULTS.retuning.poisoned}); comma-separated, the first is reported as "
+            "retuning_asr and each other N as retuning_asr@N.",
+        ),
+    ] = None
     no_eot: Annotated[bool, typer.Option("--no-eot", help="Skip the adaptive EOT attack.")] = False
     no_align: Annotated[
         bool,
@@ -156,6 +177,7 @@ class RepairOptions:
             kind=self.kind or _DEFAULTS.kind,
             path_kind=self.kind or _DEFAULTS.path_kind,
             unlearning=dataclasses.replace(_DEFAULTS.unlearning, rate=self.unlearn_rate),
+            retuning=parse_retuning(self.retuning_poisoned),
         )
         return with_budget(
             base,
@@ -211,6 +233,14 @@ def repair_command(
         int | None,
         typer.Option("--target", help="The class the trigger sends images to (--poisoned-test)."),
     ] = None,
+    clean_reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--clean-reference",
+            help="A checkpoint of the same architecture trained on clean data: its row is "
+            "evaluated and attacked like the others (the retuning attack's reference).",
+        ),
+    ] = None,
     dataset: OptDataset = None,
     data_dir: DataDir = None,
     train_limit: TrainLimit = None,
@@ -238,6 +268,7 @@ def repair_command(
         attack=read_attack_spec(attack),
         poisoned_test=poisoned_test,
         target=target,
+        clean_reference=clean_reference,
         **foreign.keywords(),
         **run.keywords(),
     )

@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from modeconn.attacks.metrics import POISONED_TEST, PoisonedTestSpec
-from modeconn.checkpoints import foreign_record, network_weights_path, save_model
+from modeconn.checkpoints import (
+    Checkpoint,
+    foreign_record,
+    load_model,
+    network_weights_path,
+    save_model,
+)
 from modeconn.commands.scan import write_scan_outputs
 from modeconn.commands.suspects import load_repair_inputs
 from modeconn.connectivity import save_curve
@@ -32,6 +38,7 @@ from modeconn.defenses.repair import (
     sweep_repairs,
 )
 from modeconn.defenses.repair.evaluation import AttackUnderTest
+from modeconn.defenses.retuning import RETUNING_ASR
 from modeconn.defenses.scan import ScanConfig
 from modeconn.defenses.scan.zoo_reference import scan_uncertainty
 from modeconn.distributed import resolve_device
@@ -75,24 +82,47 @@ class Stages:
 
 
 #: The figures of every comparison row that go into the summary, under the row's slug.
-ROW_KEYS = ("clean_acc", "retuning_asr", "eot_asr", "max_anomaly_index", "untargeted_index")
+ROW_KEYS = (
+    "clean_acc",
+    "retuning_asr",
+    "eot_asr",
+    "max_anomaly_index",
+    "untargeted_index",
+    "backdoor_t",
+)
 #: The attack's figure, whichever the attack is.
 ATTACK_KEYS = ("asr", "injection_success")
+#: The further strengths of the retuning attack: ``retuning_asr@N``.
+RETUNING_SWEEP_PREFIX = f"{RETUNING_ASR}@"
+
+
+def present_keys(names: Sequence[str], metrics: dict[str, Any]) -> list[str]:
+    """Those of ``names`` that ``metrics`` holds, in order, with the retuning attack's further
+    strengths (``retuning_asr@N``) right after its default."""
+    out: list[str] = []
+    for name in names:
+        out.append(name)
+        if name == RETUNING_ASR:
+            out += [k for k in metrics if k.startswith(RETUNING_SWEEP_PREFIX)]
+    return [k for k in out if k in metrics]
 
 
 def row_summary(row: Candidate, key: str | None) -> dict[str, float]:
     """A comparison row's summary keys: ``<slug>_<figure>``."""
     prefix = slug(row.name)
     names = (ROW_KEYS[0], key, *ROW_KEYS[1:]) if key else ROW_KEYS
-    return {f"{prefix}_{k}": row.metrics[k] for k in names if k in row.metrics}
+    return {f"{prefix}_{k}": row.metrics[k] for k in present_keys(names, row.metrics)}
 
 
 def summary_row(summary: dict[str, Any], name: str) -> dict[str, float]:
     """A comparison row's figures read back from a flat summary (the inverse of
     :func:`row_summary`): ``{"clean_acc": ..., "asr": ...}``; empty when the row is absent."""
-    prefix = slug(name)
+    prefix = f"{slug(name)}_"
     names = (*ROW_KEYS, *ATTACK_KEYS)
-    return {k: summary[f"{prefix}_{k}"] for k in names if f"{prefix}_{k}" in summary}
+    row = {k: summary[f"{prefix}{k}"] for k in names if f"{prefix}{k}" in summary}
+    sweep = f"{prefix}{RETUNING_SWEEP_PREFIX}"
+    row.update({k[len(prefix) :]: v for k, v in summary.items() if k.startswith(sweep)})
+    return row
 
 
 def verdict_summary(
@@ -148,9 +178,9 @@ def repair_summary(
         summary["path_candidate"] = result.path_candidate
     if key:
         summary[key] = chosen.metrics[key]
-    for name in ("eot_asr", "retuning_asr", "max_anomaly_index", "untargeted_index"):
-        if name in chosen.metrics:
-            summary[name] = chosen.metrics[name]
+    figures = ("eot_asr", RETUNING_ASR, "max_anomaly_index", "untargeted_index", "backdoor_t")
+    for name in present_keys(figures, chosen.metrics):
+        summary[name] = chosen.metrics[name]
     tampered_scan = result.scans.get(TAMPERED)
     if tampered_scan is not None:
         summary["tampered_flagged_classes"] = list(tampered_scan.flagged_classes)
@@ -223,7 +253,35 @@ def write_repair_outputs(
         write_table(run.file("noisy.csv"), result.noisy_rows)
     if sweep_rows:
         write_table(run.file("sweep.csv"), sweep_rows)
+    if result.depth:
+        write_table(run.file("depth.csv"), depth_rows(result))
     plot_repair(run.path, result, key, sweep_rows)
+
+
+def depth_rows(result: RepairResult) -> list[dict[str, Any]]:
+    """``depth.csv``: every row's backdoor-connected path, one line per (model, t)."""
+    return [{"model": name, **row} for name, rows in result.depth.items() for row in rows]
+
+
+def load_clean_reference(
+    path: str | Path | None,
+    tampered: Checkpoint,
+    prepared: PreparedData,
+    device,
+    foreign: ForeignArchitecture | None = None,
+) -> Checkpoint | None:
+    """The user's clean model (None: not given), checked to be the tampered model's architecture
+    before anything is written; weights without a sidecar are read through ``foreign``."""
+    if path is None:
+        return None
+    info = prepared.info
+    clean = load_model(path, device=device, foreign=foreign, data=info, dataset=info.name)
+    if clean.spec.to_dict() != tampered.spec.to_dict():
+        raise ModeconnError(
+            f"the clean reference {path} ({clean.spec.arch}) is not the tampered model's "
+            f"architecture ({tampered.spec.arch})"
+        )
+    return clean
 
 
 def requested_attack(
@@ -278,6 +336,7 @@ def run_repair(
     poisoned_test: str | Path | None = None,
     target: int | None = None,
     foreign: ForeignArchitecture | None = None,
+    clean_reference: str | Path | None = None,
     device: str = "auto",
     force: bool = False,
     resume: bool = False,
@@ -286,13 +345,16 @@ def run_repair(
     """Repair one or two tampered models (see the module doc) into the run directory ``out``.
 
     Writes ``repaired.safetensors`` (+ sidecar: the chosen candidate), ``curve.safetensors`` and
-    ``path.csv`` (when a path was trained), ``comparison.csv``/``.md``, ``scans/NAME/`` (every
+    ``path.csv`` (when a path was trained), ``comparison.csv``/``.md``, ``depth.csv`` (every
+    row's backdoor-connected path, when the trigger is known), ``scans/NAME/`` (every
     scan: verdict, table, trigger images), plots and ``summary.json``, which leads with whether
     the result could be verified without the trigger (:func:`verdict_summary`); returns it.
     ``attack`` overrides the sidecar's attack spec (evaluation only); ``poisoned_test`` (a folder
     of test images that carry the trigger, :mod:`modeconn.data.triggered`) with ``target``
     measures the ASR on those images instead, without the EOT and retuning attacks, which need
-    the trigger itself. ``resume`` continues an interrupted repair in ``out`` (see
+    the trigger itself. ``clean_reference`` (a checkpoint of the same architecture trained on
+    clean data) adds its row, evaluated and attacked like the others: the retuning attack's
+    figure to compare with. ``resume`` continues an interrupted repair in ``out`` (see
     :class:`Stages`); the result equals an uninterrupted run's.
     """
     config = config if config is not None else RepairConfig()
@@ -305,6 +367,7 @@ def run_repair(
         model_paths, config, data, dev, foreign=foreign
     )
     prepared.indices("bonafide")  # an empty bonafide split is an error before anything is written
+    clean = load_clean_reference(clean_reference, tampered, prepared, dev, foreign)
     attack = attack if attack is not None else tampered.attack
     under_test, note = attack_under_test(attack, prepared.info)
     options = {
@@ -316,10 +379,20 @@ def run_repair(
         "attack": attack,
         "device": str(dev),
     }
+    if clean_reference is not None:
+        options["clean_reference"] = str(clean_reference)
     with open_run(out, options, force=force, resume=resume and not force) as run:
         stages = Stages(run)
         repair = Repair(
-            tampered, second, prepared, config, under_test, dev, progress=progress, stages=stages
+            tampered,
+            second,
+            prepared,
+            config,
+            under_test,
+            dev,
+            progress=progress,
+            stages=stages,
+            clean=clean,
         )
         result = repair.run()
         sweep_rows: list[dict[str, float]] = []
@@ -351,6 +424,8 @@ def run_repair(
 __all__ = [
     "Stages",
     "attack_under_test",
+    "depth_rows",
+    "load_clean_reference",
     "repair_summary",
     "requested_attack",
     "row_summary",

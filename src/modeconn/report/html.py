@@ -89,12 +89,24 @@ def dict_table(data: dict[str, Any]) -> str:
     return f"<table><tbody>{''.join(rows)}</tbody></table>"
 
 
+#: What a figure shows, in one sentence under its caption (figures not named here get none).
+FIGURE_NOTES = {
+    "depth.png": "The backdoor-connected path (Min et al. 2024): clean accuracy and ASR on the "
+    "straight line in weight space from each model (t = 0) back to the tampered model (t = 1); "
+    "a repair that only suppressed the backdoor stays in its basin and the ASR returns early on "
+    "the line (backdoor_t, the first t with ASR above 50%, is small), a deep one keeps it low "
+    "until close to the tampered end.",
+}
+
+
 def embedded_figure(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     caption = html.escape(path.stem.replace("_", " "))
+    note = FIGURE_NOTES.get(path.name)
+    text = caption if note is None else f"{caption}: {html.escape(note)}"
     return (
         f'<figure><img alt="{caption}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{caption}</figcaption></figure>"
+        f"<figcaption>{text}</figcaption></figure>"
     )
 
 
@@ -188,8 +200,11 @@ COMPARISON_COLUMNS = (
     ("retuning_asr", "ASR after retuning"),
     ("max_anomaly_index", "Largest anomaly index"),
     ("untargeted_index", "Untargeted index"),
+    ("backdoor_t", "Backdoor returns at t"),
     ("flagged", "Scan"),
 )
+#: The retuning attack's further strengths in ``comparison.csv``: ``retuning_asr@N``.
+RETUNING_SWEEP = "retuning_asr@"
 PERCENT_COLUMNS = {
     "clean_acc",
     "bonafide_holdout_acc",
@@ -204,7 +219,7 @@ def _cell(column: str, text: str) -> str:
     """One comparison cell as a reader reads it."""
     if text == "":
         return "—"
-    if column in PERCENT_COLUMNS:
+    if column in PERCENT_COLUMNS or column.startswith(RETUNING_SWEEP):
         return _pct(text)
     if column == "flagged":
         return "flags a backdoor" if float(text) else "passes"
@@ -216,7 +231,15 @@ def comparison_table(path: Path, returned: str) -> str:
     column names and percentages; the returned model's row in bold."""
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    columns = [(k, name) for k, name in COMPARISON_COLUMNS if any(r.get(k) for r in rows)]
+    columns = []
+    for key, name in COMPARISON_COLUMNS:
+        columns.append((key, name))
+        if key == "retuning_asr":
+            sweep = [k for k in rows[0] if k.startswith(RETUNING_SWEEP)] if rows else []
+            columns += [
+                (k, f"ASR after retuning, {k[len(RETUNING_SWEEP) :]} poisoned") for k in sweep
+            ]
+    columns = [(k, name) for k, name in columns if any(r.get(k) for r in rows)]
     head = (
         "<th>Model</th>"
         + "".join(f"<th>{name}</th>" for _, name in columns)
@@ -264,6 +287,7 @@ STEP_NAMES = {
     "evaluation_and_eot": "Evaluation and adaptive (EOT) attack",
     "verification_scans": "Scans of the candidates",
     "retuning": "Retuning attacks",
+    "depth": "Backdoor-connected paths",
     "references": "Evaluation of the tampered model(s)",
     "baselines": "Baselines",
     "sweep": "Bonafide-size sweep",

@@ -1,5 +1,5 @@
 """Figures of a repair run: clean accuracy and attack success along the path, baselines as
-horizontal lines, and the bonafide-size sweep."""
+horizontal lines, the bonafide-size sweep and every row's backdoor-connected path."""
 
 from __future__ import annotations
 
@@ -43,10 +43,41 @@ def plot_candidates(path: Path, table: Sequence[Any], key: str | None, chosen: s
     _save(fig, path)
 
 
+def plot_depth(path: Path, depth: dict[str, Sequence[dict[str, float]]], chosen: str) -> None:
+    """The backdoor-connected paths: clean accuracy and ASR against t on the straight line from
+    each model (t = 0) back to the tampered one (t = 1), one line per model; the chosen one
+    thick. A deep repair keeps the ASR low far along the line, a superficial one does not."""
+    panels = (("test_acc", "clean accuracy (test)"), ("asr", LABELS["asr"]))
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 3.8), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (col, label) in zip(axes[0], panels, strict=True):
+        for i, (name, rows) in enumerate(depth.items()):
+            ax.plot(
+                [r["t"] for r in rows],
+                [r[col] for r in rows],
+                "o-",
+                ms=3,
+                lw=2.5 if name == chosen else 1.2,
+                color=colors[i % len(colors)],
+                label=name,
+            )
+        ax.set_xlabel("t (0: the model, 1: the tampered model)")
+        ax.set_ylabel(label)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][1].axhline(0.5, ls=":", color="0.4", lw=1)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.suptitle("Backdoor-connected paths: the straight line back to the tampered model")
+    _save(fig, path)
+
+
 def plot_repair(run_dir: Path, result: Any, key: str | None, sweep: Sequence[dict] = ()) -> None:
-    """Write ``repair_candidates.png``, ``repair_path.png`` (when a path was trained) and
-    ``repair_sweep.png`` (when a sweep ran)."""
+    """Write ``repair_candidates.png``, ``repair_path.png`` (when a path was trained),
+    ``repair_sweep.png`` (when a sweep ran) and ``depth.png`` (when the backdoor-connected paths
+    were measured)."""
     plot_candidates(run_dir / "repair_candidates.png", result.table, key, result.chosen.name)
+    if result.depth:
+        plot_depth(run_dir / "depth.png", result.depth, result.chosen.name)
     rows, t = result.rows, result.t
     others = [*result.references, *result.baselines]
     if rows:

@@ -60,6 +60,7 @@ class RepairConfig:
     init: str = "random"
     points: int = 11
     path_test_limit: int | None = None  # test images behind path.csv's columns (None: all)
+    depth_limit: int | None = 1000  # test images behind depth.csv, the backdoor-connected path
     margin: float = 0.25
     tolerance: float = 0.02
     t: float | None = None
@@ -87,7 +88,12 @@ class RepairConfig:
             raise InvalidArgument(
                 "path_test_limit", f"path_test_limit must be at least 1, got {self.path_test_limit}"
             )
+        if self.depth_limit is not None and self.depth_limit < 1:
+            raise InvalidArgument(
+                "depth_limit", f"depth_limit must be at least 1, got {self.depth_limit}"
+            )
         self.scan.validate()
+        self.retuning.validate()
         self.fst.validate()
         self.anp.validate()
         self.tsc.validate()

@@ -25,7 +25,7 @@ from modeconn.data.prepare import PreparedData
 from modeconn.defenses.repair.choice import HOLDOUT_METRIC
 from modeconn.defenses.repair.evaluation import AttackUnderTest, evaluate_candidate
 from modeconn.defenses.repair.results import ENDPOINT_B, TAMPERED, Built, Candidate
-from modeconn.defenses.retuning import retuning_attack_asr
+from modeconn.defenses.retuning import retuning_figures
 from modeconn.defenses.scan import ScanResult, scan_images, scan_model
 from modeconn.defenses.unlearning import unlearn
 from modeconn.training import TrainConfig, TrainingRun
@@ -51,7 +51,8 @@ class RepairContext:
     Works in memory (models, loaders, scans); ``stages`` (optional) gives each training stage a
     run directory for its resumable state, which is all it knows of run directories. ``attack``
     is a spec, or one parsed already (:meth:`AttackUnderTest.parse`, e.g. with triggered images
-    read once for several repairs).
+    read once for several repairs). ``clean`` (optional) is a model the user trained on clean
+    data: a reference row, evaluated and attacked like every other.
     """
 
     def __init__(
@@ -65,10 +66,12 @@ class RepairContext:
         *,
         progress: bool = True,
         stages: StageFn | None = None,
+        clean: Checkpoint | None = None,
     ) -> None:
         config.validate()
         self.tampered = tampered
         self.second = second
+        self.clean = clean
         self.data = data
         self.config = config
         self.attack = (
@@ -79,6 +82,7 @@ class RepairContext:
         self.stages = stages
         self.scans: dict[str, ScanResult] = {}
         self.timings: dict[str, float] = {}
+        self.depth: dict[str, list[dict[str, float]]] = {}
         self._clock = time.perf_counter()
         self._scan_x, self._scan_y = scan_images(data, config.scan.images, device)
         self._endpoint_scans: list[ScanResult] | None = None
@@ -191,9 +195,10 @@ class RepairContext:
     def evaluate(self, name: str, model: nn.Module, detail: str = "") -> Candidate:
         return evaluate_candidate(name, model, self.data, self.metric, self.device, detail)
 
-    def retuning_asr(self, model: nn.Module) -> float | None:
-        """ASR after the retuning attack (backdoors only; evaluation only)."""
+    def retuning(self, model: nn.Module) -> dict[str, float]:
+        """ASR after the retuning attack at each strength (backdoors only, else empty;
+        evaluation only)."""
         if self.attack.trigger is None:
-            return None
+            return {}
         cfg = dataclasses.replace(self.config.retuning, seed=self.config.seed)
-        return retuning_attack_asr(model, self.data, self.attack.trigger, cfg, self.device)
+        return retuning_figures(model, self.data, self.attack.trigger, cfg, self.device)

@@ -7,8 +7,10 @@ from modeconn.defenses.repair.baselines import BASELINES
 from modeconn.defenses.repair.candidates import candidates_for
 from modeconn.defenses.repair.choice import choose_candidate
 from modeconn.defenses.repair.context import Builder, RepairContext
+from modeconn.defenses.repair.depth import backdoor_connected_path, backdoor_t
 from modeconn.defenses.repair.evaluation import eot_attack_success, scan_figures
 from modeconn.defenses.repair.results import (
+    CLEAN_REFERENCE,
     ENDPOINT_B,
     TAMPERED,
     Built,
@@ -40,25 +42,50 @@ class Repair(RepairContext):
 
     def add_retuning(self, candidate: Candidate, built: Built) -> None:
         """The retuning attack's ASR on a row's model (backdoors only; report only)."""
-        retuned = self.retuning_asr(built.model) if built.model is not None else None
-        if retuned is not None:
-            candidate.metrics["retuning_asr"] = retuned
+        if built.model is not None:
+            candidate.metrics.update(self.retuning(built.model))
+
+    def add_depth(self, row: Candidate, built: Built) -> None:
+        """The backdoor-connected path from a row's model back to the tampered model, kept under
+        the row's name, and its ``backdoor_t`` (absent when the ASR never exceeds one half);
+        backdoors only, report only."""
+        trigger = self.attack.trigger
+        if trigger is None or built.model is None:
+            return
+        rows = backdoor_connected_path(
+            built.model,
+            self.tampered.model,
+            self.data,
+            trigger,
+            test_limit=self.config.depth_limit,
+            device=self.device,
+        )
+        self.depth[row.name] = rows
+        found = backdoor_t(rows)
+        if found is not None:
+            row.metrics["backdoor_t"] = found
+        self.lap("depth")
 
     def verify(self, candidate: Candidate, built: Built) -> None:
-        """Scan a candidate (the choice's input) and add its retuning-attack ASR (report only)."""
+        """Scan a candidate (the choice's input) and add its retuning-attack ASR and its
+        backdoor-connected path (report only)."""
         candidate.metrics.update(scan_figures(self.scan(candidate.name, built.model)))
         self.lap("verification_scans")
         self.add_retuning(candidate, built)
         self.lap("retuning")
+        self.add_depth(candidate, built)
 
     def references(self) -> list[Candidate]:
-        """The tampered model(s): evaluation, retuning attack and scan figures."""
+        """The tampered model(s): evaluation, retuning attack and scan figures; and the user's
+        clean model when given: evaluation, retuning attack and its backdoor-connected path."""
         if TAMPERED not in self.scans:  # method "path" has not scanned it yet
             self.scan(TAMPERED, self.tampered.model)
             self.lap("verification_scans")
         models = [(TAMPERED, self.tampered.model, "")]
         if self.second is not None:
             models.append((ENDPOINT_B, self.second.model, "second model"))
+        if self.clean is not None:
+            models.append((CLEAN_REFERENCE, self.clean.model, "trained on clean data"))
         rows = []
         for name, model, detail in models:
             row = self.evaluate(name, model, detail)
@@ -67,6 +94,8 @@ class Repair(RepairContext):
                 row.metrics.update(scan_figures(self.scans[name]))
             rows.append(row)
         self.lap("references")
+        if self.clean is not None:
+            self.add_depth(rows[-1], Built(self.clean.model))
         return rows
 
     def baseline(self, builder: Builder) -> tuple[Candidate, Built | None]:
@@ -86,6 +115,9 @@ class Repair(RepairContext):
             if made is not None:
                 self.add_retuning(row, made)
         self.lap("baselines")
+        for row, made in zip(rows, built, strict=True):
+            if made is not None:
+                self.add_depth(row, made)
         sweeps = [row for made in built if made is not None for row in made.table]
         return list(rows), sweeps
 
@@ -113,4 +145,5 @@ class Repair(RepairContext):
             path_candidate=path_of[0],
             noisy_rows=noisy_rows,
             timings=dict(self.timings),
+            depth=dict(self.depth),
         )

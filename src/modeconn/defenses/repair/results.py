@@ -18,6 +18,8 @@ from modeconn.defenses.scan import ScanResult
 #: The tampered models' rows of the comparison (the candidates' names live on their builders).
 TAMPERED = "tampered (A)"
 ENDPOINT_B = "endpoint B"
+#: The row of a model the user trained on clean data (a reference under the same attacks).
+CLEAN_REFERENCE = "clean reference"
 
 
 def slug(name: str) -> str:
@@ -69,7 +71,8 @@ class Built:
 @dataclass
 class RepairResult:
     """What a repair produced: the chosen model, every candidate and baseline with its figures,
-    the scans behind the choice, the path (when one was trained) and the step timings."""
+    the scans behind the choice, the path (when one was trained), the step timings and, per row,
+    its backdoor-connected path (``depth``: :mod:`.depth`'s table; backdoors only)."""
 
     chosen: Candidate
     chosen_model: nn.Module
@@ -82,6 +85,7 @@ class RepairResult:
     path_candidate: str | None
     noisy_rows: list[dict[str, float]]
     timings: dict[str, float]
+    depth: dict[str, list[dict[str, float]]] = field(default_factory=dict)
 
     @property
     def table(self) -> list[Candidate]:
