@@ -326,6 +326,26 @@ def attack_under_test(
     return AttackUnderTest.parse(attack, images), triggered_note(spec, images)
 
 
+def repair_options(
+    config: RepairConfig,
+    data: DataConfig,
+    attack: dict[str, Any] | None,
+    device,
+    clean_reference: str | Path | None,
+) -> dict[str, Any]:
+    """The settings of a repair as ``config.json`` records them (the clean reference only when
+    given, so a run without one records what it did before)."""
+    options = {
+        "repair": config.to_dict(),
+        "data": data.to_dict(),
+        "attack": attack,
+        "device": str(device),
+    }
+    if clean_reference is not None:
+        options["clean_reference"] = str(clean_reference)
+    return options
+
+
 def run_repair(
     model_paths: Sequence[str | Path],
     out: str | Path,
@@ -374,26 +394,12 @@ def run_repair(
         "command": "repair",
         **foreign_record(foreign),
         "models": [str(p) for p in model_paths],
-        "repair": config.to_dict(),
-        "data": data.to_dict(),
-        "attack": attack,
-        "device": str(dev),
+        **repair_options(config, data, attack, dev, clean_reference),
     }
-    if clean_reference is not None:
-        options["clean_reference"] = str(clean_reference)
     with open_run(out, options, force=force, resume=resume and not force) as run:
         stages = Stages(run)
-        repair = Repair(
-            tampered,
-            second,
-            prepared,
-            config,
-            under_test,
-            dev,
-            progress=progress,
-            stages=stages,
-            clean=clean,
-        )
+        inputs = (tampered, second, prepared, config, under_test, dev)
+        repair = Repair(*inputs, progress=progress, stages=stages, clean=clean)
         result = repair.run()
         sweep_rows: list[dict[str, float]] = []
         if config.sweep:
