@@ -261,9 +261,13 @@ def test_demo_cli_end_to_end_and_reuses_finished_steps(tmp_path: Path, capsys):
         assert (out / scenario / "report.html").exists()
         config = json.loads((out / scenario / "repair" / "config.json").read_text())
         assert config["repair"]["method"] == method
-    # Backdoor scenarios train only the two tampered models; injection needs the clean one.
-    assert {"backdoor_a", "backdoor_b"} <= {p.name for p in (out / "patch").iterdir()}
-    assert not (out / "patch" / "clean").exists() and (out / "injection" / "clean").exists()
+    # Backdoor scenarios train the two tampered models and a clean reference, which is
+    # evaluated and retuning-attacked like them; injection injects errors into the clean one.
+    assert {"backdoor_a", "backdoor_b", "clean"} <= {p.name for p in (out / "patch").iterdir()}
+    assert (out / "injection" / "clean").exists()
+    patch = json.loads((out / "patch" / "summary.json").read_text())
+    assert {"clean_reference_clean_acc", "clean_reference_retuning_asr"} <= set(patch)
+    assert "| patch | clean reference |" in table
     # A second run reuses every finished step: no model is trained again.
     models = sorted(out.rglob("*.safetensors"))
     stamps = [p.stat().st_mtime_ns for p in models]

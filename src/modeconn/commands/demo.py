@@ -1,10 +1,10 @@
 """The main job: the repair story end to end on the Fashion-MNIST default.
 
-``modeconn demo`` trains two backdoored ``lenet``s (the injection scenario: a clean one, and
-injects errors into it), repairs them on 2,500 bonafide samples, runs the baselines, writes the
-HTML report and prints the comparison table. Scenarios: ``patch`` (the default: BadNets 3×3
-patch, all-to-one, 10%), ``blend``, ``all-to-all`` and ``injection`` (fault sneaking on the
-last linear layer).
+``modeconn demo`` trains two backdoored ``lenet``s and a clean one (the retuning attack's
+reference; in the injection scenario, the model errors are injected into), repairs them on 2,500
+bonafide samples, runs the baselines, writes the HTML report and prints the comparison table.
+Scenarios: ``patch`` (the default: BadNets 3×3 patch, all-to-one, 10%), ``blend``,
+``all-to-all`` and ``injection`` (fault sneaking on the last linear layer).
 
 Every step writes its own run directory below ``out``; a step whose directory already holds a
 finished run is reused and an unfinished one is resumed at its last completed epoch, so an
@@ -31,6 +31,7 @@ from modeconn.commands.steps import resume_flags, run_step
 from modeconn.commands.train import run_train
 from modeconn.data.prepare import DataConfig
 from modeconn.defenses.repair import BASELINES, CANDIDATES, TAMPERED, RepairConfig, with_budget
+from modeconn.defenses.repair.results import CLEAN_REFERENCE
 from modeconn.distributed import resolve_device
 from modeconn.errors import InvalidArgument
 from modeconn.io import atomic_write_text, write_json
@@ -81,8 +82,11 @@ def scenario_named(name: str) -> Scenario:
 #: shorter from-scratch baseline (the README gives the 100-epoch figure too), three noise levels
 #: with one draw, 120 scan steps, 100 ANP rounds (300 and 1,000 gave the same verdict on the
 #: patch model), 10 FST epochs, the path table's test columns on 2,000 stratified test images
-#: (every candidate, the chosen point included, is still measured on all 10,000).
+#: (every candidate, the chosen point included, is still measured on all 10,000), each row's
+#: backdoor-connected path on 500 (11 points, two passes each: about 12.7 s a line on 1,000
+#: images on one busy thread, half that on 500).
 DEMO_PATH_TEST_IMAGES = 2000
+DEMO_DEPTH_IMAGES = 500
 DEMO_ANP_STEPS = 100
 DEMO_FST_EPOCHS = 10
 DEMO_NOISE_SIGMAS = (0.1, 0.3, 0.6)
@@ -151,6 +155,7 @@ def demo_repair_config(scenario: Scenario, config: DemoConfig) -> RepairConfig:
         seed=config.seed,
         scratch_epochs=config.scratch_epochs,
         path_test_limit=DEMO_PATH_TEST_IMAGES,
+        depth_limit=DEMO_DEPTH_IMAGES,
         noise_sigmas=DEMO_NOISE_SIGMAS,
         noise_draws=1,
         anp=dataclasses.replace(RepairConfig().anp, steps=DEMO_ANP_STEPS),
@@ -185,9 +190,10 @@ class DemoSteps:
     def train_config(self, seed: int) -> TrainConfig:
         return TrainConfig(epochs=self.config.epochs, batch_size=128, lr=0.05, seed=seed)
 
-    def injected(self) -> tuple[list[Path], dict[str, Any]]:
-        """A clean model (the reference) and the copy with errors injected into it."""
-        clean, injected = self.out / "clean", self.out / "injected"
+    def clean(self) -> tuple[Path, dict[str, Any]]:
+        """A lenet trained on clean data with the demo's seed (trained once, then reused): the
+        model errors are injected into, and the backdoor scenarios' clean reference."""
+        path = self.out / "clean"
 
         def train_clean(path: Path, resume: bool) -> dict[str, Any]:
             return run_train(
@@ -200,10 +206,17 @@ class DemoSteps:
                 progress=self.progress,
             )
 
+        return path, run_step(path, self.force, train_clean)
+
+    def injected(self) -> tuple[list[Path], dict[str, Any]]:
+        """A clean model (the reference) and the copy with errors injected into it."""
+        clean, summary = self.clean()
+        injected = self.out / "injected"
+
         def inject(path: Path, resume: bool) -> dict[str, Any]:  # quick: redone, not resumed
             return run_inject(clean, path, device=self.device, force=True, seed=self.config.seed)
 
-        reference = {"reference_clean_acc": run_step(clean, self.force, train_clean)["clean_acc"]}
+        reference = {"reference_clean_acc": summary["clean_acc"]}
         run_step(injected, self.force, inject)
         return [injected], reference
 
@@ -236,7 +249,10 @@ class DemoSteps:
                 )
         return [path for path, _ in jobs]
 
-    def repair(self, tampered: Sequence[Path], scenario: Scenario) -> dict[str, Any]:
+    def repair(
+        self, tampered: Sequence[Path], scenario: Scenario, clean: Path | None = None
+    ) -> dict[str, Any]:
+        """The scenario's repair of ``tampered``, with ``clean`` as its clean reference."""
         config = demo_repair_config(scenario, self.config)
         return run_step(
             self.out / "repair",
@@ -246,6 +262,7 @@ class DemoSteps:
                 path,
                 config=config,
                 data=dataclasses.replace(self.data, bonafide=self.config.bonafide),
+                clean_reference=clean,
                 device=self.device,
                 **resume_flags(resume),
                 progress=self.progress,
@@ -268,11 +285,13 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     steps = DemoSteps(out, config, device, force, progress)
+    clean = None
     if story.trigger is None:  # the clean model is the one the errors are injected into
         tampered, reference = steps.injected()
-    else:
+    else:  # the clean model is the retuning attack's reference
         tampered, reference = steps.backdoored(story.trigger), {}
-    repair = steps.repair(tampered, story)
+        clean, _ = steps.clean()
+    repair = steps.repair(tampered, story, clean)
     report = write_report(
         out / "repair", out / "report.html", title=f"modeconn demo: {scenario} on {config.dataset}"
     )
@@ -281,9 +300,9 @@ def run_demo(
     return summary
 
 
-#: The rows of the results table, in order: the tampered model, the repair's candidates and the
-#: baselines, named as the repair names them.
-RESULT_ROWS = (TAMPERED, *CANDIDATES, *BASELINES)
+#: The rows of the results table, in order: the tampered model, the clean reference, the repair's
+#: candidates and the baselines, named as the repair names them.
+RESULT_ROWS = (TAMPERED, CLEAN_REFERENCE, *CANDIDATES, *BASELINES)
 
 
 def _cell(value: Any) -> str:
