@@ -42,6 +42,7 @@ from modeconn.data.prepare import DataConfig
 from modeconn.defenses.scan import ScanConfig, ScanResult, scan_images, scan_model
 from modeconn.defenses.scan.anomaly import combine_kinds, flag_classes
 from modeconn.defenses.scan.calibration import ZooScore, zoo_table
+from modeconn.defenses.scan.draws import draw_seeds, needs_second_look, pool_draws
 from modeconn.defenses.scan.zoo_reference import REFERENCE_FILE
 from modeconn.io import read_json, write_json
 
@@ -54,6 +55,7 @@ PREVIOUS = ScanConfig(
     mask_lr=0.1,
     perturbation_lr=0.02,
     untargeted_batch=96,
+    confirm_draws=0,
 )
 RATIO_MODELS = ("clean-lenet-0", "patch-lenet-1")
 
@@ -63,17 +65,28 @@ def _root() -> Path:
 
 
 def scan_member(
-    member: ZooMember, root: Path, config: ScanConfig, scale: ZooScale = FULL
+    member: ZooMember,
+    root: Path,
+    config: ScanConfig,
+    scale: ZooScale = FULL,
+    *,
+    data_seed: int | None = None,
+    whole: bool = False,
 ) -> tuple[ScanResult, float]:
-    """Scan one trained zoo model as ``modeconn scan`` does (its own bonafide draw)."""
+    """One draw of the scan of a trained zoo model (the whole scan, second look included, when
+    ``whole``), as ``modeconn scan`` makes it: its own bonafide draw, seeded by ``data_seed``
+    (default ``config.seed``; a second look's draws keep the first draw's images). Without
+    ``whole`` the second look is decided offline from cached draws (:func:`decide`)."""
     dev = torch.device("cpu")
     data = DataConfig(dataset=None, bonafide=scale.bonafide)
+    seed = config.seed if data_seed is None else data_seed
     (ck,), _, prepared = suspects_with_data(
-        [root / member.name / "model.safetensors"], data, dev, seed=config.seed
+        [root / member.name / "model.safetensors"], data, dev, seed=seed
     )
     start = time.perf_counter()
     x, y = scan_images(prepared, config.images, dev)
-    result = scan_model(ck.model, x, y, prepared.info.num_classes, config)
+    one = config if whole else replace(config, confirm_draws=0)
+    result = scan_model(ck.model, x, y, prepared.info.num_classes, one)
     return result, time.perf_counter() - start
 
 
@@ -100,14 +113,15 @@ def cached_scan(
     scale: ZooScale = FULL,
     *,
     label: str = "scan",
+    data_seed: int | None = None,
 ) -> dict[str, Any]:
-    """The scan of ``member`` with ``config``, computed once per scan setting."""
+    """The scan of ``member`` with ``config``, computed once per scan setting (one draw)."""
     path = root / member.name / f"{label}@{config.seed}.json"
     if path.exists():
         cached = read_json(path)
         if _synthesis(cached.get("config", {})) == _synthesis(config.to_dict()):
             return cached
-    result, seconds = scan_member(member, root, config, scale)
+    result, seconds = scan_member(member, root, config, scale, data_seed=data_seed)
     record = {**_record(result, seconds), "config": config.to_dict()}
     write_json(path, record)
     return record
@@ -115,7 +129,14 @@ def cached_scan(
 
 #: Settings that decide on the synthesized triggers without changing them: a cached scan is
 #: decided again under today's values instead of scanned again.
-DECISION_FIELDS = ("threshold", "warp_threshold", "untargeted_threshold", "margin_threshold")
+DECISION_FIELDS = (
+    "threshold",
+    "warp_threshold",
+    "untargeted_threshold",
+    "margin_threshold",
+    "confirm_draws",
+    "confirm_band",
+)
 
 
 def _synthesis(config: dict[str, Any]) -> dict[str, Any]:
@@ -124,10 +145,10 @@ def _synthesis(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in plain.items() if k not in DECISION_FIELDS}
 
 
-def decide(record: dict[str, Any], config: ScanConfig) -> dict[str, Any]:
-    """A cached scan's score, flag and top class under ``config``'s thresholds."""
+def _as_result(record: dict[str, Any], config: ScanConfig) -> ScanResult:
+    """A cached draw as a scan result under ``config``'s thresholds (without its triggers)."""
     combined = combine_kinds(record["index"], config)
-    result = ScanResult(
+    return ScanResult(
         {},
         record["index"],
         combined,
@@ -136,11 +157,36 @@ def decide(record: dict[str, Any], config: ScanConfig) -> dict[str, Any]:
         untargeted_index=record["untargeted_index"],
         untargeted_threshold=config.untargeted_threshold,
     )
+
+
+def decide(
+    member: ZooMember,
+    root: Path,
+    config: ScanConfig,
+    scale: ZooScale = FULL,
+    *,
+    label: str = "scan",
+) -> dict[str, Any]:
+    """The scan of ``member`` with ``config`` decided from cached draws as ``scan_model`` decides
+    it: the first draw, and when it lies near the threshold the pool of it and the second look's
+    draws (scanned and cached when missing). Seconds add up over the draws."""
+    records = [cached_scan(member, root, config, scale, label=label)]
+    result = _as_result(records[0], config)
+    if needs_second_look(result.suspicion, config):
+        records += [
+            cached_scan(
+                member, root, replace(config, seed=s), scale, label=label, data_seed=config.seed
+            )
+            for s in draw_seeds(config)
+        ]
+        result = pool_draws([_as_result(r, config) for r in records], config)
     return {
-        **record,
+        **records[0],
         "score": result.suspicion,
         "flagged": result.backdoor_found,
         "top_class": result.top_class,
+        "draws": len(records),
+        "seconds": round(sum(r["seconds"] for r in records), 2),
     }
 
 
@@ -165,7 +211,7 @@ def speed_ratio(root: Path) -> dict[str, Any]:
     laps: dict[str, list[float]] = {"previous": [], "default": []}
     for name in RATIO_MODELS:
         for label, config in (("previous", PREVIOUS), ("default", ScanConfig())):
-            laps[label].append(round(scan_member(zoo[name], root, config)[1], 2))
+            laps[label].append(round(scan_member(zoo[name], root, config, whole=True)[1], 2))
     return {**laps, "ratio": round(sum(laps["previous"]) / sum(laps["default"]), 2)}
 
 
@@ -184,12 +230,12 @@ def run_zoo(
         if i % worker[1] != worker[0]:
             continue
         train_member(m, root, scale)
-        cached_scan(m, root, config, scale)
+        decide(m, root, config, scale)
         if m.part == HELD_OUT:
             cached_scan(m, root, PREVIOUS, scale, label="previous")
             if m.trigger is not None:
                 for seed in STABILITY_SEEDS:
-                    cached_scan(m, root, replace(config, seed=seed), scale)
+                    decide(m, root, replace(config, seed=seed), scale)
     if not all((root / m.name / f"scan@{config.seed}.json").exists() for m in zoo):
         return {"partial": True, "worker": worker[0]}
     summaries = {m.name: train_member(m, root, scale) for m in zoo}
@@ -240,22 +286,19 @@ def tables(
 ) -> dict[str, Any]:
     """The zoo's figures per part and family, the unstable verdicts and every model's row."""
     usable = [m for m in zoo if effective(m, summaries[m.name])]
-    rows = {m.name: decide(cached_scan(m, root, config, scale), config) for m in usable}
+    rows = {m.name: decide(m, root, config, scale) for m in usable}
     out: dict[str, Any] = {"config": asdict(config)}
     for part in (CALIBRATION, HELD_OUT):
         out[part] = zoo_table([_score(m, rows[m.name]) for m in usable if m.part == part])
     held_out = [m for m in usable if m.part == HELD_OUT]
     out["held-out, previous scan"] = zoo_table(
-        [
-            _score(m, decide(cached_scan(m, root, PREVIOUS, scale, label="previous"), PREVIOUS))
-            for m in held_out
-        ]
+        [_score(m, decide(m, root, PREVIOUS, scale, label="previous")) for m in held_out]
     )
     unstable = []
     for m in usable:
         if m.part == HELD_OUT and m.trigger is not None:
             verdicts = {
-                decide(cached_scan(m, root, replace(config, seed=s), scale), config)["flagged"]
+                decide(m, root, replace(config, seed=s), scale)["flagged"]
                 for s in (config.seed, *STABILITY_SEEDS)
             }
             if len(verdicts) > 1:
@@ -270,7 +313,7 @@ def tables(
             "trigger": m.trigger,
             "clean_acc": summaries[m.name]["clean_acc"],
             "asr": summaries[m.name].get("asr"),
-            **{k: rows[m.name][k] for k in ("score", "flagged", "top_class", "seconds")},
+            **{k: rows[m.name][k] for k in ("score", "flagged", "top_class", "seconds", "draws")},
         }
         for m in usable
     }

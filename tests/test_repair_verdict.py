@@ -70,6 +70,15 @@ def test_nothing_found_in_the_tampered_model_is_said_first():
     two = result({TAMPERED: scan([]), ENDPOINT_B: scan([]), PATH: scan([]), NC: scan([])})
     assert repair_warnings(two) == [repair_warnings(two)[0]]
     assert "either tampered model" in repair_warnings(two)[0]
+    assert "near the threshold" not in repair_warnings(two)[0]
+
+
+def test_nothing_found_near_the_threshold_says_a_backdoor_cannot_be_ruled_out():
+    near = scan([])
+    near.draw_suspicions = [1.1, 0.8, 0.9]
+    warning = repair_warnings(result({TAMPERED: near, PATH: scan([]), NC: scan([])}))[0]
+    assert "near the threshold" in warning and "over 3 draws" in warning
+    assert f"class {near.top_class}" in warning and "cannot be ruled out" in warning
 
 
 def test_every_candidate_flagged_is_a_warning():

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
-from modeconn.defenses.scan import ScanConfig, scan_model
-from modeconn.defenses.scan.anomaly import margin_index
+from modeconn.defenses.scan import ScanConfig, ScanResult, scan_model
+from modeconn.defenses.scan.anomaly import combine_kinds, margin_index
 from modeconn.defenses.scan.calibration import (
     ZooScore,
     auroc,
@@ -18,7 +19,9 @@ from modeconn.defenses.scan.calibration import (
     tpr_at_fpr,
     zoo_table,
 )
+from modeconn.defenses.scan.draws import draw_seeds, needs_second_look, pool_draws
 from modeconn.defenses.scan.margin import class_margins, margins_of
+from modeconn.errors import InvalidArgument
 
 
 class RowModel(nn.Module):
@@ -200,3 +203,52 @@ def test_zoo_reference_gives_figures_only_for_the_settings_it_measured(tmp_path)
     assert reference.figures(result, ScanConfig(), "digits") == {}
     assert reference.figures(result, ScanConfig(), "fashion-mnist")["zoo"] == "4 test models"
     assert zoo_reference(tmp_path / "missing.json") is None
+
+
+def _result(index: dict[str, list[float]], untargeted: float) -> ScanResult:
+    config = ScanConfig()
+    combined = combine_kinds(index, config)
+    return ScanResult({}, index, combined, [], config.threshold, untargeted_index=untargeted)
+
+
+def test_second_look_pools_the_draws_indices_and_flags_on_the_mean():
+    config = ScanConfig()
+    # the target's pixel index straddles the threshold of 3 across three draws: 2.8, 3.6, 3.4
+    draws = [
+        _result({"mask": [m, 0.0], "perturbation": [m, 0.5], "warp": [0.0, 1.0]}, 0.1)
+        for m in (2.8, 3.6, 3.4)
+    ]
+    assert [d.suspicion < 1 for d in draws] == [True, False, False]
+    pooled = pool_draws(draws, config)
+    assert pooled.anomaly_index[0] == pytest.approx(3.2667, abs=1e-4)
+    assert pooled.flagged_classes == [0] and pooled.untargeted_index == pytest.approx(0.1)
+    assert pooled.draw_suspicions == pytest.approx([d.suspicion for d in draws])
+    assert "decided on 3 draws" in pooled.verdict()
+    assert pooled.summary()["draw_suspicions"] == [round(d.suspicion, 4) for d in draws]
+    assert draw_seeds(replace(config, seed=2)) == [1002, 2002]
+    low, high = config.confirm_band
+    assert needs_second_look(low, config) and not needs_second_look(high, config)
+    assert not needs_second_look(1.0, replace(config, confirm_draws=0))
+
+
+def test_scan_model_takes_a_second_look_only_inside_the_band():
+    x, y = _images()
+    base = ScanConfig(steps=20, batch_size=16, kinds=("mask", "perturbation"), untargeted=False)
+    once = scan_model(RowModel(False), x, y, 4, replace(base, confirm_band=(50.0, 60.0)))
+    assert once.draw_suspicions == []
+    looked = scan_model(RowModel(False), x, y, 4, replace(base, confirm_band=(1e-9, 60.0)))
+    assert len(looked.draw_suspicions) == 3
+    assert looked.draw_suspicions[0] == pytest.approx(once.suspicion)
+    with pytest.raises(InvalidArgument):
+        ScanConfig(confirm_band=(2.0, 1.0)).validate()
+
+
+def test_zoo_repair_benchmark_calls_a_verified_repair_with_a_live_backdoor_a_failure():
+    from benchmarks.bench_zoo_repair import judged
+
+    base = {"clean_acc": 0.88, "tampered_clean_acc": 0.9, "tampered_asr": 0.99}
+    removed = judged("m", {**base, "asr": 0.02, "verified": True})
+    assert removed["removed"] and not removed["silent_failure"]
+    flagged = judged("m", {**base, "asr": 0.3, "verified": False, "warning": "nothing found"})
+    assert not flagged["removed"] and not flagged["silent_failure"]
+    assert judged("m", {**base, "asr": 0.3, "verified": True})["silent_failure"]

@@ -19,6 +19,7 @@ threat model; it may accompany a warning but never lifts it.
 from __future__ import annotations
 
 from modeconn.defenses.repair.results import ENDPOINT_B, TAMPERED, RepairResult
+from modeconn.defenses.scan import ScanResult
 
 #: Said when the attack's figure could not be measured (no trigger or injection spec is known).
 ATTACK_NOT_MEASURED = (
@@ -37,7 +38,23 @@ def nothing_found_warning(result: RepairResult) -> str | None:
     return (
         f"The scan found no backdoor in {models}, so nothing was found to unlearn "
         "and the result cannot be verified without the trigger; do not take the returned model "
-        "as repaired."
+        "as repaired." + _near_threshold(scans)
+    )
+
+
+def _near_threshold(scans: list[ScanResult]) -> str:
+    """A sentence when the scan took a second look (its first draw lay near the threshold):
+    a backdoor cannot be ruled out there (the zoo's held-out backdoors that changed verdict
+    with the seed all sat there, and most models whose pooled verdict stayed under the
+    threshold after a second look were backdoored)."""
+    looked = [scan for scan in scans if scan.draw_suspicions]
+    if not looked:
+        return ""
+    scan = max(looked, key=lambda s: s.suspicion)
+    return (
+        f" The evidence was near the threshold (class {scan.top_class}, suspicion "
+        f"{scan.suspicion:.2f} over {len(scan.draw_suspicions)} draws, where 1 is flagged): "
+        "a backdoor cannot be ruled out."
     )
 
 

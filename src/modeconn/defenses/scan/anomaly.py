@@ -37,6 +37,7 @@ class ScanResult:
     margins: list[float] | None = None
     margin_index: list[float] | None = None
     margin_threshold: float = 3.0
+    draw_suspicions: list[float] = field(default_factory=list)
 
     @property
     def class_evidence(self) -> list[float]:
@@ -97,6 +98,8 @@ class ScanResult:
             out[f"{prefix}margin_index"] = [round(v, 4) for v in self.margin_index]
             out[f"{prefix}max_margin_index"] = round(max(self.margin_index), 4)
         out[f"{prefix}suspicion"] = round(self.suspicion, 4)
+        if self.draw_suspicions:
+            out[f"{prefix}draw_suspicions"] = [round(v, 4) for v in self.draw_suspicions]
         out[f"{prefix}backdoor_found"] = self.backdoor_found
         return out
 
@@ -110,7 +113,20 @@ class ScanResult:
         return f"{k} ({', '.join(reasons)})"
 
     def verdict(self) -> str:
-        """One sentence a user can act on."""
+        """One sentence a user can act on (with the draws' spread after a second look)."""
+        return self._finding() + self._draws_note()
+
+    def _draws_note(self) -> str:
+        if not self.draw_suspicions:
+            return ""
+        values = ", ".join(f"{v:.2f}" for v in self.draw_suspicions)
+        return (
+            f"; decided on {len(self.draw_suspicions)} draws, as the first lay near the "
+            f"threshold (suspicion per draw {values}; pooled {self.suspicion:.2f}, above 1 is "
+            "flagged)"
+        )
+
+    def _finding(self) -> str:
         parts = []
         if self.flagged_classes:
             classes = ", ".join(self._class_reason(k) for k in self.flagged_classes)
@@ -184,30 +200,21 @@ def margin_index(margins: Sequence[float] | torch.Tensor) -> list[float]:
     return [-v for v in anomaly_index(values)]
 
 
-def scan_model(
+def scan_draw(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     num_classes: int,
-    config: ScanConfig | None = None,
-    *,
-    reference: nn.Module | ScanResult | None = None,
+    config: ScanConfig,
+    reference: ScanResult | None = None,
 ) -> ScanResult:
-    """Synthesize every kind of trigger for every class of ``model`` and test for anomalies.
-
-    ``x``, ``y``: bonafide images in [0, 1] and labels (never the test set). ``reference``: a
-    model that cannot carry the backdoor (scanned here with the same settings), or a previous
-    :class:`ScanResult` of one; without it the index compares raw sizes across classes.
-    """
-    config = config or ScanConfig()
-    config.validate()
-    ref_result = reference
-    if isinstance(reference, nn.Module):
-        ref_result = scan_model(reference, x, y, num_classes, config)
+    """One draw of the scan (:func:`~modeconn.defenses.scan.draws.scan_model` is the whole
+    scan): synthesize every kind of trigger for every class of ``model`` with ``config.seed``
+    and test for anomalies, against ``reference``'s trigger sizes when given."""
     triggers = {
         kind: synthesize_triggers(model, x, y, num_classes, kind, config) for kind in config.kinds
     }
-    ref_sizes = _reference_sizes(ref_result, config.kinds)
+    ref_sizes = _reference_sizes(reference, config.kinds)
     index = {
         kind: anomaly_index(trig.size, None if ref_sizes is None else ref_sizes[kind])
         for kind, trig in triggers.items()

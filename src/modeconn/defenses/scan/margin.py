@@ -8,7 +8,7 @@ patch, blend or warp) stands out above the other classes. The null is the other 
 class is scored by how far its (log) margin lies above theirs.
 
 Everything here works in memory; :func:`class_margins` is called by
-:func:`~modeconn.defenses.scan.anomaly.scan_model`.
+:func:`~modeconn.defenses.scan.draws.scan_model`.
 """
 
 from __future__ import annotations

@@ -61,6 +61,8 @@ class ScanConfig:
     margin_starts: int = 16
     margin_lr: float = 0.05
     margin_threshold: float = 3.0
+    confirm_draws: int = 2
+    confirm_band: tuple[float, float] = (0.7, 1.5)
     seed: int = 0
 
     def validate(self) -> None:
@@ -81,6 +83,13 @@ class ScanConfig:
             )
         if not self.threshold > 0:
             raise InvalidArgument(None, f"anomaly threshold must be positive, got {self.threshold}")
+        low, high = self.confirm_band
+        if self.confirm_draws < 0 or not 0 < low <= high:
+            raise InvalidArgument(
+                None,
+                f"the second look needs confirm_draws ≥ 0 and 0 < low ≤ high, got "
+                f"{self.confirm_draws} and {self.confirm_band}",
+            )
         if self.margin and (self.margin_steps < 1 or self.margin_starts < 1):
             raise InvalidArgument(
                 None,

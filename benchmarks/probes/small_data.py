@@ -1,0 +1,125 @@
+"""Probe: repair from very little clean data (issue 25) — which unlearning keeps accuracy.
+
+For one tampered model and bonafide budgets (50, 250, 2500 by default), scans once per budget
+and compares, on the test split: NC-unlearning as the repair runs it (20 epochs: 20 steps at 50
+images), NC-unlearning with a fixed number of optimiser steps, distillation-unlearning (the
+tampered model as teacher on clean inputs; stamped inputs mapped to the teacher's answer on
+their clean versions; augmented batches), and the straight line from the tampered model to each
+unlearnt model (clean accuracy and ASR per t, to see whether a point keeps the first and not the
+second). Writes one JSON line per (budget, method, t) to stdout.
+
+    OMP_NUM_THREADS=1 python -m benchmarks.probes.small_data MODEL [--sizes 50,250] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modeconn.attacks.backdoor import TriggerSpec, backdoor_metrics
+from modeconn.commands.suspects import suspects_with_data
+from modeconn.data.prepare import DataConfig, PreparedData
+from modeconn.defenses.baselines import fine_tune
+from modeconn.defenses.scan import ScanConfig, scan_images, scan_model
+from modeconn.defenses.unlearning import UnlearningConfig, unlearn, unlearning_transform
+from modeconn.training import Objective, evaluate_model
+
+DEV = torch.device("cpu")
+
+
+class DistillUnlearning(Objective):
+    """KL to the teacher's softened answer on the clean image, for the clean and the stamped
+    copy alike (the stamped share follows the unlearning rule), plus ``ce`` × cross-entropy."""
+
+    def __init__(self, teacher: nn.Module, transform, temperature: float, ce: float) -> None:
+        self.teacher = teacher.eval()
+        self.transform = transform
+        self.temperature = temperature
+        self.ce = ce
+
+    def loss(self, model, x, y):
+        with torch.no_grad():
+            soft = F.softmax(self.teacher(x) / self.temperature, dim=1)
+        stamped, _ = self.transform(x.clone(), y)
+        logits = model(stamped)
+        kd = F.kl_div(F.log_softmax(logits / self.temperature, 1), soft, reduction="batchmean")
+        return kd * self.temperature**2 + self.ce * F.cross_entropy(logits, y), logits
+
+
+def steps_config(cfg: UnlearningConfig, n: int, steps: int) -> UnlearningConfig:
+    """``cfg`` with as many epochs as ``steps`` optimiser steps take on ``n`` images."""
+    per_epoch = max(1, math.ceil(n / cfg.batch_size))
+    return replace(cfg, epochs=max(1, math.ceil(steps / per_epoch)))
+
+
+def measure(model: nn.Module, data: PreparedData, spec: TriggerSpec) -> dict[str, float]:
+    test = data.eval_loader("test", device=DEV)
+    hold = data.eval_loader("bonafide_holdout", device=DEV)
+    return {
+        "acc": round(evaluate_model(model, test, DEV)["acc"], 4),
+        "asr": round(backdoor_metrics(model, test, spec, DEV)["asr"], 4),
+        "holdout": round(evaluate_model(model, hold, DEV)["acc"], 4),
+    }
+
+
+def line_point(a: nn.Module, b: nn.Module, t: float) -> nn.Module:
+    """(1 − t)·a + t·b (lenets have no BatchNorm)."""
+    out = copy.deepcopy(a)
+    sa, sb = a.state_dict(), b.state_dict()
+    out.load_state_dict({k: (1 - t) * sa[k] + t * sb[k] for k in sa})
+    return out.eval()
+
+
+def distill(tampered, data, scans, cfg, steps, temperature, ce, seed):
+    cfg = steps_config(cfg, len(data.indices("bonafide")), steps)
+    loader = data.train_loader(cfg.batch_size, split="bonafide", seed=seed, augment=True)
+    objective = DistillUnlearning(tampered, unlearning_transform(scans, cfg), temperature, ce)
+    return fine_tune(tampered, loader, cfg.train_config(seed), objective=objective)
+
+
+def methods(tampered, data, scans, args):
+    cfg = UnlearningConfig()
+    n = len(data.indices("bonafide"))
+    yield "nc", unlearn(tampered, data, scans, cfg, seed=args.seed)
+    yield "nc300", unlearn(tampered, data, scans, steps_config(cfg, n, 300), seed=args.seed)
+    for temperature, ce in ((4.0, 0.0), (4.0, 0.2)):
+        name = f"kd_T{temperature:g}_ce{ce:g}"
+        yield name, distill(tampered, data, scans, cfg, 300, temperature, ce, args.seed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("--sizes", default="50,250,2500")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--line", default="0.2,0.4,0.6")
+    args = parser.parse_args()
+    for size in (int(s) for s in args.sizes.split(",")):
+        (ck,), _, data = suspects_with_data(
+            [args.model], DataConfig(dataset=None, bonafide=size), DEV, seed=args.seed
+        )
+        spec = TriggerSpec.from_dict(ck.attack)
+        x, y = scan_images(data, ScanConfig().images, DEV)
+        start = time.perf_counter()
+        scans = [scan_model(ck.model, x, y, data.info.num_classes, ScanConfig(seed=args.seed))]
+        base = {"size": size, "seed": args.seed, "flagged": scans[0].flagged_classes}
+        print(json.dumps({**base, "method": "scan", "s": round(time.perf_counter() - start)}))
+        print(json.dumps({**base, "method": "tampered", **measure(ck.model, data, spec)}))
+        for name, model in methods(ck.model, data, scans, args):
+            print(json.dumps({**base, "method": name, **measure(model, data, spec)}), flush=True)
+            for t in (float(v) for v in args.line.split(",")):
+                point = line_point(model, ck.model, t)
+                row = {**base, "method": f"{name}→tampered", "t": t, **measure(point, data, spec)}
+                print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
