@@ -335,7 +335,7 @@ def zoo_markdown(result: dict[str, Any]) -> str:
                 f"| {part} | {family} | {row['backdoored']} | {row['auroc']:.2f} "
                 f"| {row['tpr_at_5pct_fpr']:.2f} | {row['detected']}/{row['backdoored']} "
                 f"| {row['false_flags']}/{row['clean']} "
-                f"| {'—' if right != right else f'{right:.0%}'} "
+                f"| {'—' if right is None or right != right else f'{right:.0%}'} "
                 f"| {row['seconds_per_model']:.0f} |"
             )
     return "\n".join(lines)
