@@ -66,12 +66,12 @@ def judged(name: str, summary: dict[str, Any]) -> dict[str, Any]:
         "tampered_clean_acc": summary.get("tampered_clean_acc"),
         "asr": asr,
         "tampered_asr": summary.get("tampered_asr"),
-        "chosen": summary.get("chosen"),
+        "chosen": summary.get("method"),
         "verified": verified,
         "warning": summary.get("warning"),
         "removed": asr <= ASR_LIMIT,
         "silent_failure": verified and asr > ASR_LIMIT,
-        "seconds": summary.get("seconds"),
+        "seconds": round(sum(v for k, v in summary.items() if k.startswith("seconds_")), 1),
     }
 
 

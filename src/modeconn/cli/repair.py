@@ -67,8 +67,9 @@ class RepairOptions:
         typer.Option(
             "--method",
             help="auto (scan, unlearn, connect; choose the best candidate the scan passes), "
-            "unlearn-path, unlearn, path (the scan-free curve of Zhao et al.) or tsc (two-stage "
-            "symmetry connectivity on stamped batches).",
+            "unlearn-path, unlearn, pam (unlearning with path-aware steps, Min et al. 2024), "
+            "path (the scan-free curve of Zhao et al.) or tsc (two-stage symmetry connectivity "
+            "on stamped batches).",
         ),
     ] = _DEFAULTS.method
     epochs: Annotated[

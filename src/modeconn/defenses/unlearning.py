@@ -44,7 +44,7 @@ from modeconn.data import TensorLoader
 from modeconn.data.prepare import PreparedData
 from modeconn.defenses.baselines import fine_tune
 from modeconn.defenses.scan import ScanResult, UnlearningTransform
-from modeconn.training import TrainConfig, TrainingRun
+from modeconn.training import Objective, TrainConfig, TrainingRun
 
 
 @dataclass(frozen=True)
@@ -171,8 +171,10 @@ def unlearn(
     progress: bool = False,
     run: TrainingRun | None = None,
     description: str = "unlearning",
+    objective: Objective | None = None,
 ) -> nn.Module:
-    """NC-unlearning: a copy of ``model`` fine-tuned on stamped bonafide batches."""
+    """NC-unlearning: a copy of ``model`` fine-tuned on stamped bonafide batches (cross-entropy,
+    or ``objective``'s loss, e.g. path-aware: :mod:`modeconn.defenses.pam`)."""
     loader = unlearning_loader(data, scans, config, seed, device)
     return fine_tune(
         model,
@@ -182,6 +184,7 @@ def unlearn(
         progress=progress,
         description=description,
         run=run,
+        objective=objective,
     )
 
 

@@ -53,6 +53,7 @@ class RepairConfig:
     fst: FSTConfig = field(default_factory=FSTConfig)
     anp: ANPConfig = field(default_factory=ANPConfig)
     tsc: TSCConfig = field(default_factory=TSCConfig)
+    pam_rho: float = 0.5  # PAM unlearning: how far towards the tampered model each gradient is
     align_endpoints: bool = True  # permute B onto A before the unlearning path
     kind: str = "bezier"
     path_kind: str = "polychain"
@@ -80,6 +81,8 @@ class RepairConfig:
             raise InvalidArgument(
                 None, f"unknown repair method '{self.method}' (use {', '.join(METHODS)})"
             )
+        if self.pam_rho < 0:
+            raise InvalidArgument("pam_rho", f"pam_rho must be non-negative, got {self.pam_rho}")
         if self.init not in ("random", "linear"):
             raise InvalidArgument("init", f"init must be random or linear, got '{self.init}'")
         if self.t is not None and not 0.0 <= self.t <= 1.0:

@@ -28,7 +28,7 @@ from modeconn.defenses.repair.results import ENDPOINT_B, TAMPERED, Built, Candid
 from modeconn.defenses.retuning import retuning_figures
 from modeconn.defenses.scan import ScanResult, scan_images, scan_model
 from modeconn.defenses.unlearning import unlearn
-from modeconn.training import TrainConfig, TrainingRun
+from modeconn.training import Objective, TrainConfig, TrainingRun
 
 if TYPE_CHECKING:
     from modeconn.defenses.repair.config import RepairConfig
@@ -128,8 +128,16 @@ class RepairContext:
             self._endpoint_scans = scans
         return self._endpoint_scans
 
-    def unlearn(self, model: nn.Module, scans: Sequence[ScanResult], name: str, seed: int):
-        """NC-unlearning of ``model`` on bonafide batches stamped with the scans' triggers."""
+    def unlearn(
+        self,
+        model: nn.Module,
+        scans: Sequence[ScanResult],
+        name: str,
+        seed: int,
+        objective: Objective | None = None,
+    ):
+        """NC-unlearning of ``model`` on bonafide batches stamped with the scans' triggers
+        (cross-entropy, or ``objective``'s loss)."""
         cfg = self.config.unlearning
         return unlearn(
             model,
@@ -141,6 +149,7 @@ class RepairContext:
             progress=self.progress,
             run=self.stage(name, cfg.train_config(seed)),
             description=name.replace("_", " "),
+            objective=objective,
         )
 
     def unlearnt_endpoints(self) -> tuple[nn.Module, nn.Module]:
