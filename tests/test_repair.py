@@ -165,6 +165,8 @@ def test_repair_cli_end_to_end(tmp_path: Path, capsys, digits_backdoor: Path):
         "scans/path_repair/scan.md",
     ):
         assert (out / name).exists(), name
+    sweep_header = (out / "sweep.csv").read_text().splitlines()[0].split(",")
+    assert {"bonafide", "clean_acc", "asr", "retuning_asr"} <= set(sweep_header)
     table = (out / "comparison.md").read_text()
     for row in ("path repair", "NC-unlearning", "fine-tuning", "from scratch", "noisy model"):
         assert row in table

@@ -68,6 +68,7 @@ class RepairOptions:
             "--method",
             help="auto (scan, unlearn, connect; choose the best candidate the scan passes), "
             "unlearn-path, unlearn, pam (unlearning with path-aware steps, Min et al. 2024), "
+            "distill (unlearning by distillation from the tampered model on clean images), "
             "path (the scan-free curve of Zhao et al.) or tsc (two-stage symmetry connectivity "
             "on stamped batches).",
         ),

@@ -88,6 +88,8 @@ def plot_repair(run_dir: Path, result: Any, key: str | None, sweep: Sequence[dic
         ax.plot(ns, [r["clean_acc"] for r in sweep], "o-", label="clean accuracy")
         if key:
             ax.plot(ns, [r[key] for r in sweep], "s-", label=LABELS[key])
+        if all("retuning_asr" in r for r in sweep):
+            ax.plot(ns, [r["retuning_asr"] for r in sweep], "^--", label="ASR after retuning")
         ax.set_xscale("log")
         ax.set_xlabel("bonafide samples")
         ax.set_ylim(-0.02, 1.02)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from modeconn.defenses.anp import ANPConfig
+from modeconn.defenses.distillation import DistillationConfig
 from modeconn.defenses.fst import FSTConfig
 from modeconn.defenses.repair.candidates import METHODS
 from modeconn.defenses.repair.evaluation import EOTSettings
@@ -53,6 +54,7 @@ class RepairConfig:
     fst: FSTConfig = field(default_factory=FSTConfig)
     anp: ANPConfig = field(default_factory=ANPConfig)
     tsc: TSCConfig = field(default_factory=TSCConfig)
+    distill: DistillationConfig = field(default_factory=DistillationConfig)
     pam_rho: float = 0.5  # PAM unlearning: how far towards the tampered model each gradient is
     align_endpoints: bool = True  # permute B onto A before the unlearning path
     kind: str = "bezier"
@@ -98,6 +100,10 @@ class RepairConfig:
         self.scan.validate()
         self.retuning.validate()
         self.fst.validate()
+        try:
+            self.distill.validate()
+        except ValueError as err:
+            raise InvalidArgument(None, str(err)) from None
         self.anp.validate()
         self.tsc.validate()
 

@@ -35,7 +35,8 @@ def sweep_repairs(
     stages: StageFn | None = None,
 ) -> list[dict[str, float]]:
     """Repair again with several bonafide sizes (same method and rule, no baselines, no EOT,
-    11 path points); one row per size with the chosen candidate's figures."""
+    11 path points); one row per size with the chosen candidate's figures (clean accuracy, the
+    attack's figure, its retuning ASR and backdoor_t when measured) and every candidate's."""
     rows = []
     for n in config.sweep:
         cfg = dataclasses.replace(config, baselines=False, eot=False, points=11)
@@ -57,6 +58,9 @@ def sweep_repairs(
             entry["t"] = result.t
         if key:
             entry[key] = result.chosen.metrics[key]
+        for depth_key in ("retuning_asr", "backdoor_t"):
+            if result.chosen.metrics.get(depth_key) is not None:
+                entry[depth_key] = result.chosen.metrics[depth_key]
         for cand in result.candidates:
             entry[f"{slug(cand.name)}_clean_acc"] = cand.metrics["clean_acc"]
             if key:

@@ -8,6 +8,7 @@ candidate: one module here and one entry in :data:`CANDIDATES`.
 
 from __future__ import annotations
 
+from modeconn.defenses.repair.candidates.distillation import DistillationCandidate
 from modeconn.defenses.repair.candidates.nc_unlearning import NCUnlearning
 from modeconn.defenses.repair.candidates.pam_unlearning import PAMUnlearning
 from modeconn.defenses.repair.candidates.path_repair import PathRepair
@@ -15,7 +16,15 @@ from modeconn.defenses.repair.candidates.scan_free_path import ScanFreePath
 from modeconn.defenses.repair.candidates.tsc import TSC
 
 CANDIDATES = {
-    b.name: b for b in (PathRepair(), NCUnlearning(), PAMUnlearning(), ScanFreePath(), TSC())
+    b.name: b
+    for b in (
+        PathRepair(),
+        NCUnlearning(),
+        PAMUnlearning(),
+        DistillationCandidate(),
+        ScanFreePath(),
+        TSC(),
+    )
 }
 
 #: Every ``method``: ``auto`` (the candidates marked ``in_auto``) and one per candidate.

@@ -1,0 +1,52 @@
+"""Candidate ``distillation unlearning``: the tampered model taught, on augmented bonafide
+batches of which a share carries the scan's triggers, its own answer on the clean images
+(:mod:`modeconn.defenses.distillation`) — what it knows is kept, the trigger's shortcut is not."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import ClassVar
+
+from modeconn.defenses.baselines import fine_tune
+from modeconn.defenses.distillation import DistillationUnlearning
+from modeconn.defenses.repair.context import RepairContext
+from modeconn.defenses.repair.results import Built
+from modeconn.defenses.unlearning import unlearning_transform
+
+
+class DistillationCandidate:
+    """A distilled from itself with the trigger stamped on (``config.distill``)."""
+
+    name: ClassVar[str] = "distillation unlearning"
+    method: ClassVar[str] = "distill"
+    in_auto: ClassVar[bool] = False
+
+    def build(self, context: RepairContext) -> Built:
+        config, unlearning = context.config.distill, context.config.unlearning
+        tampered = context.tampered.model
+        images = len(context.data.indices("bonafide"))
+        epochs = config.epochs(unlearning.epochs, images, unlearning.batch_size)
+        train = dataclasses.replace(unlearning.train_config(context.config.seed), epochs=epochs)
+        loader = context.data.train_loader(
+            train.batch_size,
+            split="bonafide",
+            seed=train.seed,
+            augment=True,
+            device=context.device,
+        )
+        stamp = unlearning_transform(context.endpoint_scans(), unlearning)
+        objective = DistillationUnlearning(
+            copy.deepcopy(tampered), stamp, config.temperature, config.ce
+        )
+        model = fine_tune(
+            tampered,
+            loader,
+            train,
+            device=context.device,
+            progress=context.progress,
+            objective=objective,
+            description="distillation unlearning",
+            run=context.stage("unlearn_distill", train),
+        )
+        return Built(model, f"A distilled from itself, T = {config.temperature:g}, {epochs} epochs")

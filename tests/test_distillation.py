@@ -1,0 +1,59 @@
+"""Unlearning by distillation from the tampered model: the loss and the ``distill`` candidate."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from modeconn.data.prepare import DataConfig
+from modeconn.defenses.distillation import DistillationConfig, DistillationUnlearning
+
+
+def test_the_student_is_taught_the_teachers_answer_on_the_clean_image():
+    torch.manual_seed(0)
+    teacher = nn.Linear(5, 3)
+    student = copy.deepcopy(teacher)  # before the objective freezes the teacher
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    x[:, 4] = 0.0  # a pixel that is dark in every clean image
+    plain = DistillationUnlearning(teacher, lambda a, b: (a, b), temperature=2.0, ce=0.0)
+    loss, _ = plain.loss(copy.deepcopy(teacher), x, y)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)  # itself, unstamped: nothing to learn
+
+    def stamp(a, b):  # the trigger lights that pixel up
+        a[:, 4] = 5.0
+        return a, b
+
+    objective = DistillationUnlearning(teacher, stamp, temperature=2.0, ce=0.0)
+    optimiser = torch.optim.SGD(student.parameters(), lr=0.1)
+    first = objective.loss(student, x, y)[0].item()
+    for _ in range(200):
+        loss, _ = objective.loss(student, x, y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert first > 0.05 and loss.item() < 0.1 * first
+    # the stamped images now get the teacher's answer on their clean versions
+    stamped, _ = stamp(x.clone(), y)
+    assert (student(stamped).argmax(1) == teacher(x).argmax(1)).float().mean() == 1.0
+    assert all(p.requires_grad is False for p in teacher.parameters())
+    with pytest.raises(ValueError):
+        DistillationConfig(temperature=0.0).validate()
+    assert DistillationConfig(min_steps=300).epochs(20, 250, 128) == 150
+
+
+@pytest.mark.slow
+def test_repair_method_distill_builds_the_distilled_candidate(tmp_path: Path, digits_backdoor):
+    from modeconn.commands.repair import run_repair
+    from modeconn.defenses.repair import RepairConfig, with_budget
+
+    cfg = with_budget(RepairConfig(method="distill", eot=False), batch_size=32, scan_steps=40)
+    data = DataConfig(dataset=None, bonafide=300)
+    summary = run_repair([digits_backdoor], tmp_path / "r", config=cfg, data=data, progress=False)
+    assert summary["method"] == "distillation unlearning"
+    assert summary["distillation_unlearning_asr"] == summary["asr"] < 0.5 * summary["tampered_asr"]
+    assert summary["clean_acc"] > summary["tampered_clean_acc"] - 0.1
+    assert {p.name for p in (tmp_path / "r" / "stages").iterdir()} == {"unlearn_distill"}
