@@ -1,12 +1,14 @@
 """Probe: repair from very little clean data (issue 25) — which unlearning keeps accuracy.
 
 For one tampered model and bonafide budgets (50, 250, 2500 by default), scans once per budget
-and compares, on the test split: NC-unlearning as the repair runs it (20 epochs: 20 steps at 50
-images), NC-unlearning with a fixed number of optimiser steps, distillation-unlearning (the
-tampered model as teacher on clean inputs; stamped inputs mapped to the teacher's answer on
-their clean versions; augmented batches), and the straight line from the tampered model to each
-unlearnt model (clean accuracy and ASR per t, to see whether a point keeps the first and not the
-second). Writes one JSON line per (budget, method, t) to stdout.
+and compares, on the test split, the methods named by ``--methods``: ``nc`` (NC-unlearning as
+the repair runs it: 20 epochs, so 20 steps at 50 images), ``pam`` (the same with path-aware
+steps, :mod:`modeconn.defenses.pam`) and ``kd`` (the product's distillation unlearning with 300
+steps, :mod:`modeconn.defenses.distillation`). For each unlearnt model it walks the straight line
+back to the tampered model (``--line`` values of t) and measures clean accuracy, ASR, held-out
+accuracy and a trigger-free proxy (the share of bonafide images that the tampered scan's
+triggers send to the flagged class); from ``--scan-from`` on it also scans the point, the
+trigger-free check a repair could choose t by. One JSON line per (budget, method, t).
 
     OMP_NUM_THREADS=1 python -m benchmarks.probes.small_data MODEL [--sizes 50,250] [--seed 0]
 """
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import time
 from dataclasses import replace
 
@@ -28,19 +29,13 @@ from modeconn.commands.suspects import suspects_with_data
 from modeconn.data.loaders import to_unit_float
 from modeconn.data.prepare import DataConfig, PreparedData
 from modeconn.defenses.baselines import fine_tune
-from modeconn.defenses.distillation import DistillationUnlearning
+from modeconn.defenses.distillation import DistillationConfig, DistillationUnlearning
 from modeconn.defenses.pam import PathAwareObjective
 from modeconn.defenses.scan import ScanConfig, scan_images, scan_model
 from modeconn.defenses.unlearning import UnlearningConfig, unlearn, unlearning_transform
 from modeconn.training import evaluate_model
 
 DEV = torch.device("cpu")
-
-
-def steps_config(cfg: UnlearningConfig, n: int, steps: int) -> UnlearningConfig:
-    """``cfg`` with as many epochs as ``steps`` optimiser steps take on ``n`` images."""
-    per_epoch = max(1, math.ceil(n / cfg.batch_size))
-    return replace(cfg, epochs=max(1, math.ceil(steps / per_epoch)))
 
 
 def measure(model: nn.Module, data: PreparedData, spec: TriggerSpec) -> dict[str, float]:
@@ -83,7 +78,10 @@ def line_point(a: nn.Module, b: nn.Module, t: float) -> nn.Module:
 
 def distill(tampered, data, scans, cfg, steps, temperature, ce, seed):
     """The product's distillation unlearning (:mod:`modeconn.defenses.distillation`)."""
-    cfg = steps_config(cfg, len(data.indices("bonafide")), steps)
+    epochs = DistillationConfig(min_steps=steps).epochs(
+        cfg.epochs, len(data.indices("bonafide")), cfg.batch_size
+    )
+    cfg = replace(cfg, epochs=epochs)
     loader = data.train_loader(cfg.batch_size, split="bonafide", seed=seed, augment=True)
     stamp = unlearning_transform(scans, cfg)
     objective = DistillationUnlearning(copy.deepcopy(tampered), stamp, temperature, ce)
