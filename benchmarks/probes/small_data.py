@@ -93,7 +93,7 @@ def methods(tampered, data, scans, args):
     if "nc" in args.methods:
         yield "nc", unlearn(tampered, data, scans, cfg, seed=args.seed)
     if "pam" in args.methods:
-        pam = PathAwareObjective(tampered, 0.5)
+        pam = PathAwareObjective(tampered, args.rho)
         yield "pam", unlearn(tampered, data, scans, cfg, seed=args.seed, objective=pam)
     if "kd" not in args.methods:
         return
@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="50,250,2500")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default="nc,pam,kd")
+    parser.add_argument("--rho", type=float, default=0.5, help="PAM's step towards the tampered")
     parser.add_argument("--scan-from", type=float, default=2.0, help="scan line points from t")
     parser.add_argument("--line", default="0.5,0.6,0.7,0.8,0.9")
     args = parser.parse_args()
