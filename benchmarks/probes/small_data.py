@@ -31,6 +31,7 @@ from modeconn.data.prepare import DataConfig, PreparedData
 from modeconn.defenses.baselines import fine_tune
 from modeconn.defenses.distillation import DistillationConfig, DistillationUnlearning
 from modeconn.defenses.pam import PathAwareObjective
+from modeconn.defenses.retuning import retuning_attack_asr
 from modeconn.defenses.scan import ScanConfig, scan_images, scan_model
 from modeconn.defenses.unlearning import UnlearningConfig, unlearn, unlearning_transform
 from modeconn.training import evaluate_model
@@ -48,7 +49,7 @@ def measure(model: nn.Module, data: PreparedData, spec: TriggerSpec) -> dict[str
     }
 
 
-def stamped_flip_rate(model: nn.Module, data: PreparedData, scans) -> float:
+def stamped_flip_rate(model: nn.Module, data: PreparedData, scans, flagged=None) -> float:
     """Trigger-free: the share of bonafide images (all of them: the held-out part is tiny at
     50) sent to a flagged class by that class's synthesized trigger (every class when none is
     flagged) — what a point of the line would show if the backdoor came back."""
@@ -56,7 +57,7 @@ def stamped_flip_rate(model: nn.Module, data: PreparedData, scans) -> float:
     idx = torch.cat([data.indices("bonafide"), data.indices("bonafide_holdout")])
     images, labels = to_unit_float(x[idx]), y[idx]
     scan = scans[0]
-    classes = scan.flagged_classes or list(range(data.info.num_classes))
+    classes = flagged or scan.flagged_classes or list(range(data.info.num_classes))
     hits, count = 0, 0
     with torch.no_grad():
         for k in classes:
@@ -76,20 +77,31 @@ def line_point(a: nn.Module, b: nn.Module, t: float) -> nn.Module:
     return out.eval()
 
 
-def distill(tampered, data, scans, cfg, steps, temperature, ce, seed):
+def distill(tampered, data, scans, cfg, steps, mix, seed):
     """The product's distillation unlearning (:mod:`modeconn.defenses.distillation`)."""
-    epochs = DistillationConfig(min_steps=steps).epochs(
-        cfg.epochs, len(data.indices("bonafide")), cfg.batch_size
-    )
+    kd = DistillationConfig(min_steps=steps, mix=mix, **KD_OVERRIDES)
+    epochs = kd.epochs(cfg.epochs, len(data.indices("bonafide")), cfg.batch_size)
     cfg = replace(cfg, epochs=epochs)
     loader = data.train_loader(cfg.batch_size, split="bonafide", seed=seed, augment=True)
-    stamp = unlearning_transform(scans, cfg)
-    objective = DistillationUnlearning(copy.deepcopy(tampered), stamp, temperature, ce)
+    stamp = unlearning_transform(scans, replace(cfg, strength=kd.strength))
+    objective = DistillationUnlearning(
+        copy.deepcopy(tampered), stamp, kd.temperature, kd.ce, kd.mix, kd.mix_alpha, seed
+    )
     return fine_tune(tampered, loader, cfg.train_config(seed), objective=objective)
 
 
+KD_OVERRIDES: dict[str, float] = {}
+
+
+def overrides(text: str) -> dict[str, float]:
+    """``"strength=1,rate=0.15"`` → {"strength": 1.0, "rate": 0.15}."""
+    pairs = (item.split("=") for item in text.split(",") if item)
+    return {key: float(value) for key, value in pairs}
+
+
 def methods(tampered, data, scans, args):
-    cfg = UnlearningConfig()
+    cfg = replace(UnlearningConfig(), **overrides(args.unlearning))
+    KD_OVERRIDES.update(overrides(args.distill))
     if "nc" in args.methods:
         yield "nc", unlearn(tampered, data, scans, cfg, seed=args.seed)
     if "pam" in args.methods:
@@ -97,9 +109,21 @@ def methods(tampered, data, scans, args):
         yield "pam", unlearn(tampered, data, scans, cfg, seed=args.seed, objective=pam)
     if "kd" not in args.methods:
         return
-    for temperature, ce in ((4.0, 0.2),):
-        name = f"kd_T{temperature:g}_ce{ce:g}"
-        yield name, distill(tampered, data, scans, cfg, 300, temperature, ce, args.seed)
+    for variant in args.kd.split(","):
+        mix, steps = variant.split(":")
+        model = distill(tampered, data, scans, cfg, int(steps), mix, args.seed)
+        yield f"kd_{mix}_{steps}", model
+
+
+def with_soup(pairs, built):
+    """The methods' models, then the uniform weight average of every two of them."""
+    for name, model in pairs:
+        built[name] = model
+        yield name, model
+    names = list(built)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            yield f"soup({a},{b})", line_point(built[a], built[b], 0.5)
 
 
 def main() -> None:
@@ -111,6 +135,11 @@ def main() -> None:
     parser.add_argument("--rho", type=float, default=0.5, help="PAM's step towards the tampered")
     parser.add_argument("--scan-from", type=float, default=2.0, help="scan line points from t")
     parser.add_argument("--line", default="0.5,0.6,0.7,0.8,0.9")
+    parser.add_argument("--unlearning", default="", help="UnlearningConfig overrides k=v,...")
+    parser.add_argument("--distill", default="", help="DistillationConfig overrides k=v,...")
+    parser.add_argument("--retune", action="store_true", help="the anchor's retuning attack too")
+    parser.add_argument("--probe-seeds", default="", help="other scans' triggers as probes")
+    parser.add_argument("--kd", default="none:300", help="distillation variants, mix:steps,...")
     args = parser.parse_args()
     for size in (int(s) for s in args.sizes.split(",")):
         (ck,), _, data = suspects_with_data(
@@ -123,12 +152,24 @@ def main() -> None:
         base = {"size": size, "seed": args.seed, "flagged": scans[0].flagged_classes}
         print(json.dumps({**base, "method": "scan", "s": round(time.perf_counter() - start)}))
         print(json.dumps({**base, "method": "tampered", **measure(ck.model, data, spec)}))
-        for name, model in methods(ck.model, data, scans, args):
-            print(json.dumps({**base, "method": name, **measure(model, data, spec)}), flush=True)
-            for t in (float(v) for v in args.line.split(",")):
+        classes = data.info.num_classes
+        probes = {
+            s: scan_model(ck.model, x, y, classes, ScanConfig(seed=s, confirm_draws=0))
+            for s in (int(v) for v in args.probe_seeds.split(",") if v)
+        }
+        built = {}
+        for name, model in with_soup(methods(ck.model, data, scans, args), built):
+            row = {**base, "method": name, **measure(model, data, spec)}
+            if args.retune:
+                row["retuning_asr"] = round(retuning_attack_asr(model, data, spec), 4)
+            print(json.dumps(row), flush=True)
+            for t in (float(v) for v in args.line.split(",") if v):
                 point = line_point(model, ck.model, t)
                 row = {**base, "method": f"{name}→tampered", "t": t, **measure(point, data, spec)}
                 row["flip"] = stamped_flip_rate(point, data, scans)
+                for probe_seed, probe in probes.items():
+                    flagged = scans[0].flagged_classes
+                    row[f"flip@{probe_seed}"] = stamped_flip_rate(point, data, [probe], flagged)
                 if t >= args.scan_from:
                     config = ScanConfig(seed=args.seed)
                     seen = scan_model(point, x, y, data.info.num_classes, config)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ from modeconn.checkpoints import write_tensors
 from modeconn.distributed import DistContext, unwrap, wrap_ddp
 from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.io import read_json, write_json
+from modeconn.layout import fast_layout
 from modeconn.modes import eval_mode
 from modeconn.progress import make_progress
 
@@ -345,8 +347,9 @@ def train(
     net = wrap_ddp(model, ctx, device)
     steps_per_epoch = max(len(loader), 1)
     total_steps = config.epochs * steps_per_epoch
+    layout = nullcontext() if ctx.enabled else fast_layout(model, device)
 
-    with make_progress(progress and ctx.is_main) as bar:
+    with layout, make_progress(progress and ctx.is_main) as bar:
         task = bar.add_task(
             description, total=total_steps, completed=start_epoch * steps_per_epoch, status=""
         )
@@ -388,7 +391,7 @@ def evaluate_model(
 ) -> dict[str, float]:
     """Mean cross-entropy and accuracy of ``model`` (eval mode) over ``loader``."""
     loss_sum, correct, count = 0.0, 0, 0
-    with eval_mode(model):
+    with eval_mode(model), fast_layout(model, device):
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             logits = model(x)

@@ -123,7 +123,8 @@ class Repair(RepairContext):
 
     def run(self) -> RepairResult:
         built: list[tuple[Candidate, Built]] = []
-        for builder in candidates_for(self.config.method):
+        images = len(self.data.indices("bonafide"))
+        for builder in candidates_for(self.config.method, self.config, images):
             made = builder.build(self)
             built.append((self.measure(builder.name, made), made))
             self.lap("evaluation_and_eot")

@@ -24,6 +24,7 @@ from torch import nn
 
 from modeconn.defenses.scan.anomaly import ScanResult, combine_kinds, flag_classes, scan_draw
 from modeconn.defenses.scan.synthesis import ScanConfig
+from modeconn.layout import fast_layout
 
 DRAW_SEED_STEP = 1000
 
@@ -99,13 +100,14 @@ def scan_model(
     config.validate()
     if isinstance(reference, nn.Module):
         reference = scan_model(reference, x, y, num_classes, config)
-    first = scan_draw(model, x, y, num_classes, config, reference)
-    if not needs_second_look(first.suspicion, config):
-        return first
-    extra = [
-        scan_draw(model, x, y, num_classes, replace(config, seed=seed), reference)
-        for seed in draw_seeds(config)
-    ]
+    with fast_layout(model, x.device):
+        first = scan_draw(model, x, y, num_classes, config, reference)
+        if not needs_second_look(first.suspicion, config):
+            return first
+        extra = [
+            scan_draw(model, x, y, num_classes, replace(config, seed=seed), reference)
+            for seed in draw_seeds(config)
+        ]
     return pool_draws([first, *extra], config)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from modeconn.defenses.baselines import fine_tune
 from modeconn.defenses.distillation import DistillationUnlearning
@@ -14,13 +14,20 @@ from modeconn.defenses.repair.context import RepairContext
 from modeconn.defenses.repair.results import Built
 from modeconn.defenses.unlearning import unlearning_transform
 
+if TYPE_CHECKING:
+    from modeconn.defenses.repair.config import RepairConfig
+
 
 class DistillationCandidate:
     """A distilled from itself with the trigger stamped on (``config.distill``)."""
 
     name: ClassVar[str] = "distillation unlearning"
     method: ClassVar[str] = "distill"
-    in_auto: ClassVar[bool] = False
+    in_auto: ClassVar[bool] = True
+
+    def auto_applies(self, config: RepairConfig, images: int) -> bool:
+        """Built by ``auto`` below ``config.distill.auto_below`` bonafide images only."""
+        return images < config.distill.auto_below
 
     def build(self, context: RepairContext) -> Built:
         config, unlearning = context.config.distill, context.config.unlearning
@@ -35,9 +42,16 @@ class DistillationCandidate:
             augment=True,
             device=context.device,
         )
-        stamp = unlearning_transform(context.endpoint_scans(), unlearning)
+        stamping = dataclasses.replace(unlearning, strength=config.strength)
+        stamp = unlearning_transform(context.endpoint_scans(), stamping)
         objective = DistillationUnlearning(
-            copy.deepcopy(tampered), stamp, config.temperature, config.ce
+            copy.deepcopy(tampered),
+            stamp,
+            config.temperature,
+            config.ce,
+            config.mix,
+            config.mix_alpha,
+            train.seed,
         )
         model = fine_tune(
             tampered,
@@ -49,4 +63,5 @@ class DistillationCandidate:
             description="distillation unlearning",
             run=context.stage("unlearn_distill", train),
         )
-        return Built(model, f"A distilled from itself, T = {config.temperature:g}, {epochs} epochs")
+        detail = f"A distilled from itself, T = {config.temperature:g}, {config.mix}"
+        return Built(model, f"{detail}, {epochs} epochs")
