@@ -64,6 +64,8 @@ def test_distillation_targets_fall_back_to_the_label_mix_where_the_teacher_names
     answer = torch.softmax(teacher(mixed) / 2.0, dim=1)
     assert torch.allclose(soft[:2], answer[:2])  # the teacher agrees with the mix: its answer
     assert torch.equal(soft[2], label_mix[2])  # it names class 2: the label mix instead
+    narrow = DistillationUnlearning(teacher, lambda a, b: (a, b), 2.0, 0.0, "cutmix", 1.0, 5, [1])
+    assert torch.allclose(narrow.targets(mixed, label_mix), answer)  # class 2 is not guarded
     plain = DistillationUnlearning(teacher, lambda a, b: (a, b), 2.0, 0.0, "none", 1.0, 5)
     assert plain.targets(mixed, label_mix) is label_mix
 

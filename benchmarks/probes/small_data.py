@@ -33,7 +33,12 @@ from modeconn.defenses.distillation import DistillationConfig, DistillationUnlea
 from modeconn.defenses.pam import PathAwareObjective
 from modeconn.defenses.retuning import retuning_attack_asr
 from modeconn.defenses.scan import ScanConfig, scan_images, scan_model
-from modeconn.defenses.unlearning import UnlearningConfig, unlearn, unlearning_transform
+from modeconn.defenses.unlearning import (
+    UnlearningConfig,
+    unlearn,
+    unlearning_classes,
+    unlearning_transform,
+)
 from modeconn.training import evaluate_model
 
 DEV = torch.device("cpu")
@@ -85,7 +90,14 @@ def distill(tampered, data, scans, cfg, steps, mix, seed):
     loader = data.train_loader(cfg.batch_size, split="bonafide", seed=seed, augment=True)
     stamp = unlearning_transform(scans, replace(cfg, strength=kd.strength))
     objective = DistillationUnlearning(
-        copy.deepcopy(tampered), stamp, kd.temperature, kd.ce, kd.mix, kd.mix_alpha, seed
+        copy.deepcopy(tampered),
+        stamp,
+        kd.temperature,
+        kd.ce,
+        kd.mix,
+        kd.mix_alpha,
+        seed,
+        guarded=unlearning_classes(scans, cfg) or (),
     )
     return fine_tune(tampered, loader, cfg.train_config(seed), objective=objective)
 

@@ -12,7 +12,7 @@ from modeconn.defenses.baselines import fine_tune
 from modeconn.defenses.distillation import DistillationUnlearning
 from modeconn.defenses.repair.context import RepairContext
 from modeconn.defenses.repair.results import Built
-from modeconn.defenses.unlearning import unlearning_transform
+from modeconn.defenses.unlearning import unlearning_classes, unlearning_transform
 
 if TYPE_CHECKING:
     from modeconn.defenses.repair.config import RepairConfig
@@ -43,7 +43,8 @@ class DistillationCandidate:
             device=context.device,
         )
         stamping = dataclasses.replace(unlearning, strength=config.strength)
-        stamp = unlearning_transform(context.endpoint_scans(), stamping)
+        scans = context.endpoint_scans()
+        stamp = unlearning_transform(scans, stamping)
         objective = DistillationUnlearning(
             copy.deepcopy(tampered),
             stamp,
@@ -52,6 +53,7 @@ class DistillationCandidate:
             config.mix,
             config.mix_alpha,
             train.seed,
+            guarded=unlearning_classes(scans, unlearning) or (),
         )
         model = fine_tune(
             tampered,
