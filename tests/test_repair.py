@@ -131,8 +131,9 @@ def test_repair_cli_end_to_end(tmp_path: Path, capsys, digits_backdoor: Path):
     assert res.code == 0, res.err
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 < summary["t"] < 1.0
-    assert summary["method"] in ("path repair", "NC-unlearning")
+    assert summary["method"] in ("path repair", "NC-unlearning", "distillation unlearning")
     assert {"asr", "tampered_asr", "clean_acc", "fine_tuning_asr", "retuning_asr"} <= set(summary)
+    assert "distillation_unlearning_asr" in summary  # auto builds it below 1,000 images
     assert {"path_repair_eot_asr", "nc_unlearning_asr", "path_repair_max_anomaly_index"} <= set(
         summary
     )
