@@ -29,15 +29,13 @@ from modeconn.commands.suspects import suspects_with_data
 from modeconn.data.loaders import to_unit_float
 from modeconn.data.prepare import DataConfig, PreparedData
 from modeconn.defenses.baselines import fine_tune
-from modeconn.defenses.distillation import DistillationConfig, DistillationUnlearning
+from modeconn.defenses.distillation import DistillationConfig, distillation_objective
 from modeconn.defenses.pam import PathAwareObjective
 from modeconn.defenses.retuning import retuning_attack_asr
 from modeconn.defenses.scan import ScanConfig, scan_images, scan_model
 from modeconn.defenses.unlearning import (
     UnlearningConfig,
     unlearn,
-    unlearning_classes,
-    unlearning_transform,
 )
 from modeconn.training import evaluate_model
 
@@ -88,17 +86,7 @@ def distill(tampered, data, scans, cfg, steps, mix, seed):
     epochs = kd.epochs(cfg.epochs, len(data.indices("bonafide")), cfg.batch_size)
     cfg = replace(cfg, epochs=epochs)
     loader = data.train_loader(cfg.batch_size, split="bonafide", seed=seed, augment=True)
-    stamp = unlearning_transform(scans, replace(cfg, strength=kd.strength))
-    objective = DistillationUnlearning(
-        copy.deepcopy(tampered),
-        stamp,
-        kd.temperature,
-        kd.ce,
-        kd.mix,
-        kd.mix_alpha,
-        seed,
-        guarded=unlearning_classes(scans, cfg) or (),
-    )
+    objective = distillation_objective(tampered, scans, cfg, kd, seed)
     return fine_tune(tampered, loader, cfg.train_config(seed), objective=objective)
 
 

@@ -18,9 +18,10 @@ every mixed image, so a few dozen images give a new set of targets at every step
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -28,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from modeconn.data.mixing import MIXES, mix_batch
+from modeconn.defenses.scan import ScanResult
+from modeconn.defenses.unlearning import UnlearningConfig, unlearning_classes, unlearning_transform
 from modeconn.training import Objective
 
 
@@ -154,4 +157,27 @@ class DistillationUnlearning(Objective):
         return torch.where(odd[:, None], label_mix, answer)
 
 
-__all__ = ["DistillationConfig", "DistillationUnlearning"]
+def distillation_objective(
+    teacher: nn.Module,
+    scans: Sequence[ScanResult],
+    unlearning: UnlearningConfig,
+    config: DistillationConfig,
+    seed: int,
+) -> DistillationUnlearning:
+    """The objective of :class:`DistillationConfig` ``config`` for a frozen copy of ``teacher``:
+    the scans' triggers stamped by the unlearning rule at ``config.strength``, the classes that
+    rule stamps guarded on mixed images."""
+    stamping = replace(unlearning, strength=config.strength)
+    return DistillationUnlearning(
+        copy.deepcopy(teacher),
+        unlearning_transform(scans, stamping),
+        config.temperature,
+        config.ce,
+        config.mix,
+        config.mix_alpha,
+        seed,
+        guarded=unlearning_classes(scans, unlearning) or (),
+    )
+
+
+__all__ = ["DistillationConfig", "DistillationUnlearning", "distillation_objective"]

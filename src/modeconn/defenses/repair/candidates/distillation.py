@@ -4,15 +4,13 @@ batches of which a share carries the scan's triggers, its own answer on the clea
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import TYPE_CHECKING, ClassVar
 
 from modeconn.defenses.baselines import fine_tune
-from modeconn.defenses.distillation import DistillationUnlearning
+from modeconn.defenses.distillation import distillation_objective
 from modeconn.defenses.repair.context import RepairContext
 from modeconn.defenses.repair.results import Built
-from modeconn.defenses.unlearning import unlearning_classes, unlearning_transform
 
 if TYPE_CHECKING:
     from modeconn.defenses.repair.config import RepairConfig
@@ -42,18 +40,8 @@ class DistillationCandidate:
             augment=True,
             device=context.device,
         )
-        stamping = dataclasses.replace(unlearning, strength=config.strength)
-        scans = context.endpoint_scans()
-        stamp = unlearning_transform(scans, stamping)
-        objective = DistillationUnlearning(
-            copy.deepcopy(tampered),
-            stamp,
-            config.temperature,
-            config.ce,
-            config.mix,
-            config.mix_alpha,
-            train.seed,
-            guarded=unlearning_classes(scans, unlearning) or (),
+        objective = distillation_objective(
+            tampered, context.endpoint_scans(), unlearning, config, train.seed
         )
         model = fine_tune(
             tampered,
