@@ -42,7 +42,7 @@ def test_the_student_is_taught_the_teachers_answer_on_the_clean_image():
     assert all(p.requires_grad is False for p in teacher.parameters())
     with pytest.raises(ValueError):
         DistillationConfig(temperature=0.0).validate()
-    assert DistillationConfig(min_steps=300).epochs(20, 250, 128) == 150
+    assert DistillationConfig(min_steps=300).passes(20, 250, 128) == 8  # 8 passes: 16 steps
 
 
 @pytest.mark.slow

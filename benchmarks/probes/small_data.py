@@ -83,9 +83,12 @@ def line_point(a: nn.Module, b: nn.Module, t: float) -> nn.Module:
 def distill(tampered, data, scans, cfg, steps, mix, seed):
     """The product's distillation unlearning (:mod:`modeconn.defenses.distillation`)."""
     kd = DistillationConfig(min_steps=steps, mix=mix, **KD_OVERRIDES)
-    epochs = kd.epochs(cfg.epochs, len(data.indices("bonafide")), cfg.batch_size)
-    cfg = replace(cfg, epochs=epochs)
-    loader = data.train_loader(cfg.batch_size, split="bonafide", seed=seed, augment=True)
+    images = len(data.indices("bonafide"))
+    passes = kd.passes(cfg.epochs, images, cfg.batch_size)
+    cfg = replace(cfg, batch_size=max(1, min(cfg.batch_size, images)))
+    loader = data.train_loader(
+        cfg.batch_size, split="bonafide", seed=seed, augment=True, passes=passes
+    )
     objective = distillation_objective(tampered, scans, cfg, kd, seed)
     return fine_tune(tampered, loader, cfg.train_config(seed), objective=objective)
 

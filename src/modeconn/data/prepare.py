@@ -106,15 +106,18 @@ class PreparedData:
         transform: Callable | None = None,
         device: torch.device | str = "cpu",
         dist_ctx: DistContext | None = None,
+        passes: int = 1,
     ) -> TensorLoader:
-        """A shuffled, augmented loader whose epochs are pure functions of (seed, epoch)."""
+        """A shuffled, augmented loader whose epochs are pure functions of (seed, epoch); an
+        epoch makes ``passes`` passes over the split, shuffled together (a few dozen images
+        make a one-step epoch otherwise)."""
         ctx = dist_ctx or DistContext()
         images, labels = self.tensors(split)
         use_aug = self.config.augment if augment is None else augment
         return TensorLoader(
             images,
             labels,
-            indices=self.indices(split),
+            indices=self.indices(split).repeat(passes),
             batch_size=batch_size,
             shuffle=True,
             augment=self.info.augment if use_aug else "none",

@@ -31,14 +31,18 @@ class DistillationCandidate:
         config, unlearning = context.config.distill, context.config.unlearning
         tampered = context.tampered.model
         images = len(context.data.indices("bonafide"))
-        epochs = config.epochs(unlearning.epochs, images, unlearning.batch_size)
-        train = dataclasses.replace(unlearning.train_config(context.config.seed), epochs=epochs)
+        passes = config.passes(unlearning.epochs, images, unlearning.batch_size)
+        train = dataclasses.replace(
+            unlearning.train_config(context.config.seed),
+            batch_size=max(1, min(unlearning.batch_size, images)),
+        )
         loader = context.data.train_loader(
             train.batch_size,
             split="bonafide",
             seed=train.seed,
             augment=True,
             device=context.device,
+            passes=passes,
         )
         objective = distillation_objective(
             tampered, context.endpoint_scans(), unlearning, config, train.seed
@@ -54,4 +58,4 @@ class DistillationCandidate:
             run=context.stage("unlearn_distill", train),
         )
         detail = f"A distilled from itself, T = {config.temperature:g}, {config.mix}"
-        return Built(model, f"{detail}, {epochs} epochs")
+        return Built(model, f"{detail}, {train.epochs} epochs of {passes} passes")
