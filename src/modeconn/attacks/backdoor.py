@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modeconn.errors import InvalidArgument, ModeconnError
+from modeconn.layout import fast_layout
 from modeconn.modes import eval_mode
 
 TRIGGERS = ("patch", "blend", "warp")
@@ -335,7 +336,7 @@ def backdoor_metrics(
     still classified as their true label.
     """
     hits, correct, count = 0, 0, 0
-    with eval_mode(model):
+    with eval_mode(model), fast_layout(model, device):
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             logits = model(apply_trigger(x, spec))
