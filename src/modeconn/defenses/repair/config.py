@@ -9,6 +9,7 @@ from typing import Any
 from modeconn.defenses.anp import ANPConfig
 from modeconn.defenses.distillation import DistillationConfig
 from modeconn.defenses.fst import FSTConfig
+from modeconn.defenses.ft_sam import FTSAMConfig
 from modeconn.defenses.repair.candidates import METHODS
 from modeconn.defenses.repair.evaluation import EOTSettings
 from modeconn.defenses.retuning import RetuningConfig
@@ -53,6 +54,7 @@ class RepairConfig:
     retuning: RetuningConfig = field(default_factory=RetuningConfig)
     fst: FSTConfig = field(default_factory=FSTConfig)
     anp: ANPConfig = field(default_factory=ANPConfig)
+    ft_sam: FTSAMConfig = field(default_factory=FTSAMConfig)
     tsc: TSCConfig = field(default_factory=TSCConfig)
     distill: DistillationConfig = field(default_factory=DistillationConfig)
     pam_rho: float = 0.5  # PAM unlearning: how far towards the tampered model each gradient is
@@ -106,6 +108,7 @@ class RepairConfig:
             raise InvalidArgument(None, str(err)) from None
         self.anp.validate()
         self.tsc.validate()
+        self.ft_sam.validate()
 
     def eot_settings(self) -> EOTSettings:
         return EOTSettings(
@@ -133,9 +136,9 @@ def with_budget(
     """A copy of ``config`` with a training budget applied where it belongs (None: keep).
 
     ``batch_size`` is every stage's batch; ``epochs`` and ``lr`` the curves' (the unlearning
-    path, the scan-free path, each TSC stage); ``unlearn_epochs`` NC-unlearning's and FST's (FST
-    is compared on the fine-tuning baseline's budget); ``finetune_epochs`` endpoint B's of the
-    one-model set-up; ``scan_steps`` the steps per synthesized trigger.
+    path, the scan-free path, each TSC stage); ``unlearn_epochs`` NC-unlearning's, FST's and
+    FT-SAM's (both are compared on the fine-tuning baseline's budget); ``finetune_epochs``
+    endpoint B's of the one-model set-up; ``scan_steps`` the steps per synthesized trigger.
     """
     replace = dataclasses.replace
     curve = _given(epochs=epochs, lr=lr, batch_size=batch_size)
@@ -149,5 +152,6 @@ def with_budget(
         unlearning=replace(config.unlearning, **_given(epochs=unlearn_epochs), **batch),
         fst=replace(config.fst, **_given(epochs=unlearn_epochs), **batch),
         anp=replace(config.anp, **batch),
+        ft_sam=replace(config.ft_sam, **_given(epochs=unlearn_epochs), **batch),
         scan=replace(config.scan, **_given(steps=scan_steps)),
     )

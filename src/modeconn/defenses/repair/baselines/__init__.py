@@ -14,10 +14,12 @@ from modeconn.defenses.repair.baselines.fine_pruning import FinePruning
 from modeconn.defenses.repair.baselines.fine_tuning import FineTuning
 from modeconn.defenses.repair.baselines.from_scratch import FromScratch
 from modeconn.defenses.repair.baselines.fst import FST
+from modeconn.defenses.repair.baselines.ft_sam import FTSAM
 from modeconn.defenses.repair.baselines.noisy import NoisyModel
 
 BASELINES = {
-    b.name: b for b in (FineTuning(), FromScratch(), NoisyModel(), FinePruning(), FST(), ANP())
+    b.name: b
+    for b in (FineTuning(), FromScratch(), NoisyModel(), FinePruning(), FST(), ANP(), FTSAM())
 }
 
 __all__ = ["BASELINES"]
