@@ -13,6 +13,7 @@ from modeconn.defenses.ft_sam import FTSAMConfig
 from modeconn.defenses.repair.candidates import METHODS
 from modeconn.defenses.repair.evaluation import EOTSettings
 from modeconn.defenses.retuning import RetuningConfig
+from modeconn.defenses.sau import SAUConfig
 from modeconn.defenses.scan import ScanConfig
 from modeconn.defenses.tsc import TSCConfig
 from modeconn.defenses.unlearning import UnlearningConfig
@@ -55,6 +56,7 @@ class RepairConfig:
     fst: FSTConfig = field(default_factory=FSTConfig)
     anp: ANPConfig = field(default_factory=ANPConfig)
     ft_sam: FTSAMConfig = field(default_factory=FTSAMConfig)
+    sau: SAUConfig = field(default_factory=SAUConfig)
     tsc: TSCConfig = field(default_factory=TSCConfig)
     distill: DistillationConfig = field(default_factory=DistillationConfig)
     pam_rho: float = 0.5  # PAM unlearning: how far towards the tampered model each gradient is
@@ -109,6 +111,7 @@ class RepairConfig:
         self.anp.validate()
         self.tsc.validate()
         self.ft_sam.validate()
+        self.sau.validate()
 
     def eot_settings(self) -> EOTSettings:
         return EOTSettings(
@@ -136,8 +139,8 @@ def with_budget(
     """A copy of ``config`` with a training budget applied where it belongs (None: keep).
 
     ``batch_size`` is every stage's batch; ``epochs`` and ``lr`` the curves' (the unlearning
-    path, the scan-free path, each TSC stage); ``unlearn_epochs`` NC-unlearning's, FST's and
-    FT-SAM's (both are compared on the fine-tuning baseline's budget); ``finetune_epochs``
+    path, the scan-free path, each TSC stage); ``unlearn_epochs`` NC-unlearning's, FST's,
+    FT-SAM's and SAU's (compared on the fine-tuning baseline's budget); ``finetune_epochs``
     endpoint B's of the one-model set-up; ``scan_steps`` the steps per synthesized trigger.
     """
     replace = dataclasses.replace
@@ -153,5 +156,6 @@ def with_budget(
         fst=replace(config.fst, **_given(epochs=unlearn_epochs), **batch),
         anp=replace(config.anp, **batch),
         ft_sam=replace(config.ft_sam, **_given(epochs=unlearn_epochs), **batch),
+        sau=replace(config.sau, **_given(epochs=unlearn_epochs), **batch),
         scan=replace(config.scan, **_given(steps=scan_steps)),
     )

@@ -16,10 +16,20 @@ from modeconn.defenses.repair.baselines.from_scratch import FromScratch
 from modeconn.defenses.repair.baselines.fst import FST
 from modeconn.defenses.repair.baselines.ft_sam import FTSAM
 from modeconn.defenses.repair.baselines.noisy import NoisyModel
+from modeconn.defenses.repair.baselines.sau import SAU
 
 BASELINES = {
     b.name: b
-    for b in (FineTuning(), FromScratch(), NoisyModel(), FinePruning(), FST(), ANP(), FTSAM())
+    for b in (
+        FineTuning(),
+        FromScratch(),
+        NoisyModel(),
+        FinePruning(),
+        FST(),
+        ANP(),
+        FTSAM(),
+        SAU(),
+    )
 }
 
 __all__ = ["BASELINES"]
