@@ -138,7 +138,10 @@ class RepairOptions:
         bool,
         typer.Option(
             "--baselines",
-            help="Also run fine-tuning, from scratch, noisy models, fine-pruning, FST and ANP.",
+            help=(
+                "Also run fine-tuning, from scratch, noisy models, fine-pruning, FST, ANP, FT-SAM "
+                "and SAU."
+            ),
         ),
     ] = False
     sweep: Annotated[

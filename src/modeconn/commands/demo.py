@@ -81,7 +81,8 @@ def scenario_named(name: str) -> Scenario:
 #: The demo's time budget (10 minutes on 2 CPU cores), applied to the repair's defaults: a
 #: shorter from-scratch baseline (the README gives the 100-epoch figure too), three noise levels
 #: with one draw, 120 scan steps, 100 ANP rounds (300 and 1,000 gave the same verdict on the
-#: patch model), 10 FST epochs, the path table's test columns on 2,000 stratified test images
+#: patch model), 10 FST epochs, 3 SAU epochs (each 15 s on 2,000 bonafide images, 20 at the
+#: default), the path table's test columns on 2,000 stratified test images
 #: (every candidate, the chosen point included, is still measured on all 10,000), each row's
 #: backdoor-connected path on 500 (11 points, two passes each: about 12.7 s a line on 1,000
 #: images on one busy thread, half that on 500).
@@ -89,6 +90,7 @@ DEMO_PATH_TEST_IMAGES = 2000
 DEMO_DEPTH_IMAGES = 500
 DEMO_ANP_STEPS = 100
 DEMO_FST_EPOCHS = 10
+DEMO_SAU_EPOCHS = 3
 DEMO_NOISE_SIGMAS = (0.1, 0.3, 0.6)
 
 
@@ -160,6 +162,7 @@ def demo_repair_config(scenario: Scenario, config: DemoConfig) -> RepairConfig:
         noise_draws=1,
         anp=dataclasses.replace(RepairConfig().anp, steps=DEMO_ANP_STEPS),
         fst=dataclasses.replace(RepairConfig().fst, epochs=DEMO_FST_EPOCHS),
+        sau=dataclasses.replace(RepairConfig().sau, epochs=DEMO_SAU_EPOCHS),
     )
     repair = with_budget(repair, scan_steps=config.scan_steps)
     if config.repair_epochs is None:
