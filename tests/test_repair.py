@@ -362,10 +362,13 @@ def test_interrupted_repair_resumes_to_the_uninterrupted_result(
         "unlearn_a",
         "unlearn_b",
         "curve",
+        "unlearn_distill",  # auto builds it below 1,000 bonafide images
         "fine_tuning",
         "from_scratch",
         "fine_pruning",
         "fst",
+        "ft_sam",
+        "sau",
     }
     assert not any((stages / n / "state").exists() for n in names)
     epochs = [json.loads(r)["epoch"] for r in (stages / "curve" / "metrics.jsonl").open()]
