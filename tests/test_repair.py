@@ -343,8 +343,10 @@ def test_interrupted_repair_resumes_to_the_uninterrupted_result(
     resumed = run_repair(
         [digits_backdoor], tmp_path / "part", config=config(), resume=True, **kwargs
     )
-    # The unlearnt endpoints had finished and are not trained again; the curve resumes at 3.
-    assert ("curve", 3) in trained and not any(n.startswith("unlearn") for n, _ in trained)
+    # The unlearnt endpoints had finished and are not trained again; the curve resumes at 3
+    # (distillation, built after the curve, had not started: it trains from its first epoch).
+    assert ("curve", 3) in trained and not any(n in ("unlearn_a", "unlearn_b") for n, _ in trained)
+    assert ("unlearn_distill", 1) in trained
     assert [e for n, e in trained if n == "curve"] == [3]
 
     def figures(summary: dict) -> dict:
