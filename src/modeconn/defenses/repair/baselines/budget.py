@@ -4,11 +4,35 @@ from __future__ import annotations
 
 import dataclasses
 
+from torch import nn
+
+from modeconn.defenses.baselines import fine_tune
 from modeconn.defenses.repair.context import RepairContext
-from modeconn.training import TrainConfig
+from modeconn.training import Objective, TrainConfig
 
 #: Learning rate of training from scratch (a fresh model needs a higher one than fine-tuning).
 SCRATCH_LR = 0.05
+
+
+def tune_on_bonafide(
+    context: RepairContext,
+    budget: TrainConfig,
+    objective: Objective,
+    stage: str,
+    description: str,
+) -> nn.Module:
+    """The tampered model trained on the bonafide batches under ``objective`` within ``budget``,
+    resumable in stage ``stage`` (the shape of every objective-only baseline: FT-SAM, SAU)."""
+    return fine_tune(
+        context.tampered.model,
+        context.data.train_loader(budget.batch_size, split="bonafide", device=context.device),
+        budget,
+        device=context.device,
+        progress=context.progress,
+        objective=objective,
+        description=description,
+        run=context.stage(stage, budget),
+    )
 
 
 def unlearning_budget(context: RepairContext) -> TrainConfig:

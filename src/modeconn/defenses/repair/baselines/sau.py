@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from modeconn.defenses.baselines import fine_tune
+from modeconn.defenses.repair.baselines.budget import tune_on_bonafide
 from modeconn.defenses.repair.context import RepairContext
 from modeconn.defenses.repair.results import Built
 from modeconn.defenses.sau import SharedAdversarialObjective
@@ -18,16 +18,7 @@ class SAU:
 
     def build(self, context: RepairContext) -> Built:
         cfg, seed = context.config.sau, context.config.seed
-        budget = cfg.train_config(seed)
-        model = fine_tune(
-            context.tampered.model,
-            context.data.train_loader(cfg.batch_size, split="bonafide", device=context.device),
-            budget,
-            device=context.device,
-            progress=context.progress,
-            objective=SharedAdversarialObjective(context.tampered.model, cfg),
-            description="SAU",
-            run=context.stage("sau", budget),
-        )
+        objective = SharedAdversarialObjective(context.tampered.model, cfg)
+        model = tune_on_bonafide(context, cfg.train_config(seed), objective, "sau", "SAU")
         detail = f"{cfg.epochs} epochs on bonafide, shared PGD L∞ {cfg.eps} × {cfg.pgd_steps}"
         return Built(model, detail)
