@@ -77,6 +77,29 @@ class TrainConfig:
         return asdict(self)
 
 
+class SGDBudget(Protocol):
+    """What a defense's own settings name of its training: FST's and FT-SAM's configs."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+
+
+def cosine_sgd(budget: SGDBudget, seed: int) -> TrainConfig:
+    """SGD with momentum and a cosine schedule at ``budget``'s settings."""
+    return TrainConfig(
+        epochs=budget.epochs,
+        batch_size=budget.batch_size,
+        lr=budget.lr,
+        momentum=budget.momentum,
+        weight_decay=budget.weight_decay,
+        schedule="cosine",
+        seed=seed,
+    )
+
+
 def lr_factor(
     schedule: str, progress: float, milestones: Iterable[float] = (0.5, 0.75), gamma: float = 0.1
 ) -> float:

@@ -31,7 +31,7 @@ from modeconn.defenses.baselines import fine_tune
 from modeconn.distributed import unwrap
 from modeconn.errors import InvalidArgument, ModeconnError
 from modeconn.models import last_linear_name
-from modeconn.training import BatchSource, Objective, TrainConfig, TrainingRun
+from modeconn.training import BatchSource, Objective, TrainConfig, TrainingRun, cosine_sgd
 
 
 @dataclass(frozen=True)
@@ -56,15 +56,7 @@ class FSTConfig:
 
     def train_config(self, seed: int) -> TrainConfig:
         """The training-loop settings of one FST run."""
-        return TrainConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            schedule="cosine",
-            seed=seed,
-        )
+        return cosine_sgd(self, seed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -35,7 +35,7 @@ from torch import nn
 
 from modeconn.distributed import unwrap
 from modeconn.errors import InvalidArgument
-from modeconn.training import Objective, TrainConfig
+from modeconn.training import Objective, TrainConfig, cosine_sgd
 
 
 @dataclass(frozen=True)
@@ -68,15 +68,7 @@ class FTSAMConfig:
 
     def train_config(self, seed: int) -> TrainConfig:
         """The training-loop settings of one FT-SAM run."""
-        return TrainConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            schedule="cosine",
-            seed=seed,
-        )
+        return cosine_sgd(self, seed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
