@@ -15,6 +15,7 @@ from modeconn.defenses.repair.evaluation import EOTSettings
 from modeconn.defenses.retuning import RetuningConfig
 from modeconn.defenses.sau import SAUConfig
 from modeconn.defenses.scan import ScanConfig
+from modeconn.defenses.scan.natural import NaturalFeatureRule
 from modeconn.defenses.tsc import TSCConfig
 from modeconn.defenses.unlearning import UnlearningConfig
 from modeconn.errors import InvalidArgument
@@ -51,6 +52,7 @@ class RepairConfig:
     finetune: TrainConfig = field(default_factory=_finetune)
     scratch_epochs: int = 100
     scan: ScanConfig = field(default_factory=ScanConfig)
+    natural: NaturalFeatureRule = field(default_factory=NaturalFeatureRule)
     unlearning: UnlearningConfig = field(default_factory=UnlearningConfig)
     retuning: RetuningConfig = field(default_factory=RetuningConfig)
     fst: FSTConfig = field(default_factory=FSTConfig)
@@ -106,6 +108,7 @@ class RepairConfig:
         self.fst.validate()
         try:
             self.distill.validate()
+            self.natural.validate()
         except ValueError as err:
             raise InvalidArgument(None, str(err)) from None
         self.anp.validate()

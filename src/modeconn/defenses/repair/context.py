@@ -27,6 +27,7 @@ from modeconn.defenses.repair.evaluation import AttackUnderTest, evaluate_candid
 from modeconn.defenses.repair.results import ENDPOINT_B, TAMPERED, Built, Candidate
 from modeconn.defenses.retuning import retuning_figures
 from modeconn.defenses.scan import ScanResult, scan_images, scan_model
+from modeconn.defenses.scan.natural import discount_natural
 from modeconn.defenses.unlearning import unlearn
 from modeconn.training import Objective, TrainConfig, TrainingRun
 
@@ -117,6 +118,15 @@ class RepairContext:
         )
         self.scans[name] = result
         return result
+
+    def scan_candidate(self, name: str, model: nn.Module) -> ScanResult:
+        """Scan a repaired model, its flags judged against the tampered models' scans: a class
+        no smaller than there, where it was not suspected, is discounted as natural
+        (:func:`~modeconn.defenses.scan.natural.discount_natural`)."""
+        result = self.scan(name, model)
+        corrected = discount_natural(result, self.endpoint_scans(), self.config.natural)
+        self.scans[name] = corrected
+        return corrected
 
     def endpoint_scans(self) -> list[ScanResult]:
         """Scan A (and B) once: the verdicts behind every stamped batch."""

@@ -69,7 +69,7 @@ class Repair(RepairContext):
     def verify(self, candidate: Candidate, built: Built) -> None:
         """Scan a candidate (the choice's input) and add its retuning-attack ASR and its
         backdoor-connected path (report only)."""
-        candidate.metrics.update(scan_figures(self.scan(candidate.name, built.model)))
+        candidate.metrics.update(scan_figures(self.scan_candidate(candidate.name, built.model)))
         self.lap("verification_scans")
         self.add_retuning(candidate, built)
         self.lap("retuning")

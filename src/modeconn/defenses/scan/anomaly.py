@@ -22,7 +22,11 @@ MAD_SCALE = 1.4826  # makes the MAD a consistent estimate of the standard deviat
 
 @dataclass
 class ScanResult:
-    """What the scan found: per kind the triggers, sizes and indices; the flagged classes."""
+    """What the scan found: per kind the triggers, sizes and indices; the flagged classes.
+
+    ``natural_classes``: classes over the threshold that a comparison with the tampered model
+    discounted as naturally small (:mod:`~modeconn.defenses.scan.natural`; repaired models only).
+    """
 
     triggers: dict[str, TriggerSet]
     index: dict[str, list[float]]
@@ -38,6 +42,7 @@ class ScanResult:
     margin_index: list[float] | None = None
     margin_threshold: float = 3.0
     draw_suspicions: list[float] = field(default_factory=list)
+    natural_classes: list[int] = field(default_factory=list)
 
     @property
     def class_evidence(self) -> list[float]:
@@ -71,8 +76,10 @@ class ScanResult:
     @property
     def suspicion(self) -> float:
         """The strongest evidence relative to its threshold (above 1: a backdoor is suspected):
-        the largest :attr:`class_evidence` or the untargeted index over its own threshold."""
-        value = max(self.class_evidence)
+        the largest :attr:`class_evidence` of a class not discounted as natural, or the
+        untargeted index over its own threshold."""
+        counted = [e for k, e in enumerate(self.class_evidence) if k not in self.natural_classes]
+        value = max(counted, default=0.0)
         if self.untargeted_index is not None:
             value = max(value, self.untargeted_index / self.untargeted_threshold)
         return value
@@ -98,6 +105,8 @@ class ScanResult:
             out[f"{prefix}margin_index"] = [round(v, 4) for v in self.margin_index]
             out[f"{prefix}max_margin_index"] = round(max(self.margin_index), 4)
         out[f"{prefix}suspicion"] = round(self.suspicion, 4)
+        if self.natural_classes:
+            out[f"{prefix}natural_classes"] = list(self.natural_classes)
         if self.draw_suspicions:
             out[f"{prefix}draw_suspicions"] = [round(v, 4) for v in self.draw_suspicions]
         out[f"{prefix}backdoor_found"] = self.backdoor_found
@@ -114,7 +123,16 @@ class ScanResult:
 
     def verdict(self) -> str:
         """One sentence a user can act on (with the draws' spread after a second look)."""
-        return self._finding() + self._draws_note()
+        return self._finding() + self._natural_note() + self._draws_note()
+
+    def _natural_note(self) -> str:
+        if not self.natural_classes:
+            return ""
+        classes = ", ".join(str(k) for k in self.natural_classes)
+        return (
+            f"; class {classes} over the threshold but discounted as naturally small (its "
+            "trigger is no smaller than in the tampered model, where it was not suspected)"
+        )
 
     def _draws_note(self) -> str:
         if not self.draw_suspicions:
@@ -139,14 +157,12 @@ class ScanResult:
             )
         if parts:
             return "backdoor suspected: " + "; ".join(parts)
-        text = (
-            f"no class flagged (largest anomaly index {max(self.anomaly_index):.2f} "
-            f"≤ {self.threshold:g}"
-        )
+        counted = [k for k in range(len(self.anomaly_index)) if k not in self.natural_classes]
+        largest = max((self.anomaly_index[k] for k in counted), default=0.0)
+        text = f"no class flagged (largest anomaly index {largest:.2f} ≤ {self.threshold:g}"
         if self.margin_index is not None:
-            text += (
-                f", largest margin index {max(self.margin_index):.2f} ≤ {self.margin_threshold:g}"
-            )
+            margin = max((self.margin_index[k] for k in counted), default=0.0)
+            text += f", largest margin index {margin:.2f} ≤ {self.margin_threshold:g}"
         text += ")"
         if self.untargeted_index is not None:
             text += (
