@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from modeconn.defenses.scan.calibration import ZooScore, zoo_table
 from modeconn.defenses.scan.draws import draw_seeds, needs_second_look, pool_draws
 from modeconn.defenses.scan.zoo_reference import REFERENCE_FILE
 from modeconn.io import read_json, write_json
+from modeconn.layout import standard_layout
 
 STABILITY_SEEDS = (1, 2)
 #: The scan before the zoo: mask and perturbation kinds, 150 steps of 24 images per class.
@@ -72,11 +74,14 @@ def scan_member(
     *,
     data_seed: int | None = None,
     whole: bool = False,
+    standard: bool = False,
 ) -> tuple[ScanResult, float]:
     """One draw of the scan of a trained zoo model (the whole scan, second look included, when
     ``whole``), as ``modeconn scan`` makes it: its own bonafide draw, seeded by ``data_seed``
     (default ``config.seed``; a second look's draws keep the first draw's images). Without
-    ``whole`` the second look is decided offline from cached draws (:func:`decide`)."""
+    ``whole`` the second look is decided offline from cached draws (:func:`decide`). With
+    ``standard`` the model keeps the standard memory layout, as scans ran before channels-last
+    (:func:`~modeconn.layout.standard_layout`)."""
     dev = torch.device("cpu")
     data = DataConfig(dataset=None, bonafide=scale.bonafide)
     seed = config.seed if data_seed is None else data_seed
@@ -86,7 +91,8 @@ def scan_member(
     start = time.perf_counter()
     x, y = scan_images(prepared, config.images, dev)
     one = config if whole else replace(config, confirm_draws=0)
-    result = scan_model(ck.model, x, y, prepared.info.num_classes, one)
+    with standard_layout(ck.model) if standard else nullcontext():
+        result = scan_model(ck.model, x, y, prepared.info.num_classes, one)
     return result, time.perf_counter() - start
 
 
@@ -206,13 +212,26 @@ def _score(member: ZooMember, record: dict[str, Any]) -> ZooScore:
 
 
 def speed_ratio(root: Path) -> dict[str, Any]:
-    """Seconds of the previous and today's default scan on the same lenets, side by side."""
+    """Seconds of the previous scan (its settings, standard memory layout: the scan as issue 23
+    found it) and today's default scan on the same lenets, side by side; also the previous
+    settings in today's layout, which shows what the settings alone are worth."""
     zoo = {m.name: m for m in members()}
-    laps: dict[str, list[float]] = {"previous": [], "default": []}
+    arms = (
+        ("previous", PREVIOUS, True),
+        ("previous_settings_channels_last", PREVIOUS, False),
+        ("default", ScanConfig(), False),
+    )
+    laps: dict[str, list[float]] = {label: [] for label, _, _ in arms}
     for name in RATIO_MODELS:
-        for label, config in (("previous", PREVIOUS), ("default", ScanConfig())):
-            laps[label].append(round(scan_member(zoo[name], root, config, whole=True)[1], 2))
-    return {**laps, "ratio": round(sum(laps["previous"]) / sum(laps["default"]), 2)}
+        for label, config, standard in arms:
+            _, seconds = scan_member(zoo[name], root, config, whole=True, standard=standard)
+            laps[label].append(round(seconds, 2))
+    total = {label: sum(values) for label, values in laps.items()}
+    return {
+        **laps,
+        "ratio": round(total["previous"] / total["default"], 2),
+        "settings_ratio": round(total["previous_settings_channels_last"] / total["default"], 2),
+    }
 
 
 def run_zoo(

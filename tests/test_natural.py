@@ -89,3 +89,10 @@ def test_the_choice_takes_a_candidate_whose_only_flag_is_natural():
     assert choose_candidate([better, worse], plain)[0] is worse
     corrected = {**plain, "distillation_unlearning": discount_natural(REPAIRED, [TAMPERED], RULE)}
     assert choose_candidate([better, worse], corrected)[0] is better
+
+
+def test_a_second_look_reports_the_pooled_suspicion_before_the_correction():
+    looked = dataclasses.replace(REPAIRED, draw_suspicions=[1.1, 1.3, 1.2])
+    out = discount_natural(looked, [TAMPERED], RULE)
+    assert "pooled 1.20, above 1 is flagged" in out.verdict()  # class 2's 3.6 / 3
+    assert out.suspicion < 1.0

@@ -63,4 +63,24 @@ def fast_layout(model: nn.Module, device: torch.device | str = "cpu") -> Iterato
         _CONVERTED.discard(model)
 
 
-__all__ = ["fast_layout", "wants_channels_last"]
+@contextmanager
+def standard_layout(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` kept in the standard layout inside the block: :func:`fast_layout` leaves it
+    alone there. For measuring today's code against code from before channels-last.
+
+    >>> conv = nn.Conv2d(3, 2, 3)
+    >>> with standard_layout(conv), fast_layout(conv):
+    ...     conv.weight.is_contiguous(memory_format=torch.channels_last)
+    False
+    """
+    if model in _CONVERTED:
+        yield model
+        return
+    _CONVERTED.add(model)
+    try:
+        yield model
+    finally:
+        _CONVERTED.discard(model)
+
+
+__all__ = ["fast_layout", "standard_layout", "wants_channels_last"]

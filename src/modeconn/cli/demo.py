@@ -10,7 +10,13 @@ import typer
 from modeconn.cli import app
 from modeconn.cli.common import DataDir, Device, Quiet, Seed
 from modeconn.cli.repair import parse_sweep
-from modeconn.commands.demo import SCENARIOS, DemoConfig, results_table, run_demos
+from modeconn.commands.demo import (
+    FULL_SWEEP,
+    SCENARIOS,
+    DemoConfig,
+    results_table,
+    run_demos,
+)
 
 _DEMO = DemoConfig()
 
@@ -26,7 +32,13 @@ def demo_command(
             "--scenario", help="patch (default), blend, all-to-all, injection; repeatable."
         ),
     ] = None,
-    all_scenarios: Annotated[bool, typer.Option("--all", help="Run every scenario.")] = False,
+    all_scenarios: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Run every scenario, and the patch pair from 50 and 250 bonafide images too.",
+        ),
+    ] = False,
     dataset: Annotated[str, typer.Option("--dataset", "-d")] = _DEMO.dataset,
     data_dir: DataDir = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Epochs of the models.")] = _DEMO.epochs,
@@ -62,8 +74,9 @@ def demo_command(
         sweep=parse_sweep(sweep),
         seed=seed,
     )
+    sweeps = FULL_SWEEP if all_scenarios and sweep is None else None
     summaries = run_demos(
-        out, chosen, config=config, device=device, force=force, progress=not quiet
+        out, chosen, config=config, sweeps=sweeps, device=device, force=force, progress=not quiet
     )
     typer.echo(results_table(summaries))
     for s in summaries:

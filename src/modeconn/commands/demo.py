@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,7 @@ from modeconn.defenses.repair import BASELINES, CANDIDATES, TAMPERED, RepairConf
 from modeconn.defenses.repair.results import CLEAN_REFERENCE
 from modeconn.distributed import resolve_device
 from modeconn.errors import InvalidArgument
-from modeconn.io import atomic_write_text, write_json
+from modeconn.io import atomic_write_text, read_json, write_json
 from modeconn.progress import spinner
 from modeconn.report.html import write_report
 from modeconn.rundir import run_status
@@ -81,8 +81,8 @@ def scenario_named(name: str) -> Scenario:
 #: The demo's time budget (10 minutes on 2 CPU cores), applied to the repair's defaults: a
 #: shorter from-scratch baseline (the README gives the 100-epoch figure too), three noise levels
 #: with one draw, 120 scan steps, 100 ANP rounds (300 and 1,000 gave the same verdict on the
-#: patch model), 10 FST epochs, 3 SAU epochs (each 15 s on 2,000 bonafide images, 20 at the
-#: default), the path table's test columns on 2,000 stratified test images
+#: patch model), 10 FST and FT-SAM epochs, 2 SAU epochs (each 15 s on 2,000 bonafide images, 20
+#: at the default), the path table's test columns on 2,000 stratified test images
 #: (every candidate, the chosen point included, is still measured on all 10,000), each row's
 #: backdoor-connected path on 500 (11 points, two passes each: about 12.7 s a line on 1,000
 #: images on one busy thread, half that on 500).
@@ -90,7 +90,8 @@ DEMO_PATH_TEST_IMAGES = 2000
 DEMO_DEPTH_IMAGES = 500
 DEMO_ANP_STEPS = 100
 DEMO_FST_EPOCHS = 10
-DEMO_SAU_EPOCHS = 3
+DEMO_FT_SAM_EPOCHS = 10  # FST's demo budget: the two differ by their regulariser only
+DEMO_SAU_EPOCHS = 2
 DEMO_NOISE_SIGMAS = (0.1, 0.3, 0.6)
 
 
@@ -109,7 +110,7 @@ class DemoConfig:
     baselines: bool = True
     sweep: tuple[int, ...] = ()
     seed: int = 0
-    parallel_models: bool = True  # on CPU, train the two backdoored models side by side
+    parallel_models: bool = True  # on CPU, train the scenario's models side by side
 
 
 def _parallel_on_cpu(device: str) -> bool:
@@ -117,31 +118,48 @@ def _parallel_on_cpu(device: str) -> bool:
     return resolve_device(device).type == "cpu" and torch.get_num_threads() >= 2
 
 
-def _poison_job(path: Path, resume: bool, threads: int, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """One backdoored model in a worker process with its share of the CPU threads."""
+#: The run function of each kind of training job: a clean model or a backdoored one.
+TRAINERS = {"train": run_train, "poison": run_poison}
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """One model of the demo to train: ``kind`` names its run function in :data:`TRAINERS`."""
+
+    kind: str
+    path: Path
+    kwargs: dict[str, Any]
+
+
+def _training_job(job: TrainingJob, resume: bool, threads: int) -> dict[str, Any]:
+    """One model in a worker process with its share of the CPU threads."""
     torch.set_num_threads(threads)
-    return run_poison(path, **kwargs, **resume_flags(resume), progress=False)
+    return TRAINERS[job.kind](job.path, **job.kwargs, **resume_flags(resume), progress=False)
 
 
-def _poison_in_parallel(
-    jobs: Sequence[tuple[Path, dict[str, Any]]], force: bool, progress: bool
-) -> None:
-    """Train the scenario's two backdoored models in two processes, half the threads each.
+def _resumed(jobs: Sequence[TrainingJob], force: bool) -> list[bool]:
+    """Per job: resume it (an interrupted run, unless ``force``)."""
+    return [not force and run_status(job.path) == "started" for job in jobs]
+
+
+def _train_in_parallel(jobs: Sequence[TrainingJob], force: bool, progress: bool) -> None:
+    """Train the scenario's models in one process each, sharing the CPU threads.
 
     A lenet's training step on a batch of 128 is too small to keep two threads busy: one thread
     per model, side by side, trained a pair of Fashion-MNIST lenets (one epoch each, with their
-    evaluation) in 71 s against 83 s one after the other on two threads. Each model still
-    resumes an interrupted run."""
+    evaluation) in 71 s against 83 s one after the other on two threads; the clean reference
+    (2 min 16 s for the pair, then 1 min 45 s alone on two threads) joins them. Each model
+    still resumes an interrupted run."""
     threads = max(1, torch.get_num_threads() // len(jobs))
     context = multiprocessing.get_context("spawn")
     with contextlib.ExitStack() as stack:
         if progress:
-            names = " and ".join(p.name for p, _ in jobs)
+            names = ", ".join(job.path.name for job in jobs)
             stack.enter_context(spinner(f"training {names} side by side"))
         pool = stack.enter_context(ProcessPoolExecutor(len(jobs), mp_context=context))
         futures = [
-            pool.submit(_poison_job, path, not force and run_status(path) == "started", threads, k)
-            for path, k in jobs
+            pool.submit(_training_job, job, resumed, threads)
+            for job, resumed in zip(jobs, _resumed(jobs, force), strict=True)
         ]
         for future in futures:
             future.result()
@@ -162,6 +180,7 @@ def demo_repair_config(scenario: Scenario, config: DemoConfig) -> RepairConfig:
         noise_draws=1,
         anp=dataclasses.replace(RepairConfig().anp, steps=DEMO_ANP_STEPS),
         fst=dataclasses.replace(RepairConfig().fst, epochs=DEMO_FST_EPOCHS),
+        ft_sam=dataclasses.replace(RepairConfig().ft_sam, epochs=DEMO_FT_SAM_EPOCHS),
         sau=dataclasses.replace(RepairConfig().sau, epochs=DEMO_SAU_EPOCHS),
     )
     repair = with_budget(repair, scan_steps=config.scan_steps)
@@ -193,23 +212,37 @@ class DemoSteps:
     def train_config(self, seed: int) -> TrainConfig:
         return TrainConfig(epochs=self.config.epochs, batch_size=128, lr=0.05, seed=seed)
 
-    def clean(self) -> tuple[Path, dict[str, Any]]:
+    def clean_job(self) -> TrainingJob:
         """A lenet trained on clean data with the demo's seed (trained once, then reused): the
         model errors are injected into, and the backdoor scenarios' clean reference."""
-        path = self.out / "clean"
+        kwargs = {
+            "model": self.config.model,
+            "data": self.data,
+            "config": self.train_config(self.config.seed),
+            "device": self.device,
+        }
+        return TrainingJob("train", self.out / "clean", kwargs)
 
-        def train_clean(path: Path, resume: bool) -> dict[str, Any]:
-            return run_train(
-                path,
-                model=self.config.model,
-                data=self.data,
-                config=self.train_config(self.config.seed),
-                device=self.device,
-                **resume_flags(resume),
-                progress=self.progress,
+    def train(self, jobs: Sequence[TrainingJob]) -> None:
+        """Train the jobs not finished yet: side by side on CPU when two or more are due."""
+        pending = [job for job in jobs if self.force or run_status(job.path) != "finished"]
+        if len(pending) >= 2 and self.config.parallel_models and _parallel_on_cpu(self.device):
+            _train_in_parallel(pending, self.force, self.progress)
+            return
+        for job in pending:
+            run_step(
+                job.path,
+                self.force,
+                lambda path, resume, job=job: TRAINERS[job.kind](
+                    path, **job.kwargs, **resume_flags(resume), progress=self.progress
+                ),
             )
 
-        return path, run_step(path, self.force, train_clean)
+    def clean(self) -> tuple[Path, dict[str, Any]]:
+        """The clean model (trained when not yet) and its summary."""
+        job = self.clean_job()
+        self.train([job])
+        return job.path, read_json(job.path / "summary.json")
 
     def injected(self) -> tuple[list[Path], dict[str, Any]]:
         """A clean model (the reference) and the copy with errors injected into it."""
@@ -223,10 +256,12 @@ class DemoSteps:
         run_step(injected, self.force, inject)
         return [injected], reference
 
-    def backdoored(self, trigger: TriggerSpec) -> list[Path]:
-        """Two backdoored models (seeds + 1 and + 2), side by side on CPU when both are due."""
+    def backdoored(self, trigger: TriggerSpec) -> tuple[list[Path], Path]:
+        """Two backdoored models (seeds + 1 and + 2) and the clean reference, side by side on
+        CPU when they are due; their paths."""
         jobs = [
-            (
+            TrainingJob(
+                "poison",
                 self.out / f"backdoor_{name}",
                 {
                     "spec": trigger,
@@ -238,19 +273,9 @@ class DemoSteps:
             )
             for name, offset in (("a", 1), ("b", 2))
         ]
-        pending = [(p, k) for p, k in jobs if self.force or run_status(p) != "finished"]
-        if len(pending) == 2 and self.config.parallel_models and _parallel_on_cpu(self.device):
-            _poison_in_parallel(pending, self.force, self.progress)
-        else:
-            for path, kwargs in jobs:
-                run_step(
-                    path,
-                    self.force,
-                    lambda p, resume, kwargs=kwargs: run_poison(
-                        p, **kwargs, **resume_flags(resume), progress=self.progress
-                    ),
-                )
-        return [path for path, _ in jobs]
+        clean = self.clean_job()
+        self.train([*jobs, clean])
+        return [job.path for job in jobs], clean.path
 
     def repair(
         self, tampered: Sequence[Path], scenario: Scenario, clean: Path | None = None
@@ -292,8 +317,7 @@ def run_demo(
     if story.trigger is None:  # the clean model is the one the errors are injected into
         tampered, reference = steps.injected()
     else:  # the clean model is the retuning attack's reference
-        tampered, reference = steps.backdoored(story.trigger), {}
-        clean, _ = steps.clean()
+        (tampered, clean), reference = steps.backdoored(story.trigger), {}
     repair = steps.repair(tampered, story, clean)
     report = write_report(
         out / "repair", out / "report.html", title=f"modeconn demo: {scenario} on {config.dataset}"
@@ -348,9 +372,31 @@ def results_table(summaries: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_demos(out: str | Path, scenarios: Sequence[str], **kwargs: Any) -> list[dict[str, Any]]:
-    """Run several scenarios into ``out/SCENARIO`` and write ``out/results.md``."""
+#: The bonafide sweep of ``modeconn demo --all`` (the 2,500 row is the repair itself): the patch
+#: pair repaired from 50 and 250 images too, drawn in the report. About 8 extra minutes on 2
+#: cores, so it is not in the default demo.
+FULL_SWEEP = {"patch": (50, 250)}
+
+
+def run_demos(
+    out: str | Path,
+    scenarios: Sequence[str],
+    *,
+    config: DemoConfig | None = None,
+    sweeps: Mapping[str, tuple[int, ...]] | None = None,
+    **kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Run several scenarios into ``out/SCENARIO`` and write ``out/results.md``; ``sweeps``
+    gives a scenario a bonafide sweep of its own (``config``'s sweep otherwise)."""
     out = Path(out)
-    summaries = [run_demo(out / s, scenario=s, **kwargs) for s in scenarios]
+    config = config or DemoConfig()
+    sweeps = sweeps or {}
+
+    def config_of(scenario: str) -> DemoConfig:
+        if scenario not in sweeps:
+            return config
+        return dataclasses.replace(config, sweep=tuple(sweeps[scenario]))
+
+    summaries = [run_demo(out / s, scenario=s, config=config_of(s), **kwargs) for s in scenarios]
     atomic_write_text(out / "results.md", results_table(summaries))
     return summaries

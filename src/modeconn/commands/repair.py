@@ -190,6 +190,8 @@ def repair_summary(
     repaired_scan = result.scans[chosen.name]
     summary["repaired_flagged_classes"] = list(repaired_scan.flagged_classes)
     summary["repaired_backdoor_found"] = repaired_scan.backdoor_found
+    if repaired_scan.natural_classes:
+        summary["repaired_natural_classes"] = list(repaired_scan.natural_classes)
     for row in result.table:
         summary.update(row_summary(row, key))
     summary.update({f"seconds_{step}": value for step, value in result.timings.items()})

@@ -78,7 +78,12 @@ class ScanResult:
         """The strongest evidence relative to its threshold (above 1: a backdoor is suspected):
         the largest :attr:`class_evidence` of a class not discounted as natural, or the
         untargeted index over its own threshold."""
-        counted = [e for k, e in enumerate(self.class_evidence) if k not in self.natural_classes]
+        return self._strongest(skip=self.natural_classes)
+
+    def _strongest(self, skip: Sequence[int] = ()) -> float:
+        """The largest class evidence outside ``skip``, or the untargeted index over its
+        threshold when larger."""
+        counted = [e for k, e in enumerate(self.class_evidence) if k not in skip]
         value = max(counted, default=0.0)
         if self.untargeted_index is not None:
             value = max(value, self.untargeted_index / self.untargeted_threshold)
@@ -138,10 +143,10 @@ class ScanResult:
         if not self.draw_suspicions:
             return ""
         values = ", ".join(f"{v:.2f}" for v in self.draw_suspicions)
+        pooled = self._strongest()  # before any natural-feature correction, as the draws were
         return (
             f"; decided on {len(self.draw_suspicions)} draws, as the first lay near the "
-            f"threshold (suspicion per draw {values}; pooled {self.suspicion:.2f}, above 1 is "
-            "flagged)"
+            f"threshold (suspicion per draw {values}; pooled {pooled:.2f}, above 1 is flagged)"
         )
 
     def _finding(self) -> str:
