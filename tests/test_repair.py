@@ -64,6 +64,26 @@ def test_choice_takes_the_best_held_out_accuracy_the_scan_passes_and_breaks_ties
     assert chosen is path
 
 
+def test_choice_ties_within_the_held_out_resolution_and_keeps_the_tampered_answers():
+    from modeconn.defenses.repair import Candidate, choose_candidate
+    from modeconn.defenses.repair.choice import HOLDOUT_KL, holdout_resolution
+    from modeconn.defenses.scan import ScanResult
+
+    def cand(name: str, acc: float, loss: float, kl: float) -> Candidate:
+        figures = {"bonafide_holdout_acc": acc, "bonafide_holdout_loss": loss, HOLDOUT_KL: kl}
+        return Candidate(name, figures)
+
+    path, distilled = cand("path", 1.0, 0.12, 0.40), cand("distill", 0.9, 0.20, 0.05)
+    scans = {n: ScanResult({}, {}, [1.0, 1.0], [], 3.0) for n in ("path", "distill")}
+    # Ten held-out images: one image (0.1) is within the resolution, the KL decides.
+    chosen, why = choose_candidate([path, distilled], scans, holdout_images=10)
+    assert chosen is distilled and "resolution (0.100)" in why and "KL 0.0500" in why
+    # 500 images resolve 1.3 points: 10 points apart is no tie, the accuracy decides.
+    chosen, why = choose_candidate([path, distilled], scans, holdout_images=500)
+    assert chosen is path and "the best" in why
+    assert holdout_resolution(0.9, None) == 0.0 and holdout_resolution(1.0, 40) == 0.025
+
+
 def test_backdoored_digits_model_is_tampered(digits_backdoor: Path):
     summary = json.loads((digits_backdoor / "summary.json").read_text())
     assert summary["asr"] > 0.8 and summary["clean_acc"] > 0.8

@@ -6,6 +6,7 @@ attack's trigger.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from modeconn.connectivity import SplitLossAccuracy
@@ -15,6 +16,7 @@ from modeconn.errors import InvalidArgument
 
 HOLDOUT = "bonafide_holdout_acc"
 HOLDOUT_LOSS = "bonafide_holdout_loss"
+HOLDOUT_KL = "bonafide_holdout_kl_tampered"  # modeconn.defenses.repair.agreement
 HOLDOUT_METRIC = SplitLossAccuracy("bonafide_holdout")
 T_RULE = (
     "the best held-out bonafide accuracy ({acc:.4f}) among the points at least {margin:.2f} "
@@ -44,35 +46,72 @@ def choose_t(rows: Sequence[dict[str, float]], margin: float) -> tuple[float, st
     return float(best["t"]), T_RULE.format(acc=best[HOLDOUT], margin=margin)
 
 
-def choose_candidate(
-    candidates: Sequence[Candidate], verdicts: Mapping[str, ScanResult]
-) -> tuple[Candidate, str]:
-    """The trigger-free choice: the best held-out bonafide accuracy among the candidates in which
-    the scan finds no backdoor (no flagged class, no universal label flipper); when every
-    candidate is flagged, the least suspicious one, and the reason says so.
+def holdout_resolution(best: float, images: int | None) -> float:
+    """How far below the best held-out accuracy a candidate still ties with it: one binomial
+    standard error of the best, and at least one image (the one-standard-error rule of model
+    selection); 0 when the number of held-out images is not known.
 
-    Ties on accuracy go to the lower held-out loss (then the earlier candidate): 500 held-out
-    images resolve accuracy to 0.2 points, and the demo's path repair and NC-unlearning tied on
-    it in two of three scenarios (blend: 0.914 both; held-out loss 0.269 against 0.262, test
-    accuracy 0.889 against 0.896)."""
+    >>> holdout_resolution(0.9, 10), round(holdout_resolution(0.9, 500), 4)
+    (0.1, 0.0134)
+    """
+    if not images:
+        return 0.0
+    return max(math.sqrt(best * (1.0 - best) / images), 1.0 / images)
+
+
+def choose_candidate(
+    candidates: Sequence[Candidate],
+    verdicts: Mapping[str, ScanResult],
+    holdout_images: int | None = None,
+) -> tuple[Candidate, str]:
+    """The trigger-free choice among the candidates in which the scan finds no backdoor (no
+    flagged class, no universal label flipper): those whose held-out bonafide accuracy is within
+    :func:`holdout_resolution` of the best tie, and the tie goes to the one that keeps most of
+    the tampered model's answers on the held-out images (lowest :data:`HOLDOUT_KL`; then the
+    lower held-out loss, then the earlier candidate). When every candidate is flagged, the
+    least suspicious one, and the reason says so.
+
+    Why the resolution: ten held-out images (a 50-image budget) resolve accuracy to 10 points,
+    and one image made path repair win at 0.856 and 0.829 against distillation's 0.872 and
+    0.865 (held-out all-to-all and blend pairs); 500 resolve it to about 1.3 points, within
+    which the demo's path repair and NC-unlearning tied in two of three scenarios."""
     if not candidates:
         raise RuntimeError("no repair candidate was built")
     clean = [c for c in candidates if not verdicts[c.name].backdoor_found]
     if clean:
-        best = max(
-            clean,
+        top = max(c.metrics[HOLDOUT] for c in clean)
+        within = holdout_resolution(top, holdout_images)
+        tied = [c for c in clean if c.metrics[HOLDOUT] >= top - within - 1e-9]
+        best = min(
+            tied,
             key=lambda c: (
-                c.metrics[HOLDOUT],
-                -c.metrics.get(HOLDOUT_LOSS, 0.0),
-                -candidates.index(c),
+                c.metrics.get(HOLDOUT_KL, 0.0),
+                c.metrics.get(HOLDOUT_LOSS, 0.0),
+                candidates.index(c),
             ),
         )
-        return best, (
-            f"{best.name}: the best held-out bonafide accuracy ({best.metrics[HOLDOUT]:.4f}) among "
-            f"the {len(clean)} of {len(candidates)} candidates the scan does not flag"
-        )
+        return best, _clean_reason(best, len(clean), len(candidates), len(tied), within)
     best = min(candidates, key=lambda c: verdicts[c.name].suspicion)
     return best, (
         f"{best.name}: every candidate is flagged by the scan; this one is the least suspicious "
         f"({verdicts[best.name].verdict()}) — the repair may not have worked"
     )
+
+
+def _clean_reason(best: Candidate, clean: int, total: int, tied: int, within: float) -> str:
+    """The choice's reason when some candidate passes the scan."""
+    reason = (
+        f"{best.name}: held-out bonafide accuracy {best.metrics[HOLDOUT]:.4f}, among the "
+        f"{clean} of {total} candidates the scan does not flag"
+    )
+    if tied > 1 and HOLDOUT_KL in best.metrics:
+        reason += (
+            f"; {tied} lie within the held-out accuracy's resolution ({within:.3f}) of the best, "
+            "and this one keeps most of the tampered model's answers on the held-out images "
+            f"(KL {best.metrics[HOLDOUT_KL]:.4f})"
+        )
+    elif tied > 1:
+        reason += f"; tied within the resolution ({within:.3f}), the lowest held-out loss"
+    elif clean > 1:
+        reason += ", the best"
+    return reason

@@ -126,11 +126,15 @@ class Repair(RepairContext):
         images = len(self.data.indices("bonafide"))
         for builder in candidates_for(self.config.method, self.config, images):
             made = builder.build(self)
-            built.append((self.measure(builder.name, made), made))
+            row = self.measure(builder.name, made)
+            if made.model is not None:
+                row.metrics.update(self.tampered_divergence(made.model))
+            built.append((row, made))
             self.lap("evaluation_and_eot")
         for candidate, made in built:
             self.verify(candidate, made)
-        chosen, why = choose_candidate([c for c, _ in built], self.scans)
+        holdout = len(self.data.indices("bonafide_holdout"))
+        chosen, why = choose_candidate([c for c, _ in built], self.scans, holdout)
         path_of = next(((c.name, b.path) for c, b in built if b.path is not None), (None, None))
         references = self.references()
         baselines, noisy_rows = self.baselines() if self.config.baselines else ([], [])
