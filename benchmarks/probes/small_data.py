@@ -80,8 +80,9 @@ def line_point(a: nn.Module, b: nn.Module, t: float) -> nn.Module:
     return out.eval()
 
 
-def distill(tampered, data, scans, cfg, steps, mix, seed):
-    """The product's distillation unlearning (:mod:`modeconn.defenses.distillation`)."""
+def distill(tampered, data, scans, cfg, steps, mix, seed, student=None):
+    """The product's distillation unlearning (:mod:`modeconn.defenses.distillation`), the
+    student started from ``student`` (default: the tampered model itself)."""
     kd = DistillationConfig(min_steps=steps, mix=mix, **KD_OVERRIDES)
     images = len(data.indices("bonafide"))
     passes = kd.passes(cfg.epochs, images, cfg.batch_size)
@@ -90,7 +91,8 @@ def distill(tampered, data, scans, cfg, steps, mix, seed):
         cfg.batch_size, split="bonafide", seed=seed, augment=True, passes=passes
     )
     objective = distillation_objective(tampered, scans, cfg, kd, seed)
-    return fine_tune(tampered, loader, cfg.train_config(seed), objective=objective)
+    start = tampered if student is None else student
+    return fine_tune(start, loader, cfg.train_config(seed), objective=objective)
 
 
 KD_OVERRIDES: dict[str, float] = {}
@@ -105,8 +107,10 @@ def overrides(text: str) -> dict[str, float]:
 def methods(tampered, data, scans, args):
     cfg = replace(UnlearningConfig(), **overrides(args.unlearning))
     KD_OVERRIDES.update(overrides(args.distill))
+    nc = None
     if "nc" in args.methods:
-        yield "nc", unlearn(tampered, data, scans, cfg, seed=args.seed)
+        nc = unlearn(tampered, data, scans, cfg, seed=args.seed)
+        yield "nc", nc
     if "pam" in args.methods:
         pam = PathAwareObjective(tampered, args.rho)
         yield "pam", unlearn(tampered, data, scans, cfg, seed=args.seed, objective=pam)
@@ -116,6 +120,9 @@ def methods(tampered, data, scans, args):
         mix, steps = variant.split(":")
         model = distill(tampered, data, scans, cfg, int(steps), mix, args.seed)
         yield f"kd_{mix}_{steps}", model
+        if nc is not None and "kdnc" in args.methods:  # the student starts unlearnt
+            model = distill(tampered, data, scans, cfg, int(steps), mix, args.seed, student=nc)
+            yield f"kd_from_nc_{mix}_{steps}", model
 
 
 def with_soup(pairs, built):
