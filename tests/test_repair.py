@@ -64,22 +64,24 @@ def test_choice_takes_the_best_held_out_accuracy_the_scan_passes_and_breaks_ties
     assert chosen is path
 
 
-def test_choice_ties_within_the_held_out_resolution_and_keeps_the_tampered_answers():
+def test_choice_ties_within_the_held_out_resolution_and_takes_the_preferred_candidate():
     from modeconn.defenses.repair import Candidate, choose_candidate
-    from modeconn.defenses.repair.choice import HOLDOUT_KL, holdout_resolution
+    from modeconn.defenses.repair.choice import holdout_resolution
     from modeconn.defenses.scan import ScanResult
 
-    def cand(name: str, acc: float, loss: float, kl: float) -> Candidate:
-        figures = {"bonafide_holdout_acc": acc, "bonafide_holdout_loss": loss, HOLDOUT_KL: kl}
-        return Candidate(name, figures)
+    def cand(name: str, acc: float, loss: float) -> Candidate:
+        return Candidate(name, {"bonafide_holdout_acc": acc, "bonafide_holdout_loss": loss})
 
-    path, distilled = cand("path", 1.0, 0.12, 0.40), cand("distill", 0.9, 0.20, 0.05)
-    scans = {n: ScanResult({}, {}, [1.0, 1.0], [], 3.0) for n in ("path", "distill")}
-    # Ten held-out images: one image (0.1) is within the resolution, the KL decides.
-    chosen, why = choose_candidate([path, distilled], scans, holdout_images=10)
-    assert chosen is distilled and "resolution (0.100)" in why and "KL 0.0500" in why
+    path, distilled = cand("path", 1.0, 0.12), cand("distill", 0.9, 0.20)
+    nc = cand("nc", 0.9, 0.10)
+    scans = {n: ScanResult({}, {}, [1.0, 1.0], [], 3.0) for n in ("path", "distill", "nc")}
+    # Ten held-out images: one image (0.1) is within the resolution.
+    chosen, why = choose_candidate([path, nc, distilled], scans, 10, preferred={"distill"})
+    assert chosen is distilled and "resolution (0.100)" in why and "cannot tell" in why
+    chosen, why = choose_candidate([path, nc, distilled], scans, 10)
+    assert chosen is nc and "lowest held-out loss" in why
     # 500 images resolve 1.3 points: 10 points apart is no tie, the accuracy decides.
-    chosen, why = choose_candidate([path, distilled], scans, holdout_images=500)
+    chosen, why = choose_candidate([path, distilled], scans, 500, preferred={"distill"})
     assert chosen is path and "the best" in why
     assert holdout_resolution(0.9, None) == 0.0 and holdout_resolution(1.0, 40) == 0.025
 

@@ -7,7 +7,7 @@ attack's trigger.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from modeconn.connectivity import SplitLossAccuracy
 from modeconn.defenses.repair.results import Candidate
@@ -16,7 +16,6 @@ from modeconn.errors import InvalidArgument
 
 HOLDOUT = "bonafide_holdout_acc"
 HOLDOUT_LOSS = "bonafide_holdout_loss"
-HOLDOUT_KL = "bonafide_holdout_kl_tampered"  # modeconn.defenses.repair.agreement
 HOLDOUT_METRIC = SplitLossAccuracy("bonafide_holdout")
 T_RULE = (
     "the best held-out bonafide accuracy ({acc:.4f}) among the points at least {margin:.2f} "
@@ -63,18 +62,21 @@ def choose_candidate(
     candidates: Sequence[Candidate],
     verdicts: Mapping[str, ScanResult],
     holdout_images: int | None = None,
+    preferred: Collection[str] = (),
 ) -> tuple[Candidate, str]:
     """The trigger-free choice among the candidates in which the scan finds no backdoor (no
     flagged class, no universal label flipper): those whose held-out bonafide accuracy is within
-    :func:`holdout_resolution` of the best tie, and the tie goes to the one that keeps most of
-    the tampered model's answers on the held-out images (lowest :data:`HOLDOUT_KL`; then the
-    lower held-out loss, then the earlier candidate). When every candidate is flagged, the
-    least suspicious one, and the reason says so.
+    :func:`holdout_resolution` of the best tie, and the tie goes to a ``preferred`` candidate
+    (one whose builder says it is the better bet when the data cannot tell), then to the lower
+    held-out loss, then to the earlier candidate. When every candidate is flagged, the least
+    suspicious one, and the reason says so.
 
     Why the resolution: ten held-out images (a 50-image budget) resolve accuracy to 10 points,
     and one image made path repair win at 0.856 and 0.829 against distillation's 0.872 and
-    0.865 (held-out all-to-all and blend pairs); 500 resolve it to about 1.3 points, within
-    which the demo's path repair and NC-unlearning tied in two of three scenarios."""
+    0.865 (held-out all-to-all and blend pairs); its held-out loss and its divergence from the
+    tampered models' answers on those ten images favoured it too. 500 images resolve accuracy
+    to about 1.3 points, within which the demo's path repair and NC-unlearning tied in two of
+    three scenarios."""
     if not candidates:
         raise RuntimeError("no repair candidate was built")
     clean = [c for c in candidates if not verdicts[c.name].backdoor_found]
@@ -85,12 +87,13 @@ def choose_candidate(
         best = min(
             tied,
             key=lambda c: (
-                c.metrics.get(HOLDOUT_KL, 0.0),
+                c.name not in preferred,
                 c.metrics.get(HOLDOUT_LOSS, 0.0),
                 candidates.index(c),
             ),
         )
-        return best, _clean_reason(best, len(clean), len(candidates), len(tied), within)
+        reason = _clean_reason(best, len(clean), len(candidates), tied, within, preferred)
+        return best, reason
     best = min(candidates, key=lambda c: verdicts[c.name].suspicion)
     return best, (
         f"{best.name}: every candidate is flagged by the scan; this one is the least suspicious "
@@ -98,20 +101,27 @@ def choose_candidate(
     )
 
 
-def _clean_reason(best: Candidate, clean: int, total: int, tied: int, within: float) -> str:
+def _clean_reason(
+    best: Candidate,
+    clean: int,
+    total: int,
+    tied: Sequence[Candidate],
+    within: float,
+    preferred: Collection[str],
+) -> str:
     """The choice's reason when some candidate passes the scan."""
     reason = (
         f"{best.name}: held-out bonafide accuracy {best.metrics[HOLDOUT]:.4f}, among the "
         f"{clean} of {total} candidates the scan does not flag"
     )
-    if tied > 1 and HOLDOUT_KL in best.metrics:
-        reason += (
-            f"; {tied} lie within the held-out accuracy's resolution ({within:.3f}) of the best, "
-            "and this one keeps most of the tampered model's answers on the held-out images "
-            f"(KL {best.metrics[HOLDOUT_KL]:.4f})"
-        )
-    elif tied > 1:
-        reason += f"; tied within the resolution ({within:.3f}), the lowest held-out loss"
-    elif clean > 1:
-        reason += ", the best"
-    return reason
+    if len(tied) == 1:
+        return reason + (", the best" if clean > 1 else "")
+    why = (
+        "preferred when the held-out data cannot tell"
+        if best.name in preferred and any(c.name not in preferred for c in tied)
+        else "the lowest held-out loss"
+    )
+    return reason + (
+        f"; {len(tied)} lie within the held-out accuracy's resolution ({within:.3f}) of the "
+        f"best, and this one is {why}"
+    )

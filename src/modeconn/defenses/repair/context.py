@@ -22,7 +22,6 @@ from modeconn.attacks.metrics import AttackSuccessMetric
 from modeconn.checkpoints import Checkpoint
 from modeconn.connectivity import Curve, evaluate_path
 from modeconn.data.prepare import PreparedData
-from modeconn.defenses.repair.agreement import tampered_divergence
 from modeconn.defenses.repair.choice import HOLDOUT_METRIC
 from modeconn.defenses.repair.evaluation import AttackUnderTest, evaluate_candidate
 from modeconn.defenses.repair.results import ENDPOINT_B, TAMPERED, Built, Candidate
@@ -214,14 +213,6 @@ class RepairContext:
 
     def evaluate(self, name: str, model: nn.Module, detail: str = "") -> Candidate:
         return evaluate_candidate(name, model, self.data, self.metric, self.device, detail)
-
-    def tampered_divergence(self, model: nn.Module) -> dict[str, float]:
-        """How far ``model``'s answers on the held-out bonafide images are from the tampered
-        model(s)' (:func:`~modeconn.defenses.repair.agreement.tampered_divergence`)."""
-        tampered = [self.tampered.model]
-        if self.second is not None:
-            tampered.append(self.second.model)
-        return tampered_divergence(model, tampered, self.data, self.device)
 
     def retuning(self, model: nn.Module) -> dict[str, float]:
         """ASR after the retuning attack at each strength (backdoors only, else empty;

@@ -124,17 +124,16 @@ class Repair(RepairContext):
     def run(self) -> RepairResult:
         built: list[tuple[Candidate, Built]] = []
         images = len(self.data.indices("bonafide"))
-        for builder in candidates_for(self.config.method, self.config, images):
+        builders = candidates_for(self.config.method, self.config, images)
+        for builder in builders:
             made = builder.build(self)
-            row = self.measure(builder.name, made)
-            if made.model is not None:
-                row.metrics.update(self.tampered_divergence(made.model))
-            built.append((row, made))
+            built.append((self.measure(builder.name, made), made))
             self.lap("evaluation_and_eot")
         for candidate, made in built:
             self.verify(candidate, made)
         holdout = len(self.data.indices("bonafide_holdout"))
-        chosen, why = choose_candidate([c for c, _ in built], self.scans, holdout)
+        preferred = {b.name for b in builders if getattr(b, "preferred_on_ties", False)}
+        chosen, why = choose_candidate([c for c, _ in built], self.scans, holdout, preferred)
         path_of = next(((c.name, b.path) for c, b in built if b.path is not None), (None, None))
         references = self.references()
         baselines, noisy_rows = self.baselines() if self.config.baselines else ([], [])
