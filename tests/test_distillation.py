@@ -59,16 +59,17 @@ def test_repair_method_distill_builds_the_distilled_candidate(tmp_path: Path, di
     assert {p.name for p in (tmp_path / "r" / "stages").iterdir()} == {"unlearn_distill"}
 
 
-def test_auto_builds_distillation_only_below_its_budget():
+def test_auto_builds_distillation_at_every_budget_unless_bounded():
     from modeconn.defenses.repair import RepairConfig, candidates_for
 
-    def names(images: int | None, below: int = 1000) -> list[str]:
+    def names(images: int | None, below: int | None = None) -> list[str]:
         config = RepairConfig(distill=DistillationConfig(auto_below=below))
         return [b.name for b in candidates_for("auto", config, images)]
 
     assert names(250) == ["path repair", "NC-unlearning", "distillation unlearning"]
-    assert names(2500) == ["path repair", "NC-unlearning"]
-    assert names(2500, below=5000)[-1] == "distillation unlearning"
+    assert names(2500)[-1] == "distillation unlearning"
+    assert names(2500, below=1000) == ["path repair", "NC-unlearning"]
+    assert names(250, below=1000)[-1] == "distillation unlearning"
     assert names(None)[-1] == "distillation unlearning"  # no budget given: every auto candidate
     assert [b.name for b in candidates_for("distill")] == ["distillation unlearning"]
     with pytest.raises(ValueError, match="auto_below"):

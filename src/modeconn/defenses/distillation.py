@@ -46,9 +46,12 @@ class DistillationConfig:
     model, so at least ``min_steps`` = 1,000; CutMix lets the teacher label a new image at every
     step (250 images: 0.852 unmixed at 300 steps, 0.864 mixup, 0.873 CutMix, 0.885 CutMix at
     1,000 steps); triggers at their found strength (1.0) cost less accuracy than doubled masks
-    (0.892 against 0.885) and kept ASR at 0.020. ``method="auto"`` builds it below
-    ``auto_below`` bonafide images: at 2,500 it matched NC-unlearning's accuracy (0.895 against
-    0.874 one-model) but came back further under the retuning attack (ASR 0.107 against 0.078).
+    (0.892 against 0.885) and kept ASR at 0.020. ``method="auto"`` builds it at every budget
+    (``auto_below``: only below that many bonafide images; None: always). Unguarded, at 2,500
+    images it came back under the retuning attack (ASR 0.107); with the guard of
+    :class:`DistillationUnlearning` it kept 0.903 / ASR 0.010 / retuning 0.029 on the patch model
+    (one-model) and 0.903 / 0.006 / 0.015 and 0.900 / 0.039 / 0.061 on the held-out all-to-all
+    and blend pairs, against 0.884–0.893 for path repair and NC-unlearning.
     """
 
     temperature: float = 4.0
@@ -57,7 +60,7 @@ class DistillationConfig:
     mix: str = "cutmix"
     mix_alpha: float = 1.0
     strength: float = 1.0
-    auto_below: int = 1000
+    auto_below: int | None = None
 
     def passes(self, epochs: int, images: int, batch_size: int) -> int:
         """How many passes over ``images`` one epoch makes so that ``epochs`` epochs take at
@@ -76,7 +79,7 @@ class DistillationConfig:
     def validate(self) -> None:
         if self.mix not in MIXES or self.mix_alpha <= 0:
             raise ValueError(f"distillation mix must be one of {MIXES} with alpha > 0")
-        if self.auto_below < 0:
+        if self.auto_below is not None and self.auto_below < 0:
             raise ValueError(f"distillation auto_below must be ≥ 0, got {self.auto_below}")
         if self.strength <= 0:
             raise ValueError(f"distillation needs trigger strength > 0, got {self.strength}")
