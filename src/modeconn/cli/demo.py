@@ -11,6 +11,7 @@ from modeconn.cli import app
 from modeconn.cli.common import DataDir, Device, Quiet, Seed
 from modeconn.cli.repair import parse_sweep
 from modeconn.commands.demo import (
+    FULL_DEMO,
     FULL_SWEEP,
     SCENARIOS,
     DemoConfig,
@@ -36,7 +37,10 @@ def demo_command(
         bool,
         typer.Option(
             "--all",
-            help="Run every scenario, and the patch pair from 50 and 250 bonafide images too.",
+            help=(
+                "Run every scenario with every baseline and the library's distillation "
+                "budget, and the patch pair from 50 and 250 bonafide images too."
+            ),
         ),
     ] = False,
     dataset: Annotated[str, typer.Option("--dataset", "-d")] = _DEMO.dataset,
@@ -73,6 +77,7 @@ def demo_command(
         baselines=not no_baselines,
         sweep=parse_sweep(sweep),
         seed=seed,
+        **FULL_DEMO if all_scenarios else {},
     )
     sweeps = FULL_SWEEP if all_scenarios and sweep is None else None
     summaries = run_demos(

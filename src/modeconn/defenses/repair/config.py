@@ -10,6 +10,7 @@ from modeconn.defenses.anp import ANPConfig
 from modeconn.defenses.distillation import DistillationConfig
 from modeconn.defenses.fst import FSTConfig
 from modeconn.defenses.ft_sam import FTSAMConfig
+from modeconn.defenses.repair.baselines import BASELINES
 from modeconn.defenses.repair.candidates import METHODS
 from modeconn.defenses.repair.evaluation import EOTSettings
 from modeconn.defenses.retuning import RetuningConfig
@@ -74,6 +75,7 @@ class RepairConfig:
     tolerance: float = 0.02
     t: float | None = None
     baselines: bool = False
+    baseline_names: tuple[str, ...] | None = None  # which baselines (None: every registered one)
     noise_sigmas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8)
     noise_draws: int = 3
     sweep: tuple[int, ...] = ()
@@ -102,6 +104,12 @@ class RepairConfig:
         if self.depth_limit is not None and self.depth_limit < 1:
             raise InvalidArgument(
                 "depth_limit", f"depth_limit must be at least 1, got {self.depth_limit}"
+            )
+        unknown = set(self.baseline_names or ()) - set(BASELINES)
+        if unknown:
+            raise InvalidArgument(
+                None,
+                f"unknown baseline '{sorted(unknown)[0]}' (use {', '.join(BASELINES)})",
             )
         self.scan.validate()
         self.retuning.validate()

@@ -109,8 +109,13 @@ class Repair(RepairContext):
         return self.measure(builder.name, built), built
 
     def baselines(self) -> tuple[list[Candidate], list[dict[str, float]]]:
-        """Every registered baseline on the same bonafide data, with its retuning ASR."""
-        rows, built = zip(*(self.baseline(b) for b in BASELINES.values()), strict=True)
+        """The registered baselines (``config.baseline_names``, default all) on the same bonafide
+        data, with their retuning ASR."""
+        names = self.config.baseline_names
+        chosen = [b for name, b in BASELINES.items() if names is None or name in names]
+        if not chosen:
+            return [], []
+        rows, built = zip(*(self.baseline(b) for b in chosen), strict=True)
         for row, made in zip(rows, built, strict=True):
             if made is not None:
                 self.add_retuning(row, made)
