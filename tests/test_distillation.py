@@ -11,6 +11,7 @@ from torch import nn
 
 from modeconn.data.prepare import DataConfig
 from modeconn.defenses.distillation import DistillationConfig, DistillationUnlearning
+from modeconn.errors import ModeconnError
 
 
 def test_the_student_is_taught_the_teachers_answer_on_the_clean_image():
@@ -74,3 +75,28 @@ def test_auto_builds_distillation_at_every_budget_unless_bounded():
     assert [b.name for b in candidates_for("distill")] == ["distillation unlearning"]
     with pytest.raises(ValueError, match="auto_below"):
         DistillationConfig(auto_below=-1).validate()
+
+
+def test_the_default_demo_trims_distillation_and_baselines_and_all_restores_them():
+    import dataclasses
+
+    from modeconn.commands.demo import (
+        DEMO_BASELINES,
+        DEMO_DISTILL_STEPS,
+        FULL_DEMO,
+        DemoConfig,
+        demo_repair_config,
+        scenario_named,
+    )
+    from modeconn.defenses.repair import RepairConfig
+
+    patch = scenario_named("patch")
+    default = demo_repair_config(patch, DemoConfig())
+    assert default.distill.min_steps == DEMO_DISTILL_STEPS
+    assert default.baseline_names == DEMO_BASELINES
+    default.validate()
+    full = demo_repair_config(patch, dataclasses.replace(DemoConfig(), **FULL_DEMO))
+    assert full.distill.min_steps == RepairConfig().distill.min_steps
+    assert full.baseline_names is None
+    with pytest.raises(ModeconnError, match="unknown baseline 'SAM'"):
+        RepairConfig(baseline_names=("SAM",)).validate()
