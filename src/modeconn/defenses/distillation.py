@@ -51,7 +51,7 @@ class DistillationConfig:
     images it came back under the retuning attack (ASR 0.107); with the guard of
     :class:`DistillationUnlearning` it kept 0.903 / ASR 0.010 / retuning 0.029 on the patch model
     (one-model) and 0.903 / 0.006 / 0.015 and 0.900 / 0.039 / 0.061 on the held-out all-to-all
-    and blend pairs, against 0.884–0.893 for path repair and NC-unlearning.
+    and blend pairs, against 0.884–0.899 for path repair and NC-unlearning.
     """
 
     temperature: float = 4.0

@@ -78,9 +78,7 @@ class Repair(RepairContext):
     def references(self) -> list[Candidate]:
         """The tampered model(s): evaluation, retuning attack and scan figures; and the user's
         clean model when given: evaluation, retuning attack and its backdoor-connected path."""
-        if TAMPERED not in self.scans:  # method "path" has not scanned it yet
-            self.scan(TAMPERED, self.tampered.model)
-            self.lap("verification_scans")
+        self.endpoint_scans()  # done already when a candidate was verified
         models = [(TAMPERED, self.tampered.model, "")]
         if self.second is not None:
             models.append((ENDPOINT_B, self.second.model, "second model"))
