@@ -41,7 +41,7 @@ from benchmarks.scan_zoo import (
 from modeconn.commands.suspects import suspects_with_data
 from modeconn.data.prepare import DataConfig
 from modeconn.defenses.scan import ScanConfig, ScanResult, scan_images, scan_model
-from modeconn.defenses.scan.anomaly import combine_kinds, flag_classes
+from modeconn.defenses.scan.anomaly import combine_kinds, flag_classes, untargeted_groups
 from modeconn.defenses.scan.calibration import ZooScore, zoo_table
 from modeconn.defenses.scan.draws import draw_seeds, needs_second_look, pool_draws
 from modeconn.defenses.scan.zoo_reference import REFERENCE_FILE
@@ -54,6 +54,7 @@ PREVIOUS = ScanConfig(
     steps=150,
     batch_size=24,
     kinds=("mask", "perturbation"),
+    untargeted_kinds=("mask", "perturbation"),
     mask_lr=0.1,
     perturbation_lr=0.02,
     untargeted_batch=96,
@@ -99,6 +100,7 @@ def scan_member(
 def _record(result: ScanResult, seconds: float) -> dict[str, Any]:
     """What a zoo table needs of a scan, and every kind's index so that rules can be re-derived
     offline (``benchmarks/probes/scan_calibration.py``)."""
+    groups = untargeted_groups(result.triggers, result.untargeted) if result.untargeted else {}
     return {
         "score": result.suspicion,
         "flagged": result.backdoor_found,
@@ -109,6 +111,7 @@ def _record(result: ScanResult, seconds: float) -> dict[str, Any]:
         "index": result.index,
         "success": {k: [round(float(v), 3) for v in t.success] for k, t in result.triggers.items()},
         "untargeted_index": result.untargeted_index,
+        "untargeted_groups": groups,
     }
 
 
@@ -121,16 +124,83 @@ def cached_scan(
     label: str = "scan",
     data_seed: int | None = None,
 ) -> dict[str, Any]:
-    """The scan of ``member`` with ``config``, computed once per scan setting (one draw)."""
+    """The scan of ``member`` with ``config``, computed once per scan setting (one draw). A draw
+    cached before ``config`` added kinds is extended by synthesizing the new kinds alone: every
+    kind is optimised on its own, from its own seeded generator, so the result is the draw the
+    whole scan would make."""
     path = root / member.name / f"{label}@{config.seed}.json"
-    if path.exists():
-        cached = read_json(path)
+    cached = read_json(path) if path.exists() else None
+    if cached is not None:
         if _synthesis(cached.get("config", {})) == _synthesis(config.to_dict()):
             return cached
+        added = added_kinds(cached.get("config", {}), config)
+        if added is not None:
+            record = {**cached, "config": config.to_dict()}
+            if added.kinds:
+                record = _extended(member, root, cached, added, config, scale, data_seed)
+            write_json(path, record)
+            return record
     result, seconds = scan_member(member, root, config, scale, data_seed=data_seed)
     record = {**_record(result, seconds), "config": config.to_dict()}
     write_json(path, record)
     return record
+
+
+def added_kinds(cached: dict[str, Any], config: ScanConfig) -> ScanConfig | None:
+    """The scan of only the kinds ``config`` adds to a cached draw's settings ``cached``, or
+    None when the two differ in anything else (then the draw is scanned again)."""
+    new = json.loads(json.dumps(config.to_dict()))
+    kinds, untargeted = cached.get("kinds"), cached.get("untargeted_kinds")
+    if kinds is None or untargeted is None:
+        return None
+    if not set(kinds) <= set(config.kinds) or not set(untargeted) <= set(config.untargeted_kinds):
+        return None
+    shared = {k for k in cached if k not in ("kinds", "untargeted_kinds")}
+    if _synthesis({k: cached[k] for k in shared}) != _synthesis({k: new[k] for k in shared}):
+        return None
+    added = tuple(k for k in config.kinds if k not in kinds)
+    flippers = tuple(k for k in config.untargeted_kinds if k not in untargeted)
+    if not set(flippers) <= set(added):
+        return None
+    return replace(config, kinds=added, untargeted_kinds=flippers, confirm_draws=0)
+
+
+def _extended(
+    member: ZooMember,
+    root: Path,
+    cached: dict[str, Any],
+    added: ScanConfig,
+    config: ScanConfig,
+    scale: ZooScale,
+    data_seed: int | None,
+) -> dict[str, Any]:
+    """``cached`` with the kinds of ``added`` synthesized on the same images and merged in (a
+    record written before groups were kept held the pixel kinds' untargeted index only)."""
+    result, seconds = scan_member(member, root, added, scale, data_seed=data_seed)
+    groups = dict(cached.get("untargeted_groups") or {"pixels": cached["untargeted_index"]})
+    if result.untargeted:
+        groups.update(untargeted_groups(result.triggers, result.untargeted))
+    index = {k: (cached["index"] | result.index)[k] for k in config.kinds}
+    success = cached["success"] | {
+        k: [round(float(v), 3) for v in t.success] for k, t in result.triggers.items()
+    }
+    merged = {
+        "index": index,
+        "untargeted_index": max(groups.values()) if groups else None,
+        "untargeted_groups": groups,
+    }
+    decided = _as_result(merged, config)
+    return {
+        **merged,
+        "score": decided.suspicion,
+        "flagged": decided.backdoor_found,
+        "top_class": decided.top_class,
+        "flagged_classes": decided.flagged_classes,
+        "verdict": decided.verdict(),
+        "seconds": round(cached["seconds"] + seconds, 2),
+        "success": success,
+        "config": config.to_dict(),
+    }
 
 
 #: Settings that decide on the synthesized triggers without changing them: a cached scan is
@@ -138,6 +208,7 @@ def cached_scan(
 DECISION_FIELDS = (
     "threshold",
     "warp_threshold",
+    "blend_threshold",
     "untargeted_threshold",
     "margin_threshold",
     "confirm_draws",

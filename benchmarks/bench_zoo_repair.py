@@ -76,16 +76,20 @@ def judged(name: str, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(out_dir: Path) -> dict[str, Any]:
+    """This worker's share of the repairs, then the table of every repair finished so far (the
+    last worker to finish writes all of them; ``partial`` lists the ones still running)."""
     i, n = (int(v) for v in os.environ.get("MODECONN_ZOO_WORKERS", "0/1").split("/"))
     root = _root()
-    rows = []
     for k, name in enumerate(REPAIRED):
         if k % n == i:
-            rows.append(judged(name, repair_member(name, root)))
+            repair_member(name, root)
+    done = [name for name in REPAIRED if run_status(root / name / "repair") == "finished"]
+    rows = [judged(name, read_json(root / name / "repair" / "summary.json")) for name in done]
     return {
         "bonafide": BONAFIDE,
         "asr_limit": ASR_LIMIT,
         "repairs": rows,
+        "partial": [name for name in REPAIRED if name not in done],
         "removed": sum(r["removed"] for r in rows),
         "unverified": sum(not r["verified"] for r in rows),
         "silent_failures": [r["model"] for r in rows if r["silent_failure"]],

@@ -56,8 +56,11 @@ def test_a_class_flagged_in_the_tampered_model_still_counts():
 
 
 def test_a_class_near_the_threshold_in_the_tampered_model_still_counts():
-    tampered = scan([7.0, 60.0, 30.0], [1.8, 5.0, 3.2], [4.2, -0.5, 1.6])  # 0.53 of it
-    assert discount_natural(REPAIRED, [tampered], RULE).flagged_classes == [2]
+    near = scan([7.0, 60.0, 30.0], [1.8, 5.0, 3.2], [4.2, -0.5, 2.2])  # 0.73 of it
+    assert discount_natural(REPAIRED, [near], RULE).flagged_classes == [2]
+    # 0.60 of it, under the second look's band: still a natural class
+    below = scan([7.0, 60.0, 30.0], [1.8, 5.0, 3.2], [4.2, -0.5, 1.8])
+    assert discount_natural(REPAIRED, [below], RULE).natural_classes == [2]
 
 
 def test_a_smaller_trigger_than_in_the_tampered_model_counts():

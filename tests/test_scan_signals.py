@@ -252,3 +252,68 @@ def test_zoo_repair_benchmark_calls_a_verified_repair_with_a_live_backdoor_a_fai
     flagged = judged("m", {**base, "asr": 0.3, "verified": False, "warning": "nothing found"})
     assert not flagged["removed"] and not flagged["silent_failure"]
     assert judged("m", {**base, "asr": 0.3, "verified": True})["silent_failure"]
+
+
+def test_blend_trigger_is_one_opacity_per_class():
+    from modeconn.defenses.scan.kinds import BlendTrigger
+
+    kind = BlendTrigger()
+    x = torch.full((2, 1, 4, 4), 0.5)
+    alpha = torch.tensor([0.0, 0.25]).view(2, 1, 1, 1)
+    trigger = {"mask": alpha, "pattern": torch.ones(2, 1, 4, 4)}
+    stamped = kind.stamp_all(x, trigger)
+    assert stamped.shape == (2, 2, 1, 4, 4)
+    assert torch.allclose(stamped[0], x) and torch.allclose(stamped[1], torch.full_like(x, 0.625))
+    assert kind.size(trigger).tolist() == [0.0, 0.25]
+    assert kind.scaled(trigger, 8.0)["mask"].flatten().tolist() == [0.0, 1.0]
+    assert torch.allclose(kind.image(trigger, 1), torch.ones(1, 4, 4))
+    params = kind.init_params(3, torch.Size((1, 4, 4)), torch.Generator().manual_seed(0), x.device)
+    assert params[0].shape == (3, 1, 1, 1) and params[1].shape == (3, 1, 4, 4)
+
+
+class BlendBackdoor(RowModel):
+    """RowModel whose class 0 also fires on images that correlate with a fixed checkerboard
+    — a dense pattern that a blend at low opacity carries and no small patch does."""
+
+    pattern = (torch.arange(64).view(8, 8) + torch.arange(8).view(8, 1)) % 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x)
+        board = self.pattern.to(x.dtype)
+        contrast = (x[:, 0] * board).mean((1, 2)) - (x[:, 0] * (1 - board)).mean((1, 2))
+        logits[:, 0] = logits[:, 0] + 200.0 * contrast
+        return logits
+
+
+def test_blend_kind_finds_a_blended_backdoor_with_the_smallest_opacity():
+    from modeconn.defenses.scan import synthesize_triggers
+
+    x, y = _images()
+    clean = RowModel(False)
+    model = BlendBackdoor(False)
+    assert (model(x).argmax(1) == y).float().mean() > 0.9
+    config = ScanConfig(steps=80, batch_size=32, blend_lr=0.1)
+    trig = synthesize_triggers(model, x, y, 4, "blend", config)
+    natural = synthesize_triggers(clean, x, y, 4, "blend", config)
+    assert trig.success[0] >= 0.95
+    assert trig.size[0] < 0.5 * trig.size[1:].min()
+    assert trig.size[0] < 0.5 * natural.size[0]
+
+
+def test_zoo_draw_cached_before_a_kind_was_added_is_extended_to_the_whole_scans_draw(tmp_path):
+    bench = pytest.importorskip("benchmarks.bench_scan_zoo")
+    zoo_mod = pytest.importorskip("benchmarks.scan_zoo")
+    member = next(m for m in zoo_mod.quick_members() if m.trigger is not None)
+    zoo_mod.train_member(member, tmp_path, zoo_mod.QUICK)
+    full = ScanConfig(steps=20, kinds=("mask", "blend"), untargeted_kinds=("mask", "blend"))
+    old = replace(full, kinds=("mask",), untargeted_kinds=("mask",))
+    first = bench.cached_scan(member, tmp_path, old, zoo_mod.QUICK)
+    assert bench.added_kinds(first["config"], replace(full, steps=21)) is None
+    extended = bench.cached_scan(member, tmp_path, full, zoo_mod.QUICK)
+    assert extended["index"]["mask"] == first["index"]["mask"]
+    assert set(extended["untargeted_groups"]) == {"pixels", "blend"}
+    whole, _ = bench.scan_member(member, tmp_path, replace(full, confirm_draws=0), zoo_mod.QUICK)
+    assert extended["index"]["blend"] == pytest.approx(whole.index["blend"])
+    assert extended["untargeted_index"] == pytest.approx(whole.untargeted_index)
+    again = bench.cached_scan(member, tmp_path, full, zoo_mod.QUICK)  # read back, not scanned
+    assert again["index"] == extended["index"] and again["seconds"] == extended["seconds"]

@@ -46,7 +46,9 @@ def scan_command(
     ] = _DEFAULTS.batch_size,
     kinds: Annotated[
         str,
-        typer.Option("--kinds", help="Comma-separated trigger kinds: mask, perturbation, warp."),
+        typer.Option(
+            "--kinds", help="Comma-separated trigger kinds: mask, perturbation, blend, warp."
+        ),
     ] = ",".join(_DEFAULTS.kinds),
     threshold: Annotated[
         float, typer.Option("--threshold", help="Anomaly index above which a class is flagged.")
@@ -73,7 +75,7 @@ def scan_command(
 
     kind_list = tuple(k.strip() for k in kinds.split(",") if k.strip())
     if not kind_list:
-        raise ModeconnError("--kinds needs at least one of mask, perturbation, warp")
+        raise ModeconnError("--kinds needs at least one of mask, perturbation, blend, warp")
     config = ScanConfig(
         images=images,
         steps=steps,

@@ -310,11 +310,12 @@ def combine_kinds(index: dict[str, list[float]], config: ScanConfig | None = Non
 
     Each kind's index is first scaled to the common threshold (a warp index of 8 on the warp
     threshold of 8 counts as 3 on the threshold of 3: the geometric kind runs higher on clean
-    models, up to 5.3 on the zoo's calibration part, and warp targets there reach 20–23).
-    Kinds of one group (the pixel kinds: mask
-    and perturbation) are then averaged, since a patch or blend target stands out in both; the
-    groups (pixels, geometry) are maxed, since a warp target stands out in the geometric kind
-    alone and averaging it with the pixel kinds would hide it.
+    models, up to 5.3 on the zoo's calibration part, and warp targets there reach 20–23; the
+    blend kind's threshold is 4.5, its clean models reaching 2.4 there and 3.9 on a held-out
+    ResNet). Kinds of one group (the pixel kinds: mask and perturbation) are then averaged,
+    since a patch or blend target stands out in both; the groups (pixels, blend, geometry) are
+    maxed, since a warp target stands out in the geometric kind alone and averaging it with the
+    pixel kinds would hide it.
 
     >>> combine_kinds({"mask": [4.0, 0.0], "perturbation": [2.0, 1.0], "warp": [0.0, 16.0]})
     [3.0, 6.0]
@@ -331,22 +332,34 @@ def combine_kinds(index: dict[str, list[float]], config: ScanConfig | None = Non
 
 def untargeted_index(targeted: dict[str, TriggerSet], untargeted: dict[str, TriggerSet]) -> float:
     """How much smaller the universal label flipper is than a typical class's trigger: per kind
-    log(median_k size_k / size_untargeted), averaged over the kinds.
+    log(median_k size_k / size_untargeted), averaged over the kinds of a group and maxed over
+    the groups, as the classes' indices are (:func:`combine_kinds`).
 
     Moving every image off its label is never much easier than moving the other classes' images
     to one class, so on a clean model the two sizes are alike; a backdoor whose target depends
     on the label (all-to-all) is a universal label flipper far smaller than any class's trigger.
+    The blend kind is a group of its own: a blended trigger is a small flipper in that kind
+    alone (on the zoo's held-out part it lifted a sine-blend all-to-all lenet from 0.96 to 1.21
+    and a warp ResNet from 0.89 to 1.42, clean models stayed at or below 0.92).
 
     >>> t = {"mask": TriggerSet("mask", torch.tensor([20.0, 30.0, 40.0]), torch.ones(3))}
     >>> u = {"mask": TriggerSet("mask", torch.tensor([3.0]), torch.ones(1), untargeted=True)}
     >>> round(untargeted_index(t, u), 3)
     2.303
     """
-    logs = [
-        math.log(max(float(targeted[kind].size.median()), 1e-12) / max(float(trig.size[0]), 1e-12))
-        for kind, trig in untargeted.items()
-    ]
-    return sum(logs) / len(logs)
+    return max(untargeted_groups(targeted, untargeted).values())
+
+
+def untargeted_groups(
+    targeted: dict[str, TriggerSet], untargeted: dict[str, TriggerSet]
+) -> dict[str, float]:
+    """The untargeted index of each group of kinds (see :func:`untargeted_index`)."""
+    groups: dict[str, list[float]] = {}
+    for kind, trig in untargeted.items():
+        typical = max(float(targeted[kind].size.median()), 1e-12)
+        ratio = math.log(typical / max(float(trig.size[0]), 1e-12))
+        groups.setdefault(KINDS[kind].group, []).append(ratio)
+    return {group: sum(logs) / len(logs) for group, logs in groups.items()}
 
 
 def scan_images(

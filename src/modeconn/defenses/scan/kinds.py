@@ -160,6 +160,36 @@ class PerturbationTrigger(TriggerKind):
         return 0.5 + 0.5 * d / scale
 
 
+class BlendTrigger(MaskTrigger):
+    """A whole image blended in: x' = (1 − α)·x + α·p with one opacity α ∈ [0, 1] per class
+    (a mask that is the same at every pixel) and a pattern p ∈ [0, 1]^{C×H×W}; size α. Finds
+    blended triggers (Chen et al. 2017: random noise, a natural image), which change every pixel
+    a little and in proportion to the image: a mask pays for every pixel, and a universal
+    additive change cannot dim the image as the blend does."""
+
+    name = "blend"
+    description = "blended image (size: opacity α)"
+    group = "blend"
+
+    def settings(self, config: Any) -> tuple[float, float]:
+        return config.blend_lr, config.blend_cost
+
+    def threshold(self, config: Any) -> float:
+        return config.blend_threshold
+
+    def init_params(
+        self, count: int, shape: torch.Size, generator: torch.Generator, device: torch.device
+    ) -> list[torch.Tensor]:
+        c, h, w = shape
+        alpha_logit = torch.full((count, 1, 1, 1), -2.0, device=device)
+        pattern_logit = (torch.rand((count, c, h, w), generator=generator) * 2 - 1).to(device)
+        return [alpha_logit.requires_grad_(), pattern_logit.requires_grad_()]
+
+    def image(self, trigger: Tensors, k: int) -> torch.Tensor:
+        """The blended pattern itself (at α of 0.1 the stamped change would be near black)."""
+        return trigger["pattern"][k]
+
+
 #: Every kind of trigger the scan synthesizes, by name.
 class WarpTrigger(TriggerKind):
     """A smooth geometric warp x' = x sampled at (identity + flow), the flow bicubically
@@ -225,11 +255,11 @@ def _sampling_grid(flow: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 KINDS: dict[str, type[TriggerKind]] = {
-    cls.name: cls for cls in (MaskTrigger, PerturbationTrigger, WarpTrigger)
+    cls.name: cls for cls in (MaskTrigger, PerturbationTrigger, BlendTrigger, WarpTrigger)
 }
 TRIGGER_KINDS = tuple(KINDS)
 #: The kinds a scan synthesizes unless told otherwise.
-DEFAULT_KINDS = ("mask", "perturbation", "warp")
+DEFAULT_KINDS = ("mask", "perturbation", "blend", "warp")
 #: The names of all trigger tensors, in the order files list them.
 TENSOR_NAMES = ("mask", "pattern", "delta", "flow")
 

@@ -15,7 +15,8 @@ compared against.
 A flag is discounted as natural when both hold:
 
 - no tampered model's scan flagged the class, and its evidence there stayed under ``quiet_below``
-  of the threshold (a class the tampered scan nearly flagged might be a missed backdoor);
+  of the threshold, below the band where the scan takes a second look (a class the tampered
+  scan nearly flagged might be a missed backdoor);
 - the repaired model's triggers for the class, averaged over the kinds on a log scale, are at
   least ``ratio`` times the smallest tampered model's (no new shortcut to it); when the margin
   statistic flagged it, its margin is at most the tampered models' largest over ``ratio``.
@@ -38,10 +39,18 @@ class NaturalFeatureRule:
     ``ratio`` 0.8: on the patch and blend pairs at 50 images, the distilled models' class-8
     ("bag") triggers were 1.24× the tampered models' (flagged at index 3.5–4.4, ASR 0.016 and
     0.056); a residual backdoor's trigger is several times smaller than the class's natural one
-    (the demo's target: 7 against 30–70)."""
+    (the demo's target: 7 against 30–70).
+
+    ``quiet_below`` 0.7, the lower edge of the scan's second-look band (``ScanConfig.
+    confirm_band``): evidence the scan would not even look at twice. It was 0.5 until the
+    all-to-all pair at 50 images showed "bag" at 0.60 and 0.50 of the threshold in the two
+    tampered models (their top classes, both under it) and at 1.09 on the distilled candidate with
+    triggers 1.2× the tampered ones; the flag sent the choice to NC-unlearning, whose retuning ASR
+    was 0.59 against distillation's 0.03. A target the tampered scan nearly missed (the held-out
+    blend pair's at 0.90) stays above it."""
 
     ratio: float = 0.8
-    quiet_below: float = 0.5
+    quiet_below: float = 0.7
     enabled: bool = True
 
     def validate(self) -> None:

@@ -44,6 +44,9 @@ class ScanConfig:
     perturbation_lr: float = 0.04
     mask_cost: float = 1e-3
     perturbation_cost: float = 1e-2
+    blend_lr: float = 0.1
+    blend_cost: float = 0.5
+    blend_threshold: float = 4.5
     warp_lr: float = 0.1
     warp_cost: float = 1e-2
     warp_threshold: float = 8.0
@@ -52,7 +55,7 @@ class ScanConfig:
     cost_factor: float = 1.5
     threshold: float = 3.0
     untargeted: bool = True
-    untargeted_kinds: tuple[str, ...] = ("mask", "perturbation")
+    untargeted_kinds: tuple[str, ...] = ("mask", "perturbation", "blend")
     untargeted_batch: int = 48
     untargeted_success: float = 0.9
     untargeted_threshold: float = 1.0
