@@ -97,11 +97,15 @@ class MaskTrigger(TriggerKind):
     def settings(self, config: Any) -> tuple[float, float]:
         return config.mask_lr, config.mask_cost
 
+    def mask_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """The shape of one trigger's mask: one value per pixel."""
+        return (1, height, width)
+
     def init_params(
         self, count: int, shape: torch.Size, generator: torch.Generator, device: torch.device
     ) -> list[torch.Tensor]:
         c, h, w = shape
-        mask_logit = torch.full((count, 1, h, w), -2.0, device=device)
+        mask_logit = torch.full((count, *self.mask_shape(h, w)), -2.0, device=device)
         pattern_logit = (torch.rand((count, c, h, w), generator=generator) * 2 - 1).to(device)
         return [mask_logit.requires_grad_(), pattern_logit.requires_grad_()]
 
@@ -177,13 +181,9 @@ class BlendTrigger(MaskTrigger):
     def threshold(self, config: Any) -> float:
         return config.blend_threshold
 
-    def init_params(
-        self, count: int, shape: torch.Size, generator: torch.Generator, device: torch.device
-    ) -> list[torch.Tensor]:
-        c, h, w = shape
-        alpha_logit = torch.full((count, 1, 1, 1), -2.0, device=device)
-        pattern_logit = (torch.rand((count, c, h, w), generator=generator) * 2 - 1).to(device)
-        return [alpha_logit.requires_grad_(), pattern_logit.requires_grad_()]
+    def mask_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """One opacity for the whole image."""
+        return (1, 1, 1)
 
     def image(self, trigger: Tensors, k: int) -> torch.Tensor:
         """The blended pattern itself (at α of 0.1 the stamped change would be near black)."""
