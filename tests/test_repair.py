@@ -125,6 +125,7 @@ def test_fine_pruning_keeps_pruned_channels_at_zero(digits_backdoor: Path, digit
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # every baseline and a sweep: 7+ min beside another job on 2 cores
 def test_repair_cli_end_to_end(tmp_path: Path, capsys, digits_backdoor: Path):
     out = tmp_path / "repair"
     res = run_cli(
