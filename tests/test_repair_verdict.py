@@ -81,6 +81,17 @@ def test_nothing_found_near_the_threshold_says_a_backdoor_cannot_be_ruled_out():
     assert f"class {near.top_class}" in warning and "cannot be ruled out" in warning
 
 
+def test_classes_unlearnt_as_a_precaution_are_named_in_the_warning_and_summary():
+    blind = result({TAMPERED: scan([]), PATH: scan([]), NC: scan([])})
+    blind.precautions = [8]
+    (warning,) = repair_warnings(blind)
+    assert "nothing was found to unlearn (class 8, near the threshold, was unlearnt" in warning
+    assert "cannot be verified" in warning
+    assert repair_summary(blind, None, 300)["precaution_classes"] == [8]
+    found = result({TAMPERED: scan([0]), PATH: scan([]), NC: scan([])})
+    assert "precaution_classes" not in repair_summary(found, None, 300)
+
+
 def test_every_candidate_flagged_is_a_warning():
     flagged = result({TAMPERED: scan([0]), PATH: scan([0]), NC: scan([0])})
     (warning,) = repair_warnings(flagged)

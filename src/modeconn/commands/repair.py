@@ -185,6 +185,8 @@ def repair_summary(
     if tampered_scan is not None:
         summary["tampered_flagged_classes"] = list(tampered_scan.flagged_classes)
         summary["tampered_backdoor_found"] = tampered_scan.backdoor_found
+    if result.precautions:
+        summary["precaution_classes"] = list(result.precautions)
         uncertainty = scan_uncertainty(tampered_scan, scan_config, dataset)
         summary.update({f"tampered_{k}": v for k, v in uncertainty.items()})
     repaired_scan = result.scans[chosen.name]

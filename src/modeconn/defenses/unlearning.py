@@ -25,7 +25,14 @@ Which classes' triggers are stamped follows the scan's verdict:
   too but cost 4.4 points (0.865 / 0.032); adding that share to the flippers still cost 2.2
   (0.872 / 0.004), and on a warp model (whose target the scan misses) 1.2 for little gain
   (0.865 / 0.032 against 0.877 / 0.042). ``uniform_rate`` is used only for scans made without
-  untargeted triggers (``ScanConfig(untargeted=False)``).
+  untargeted triggers (``ScanConfig(untargeted=False)``);
+- no class flagged at all: the *precaution* classes (:func:`precaution_classes`), whose
+  evidence came within ``precaution_evidence`` (0.7) of the threshold, take the flagged classes'
+  place. A class just under the threshold is the usual way a real target is missed: two held-out
+  zoo backdoors sat at 0.99 of it (patch-lenet-23 on class 8, blend-lenet-22 on class 0, both the
+  true target) and their repairs, unlearning the flippers alone, kept ASR 0.180 and 0.087. No
+  clean zoo model came above 0.89, so on a clean model this stamps at most one class that carries
+  no backdoor, which costs little; the repair still says it could not verify the result.
 
 The same loader transform serves a single model (the NC-unlearning baseline) and a curve
 (unlearning along the path): both go through the one training loop.
@@ -56,6 +63,7 @@ class UnlearningConfig:
     untargeted_rate: float = 0.3
     confident_index: float = 4.0
     confident_ratio: float = 2.0
+    precaution_evidence: float = 0.7
     strength: float = 2.0
     epochs: int = 20
     lr: float = 0.01
@@ -107,13 +115,36 @@ def confident(scans: Sequence[ScanResult], config: UnlearningConfig) -> bool:
     return bool(confident_classes(scans, config))
 
 
+def precaution_classes(scans: Sequence[ScanResult], config: UnlearningConfig) -> list[int]:
+    """When no scan flags a class: the classes whose evidence (relative to the threshold, see
+    :attr:`ScanResult.class_evidence`) reached ``precaution_evidence`` in some scan, skipping
+    classes discounted as natural; else none. See the module doc for why.
+
+    >>> from modeconn.defenses.scan import ScanResult
+    >>> near = ScanResult({}, {}, [2.97, 0.5, 2.0], [], 3.0)
+    >>> precaution_classes([near], UnlearningConfig())
+    [0]
+    """
+    if any(scan.flagged_classes for scan in scans):
+        return []
+    return sorted(
+        {
+            k
+            for scan in scans
+            for k, evidence in enumerate(scan.class_evidence)
+            if evidence >= config.precaution_evidence and k not in scan.natural_classes
+        }
+    )
+
+
 def unlearning_classes(scans: Sequence[ScanResult], config: UnlearningConfig) -> list[int] | None:
     """The classes whose triggers are stamped on the ``rate`` share: the confident classes when
-    there are any, else the union of the flagged ones, else None (every class)."""
+    there are any, else the union of the flagged ones, else the precaution classes, else None
+    (every class)."""
     flagged = confident_classes(scans, config) or sorted(
         {k for scan in scans for k in scan.flagged_classes}
     )
-    return flagged or None
+    return flagged or precaution_classes(scans, config) or None
 
 
 def unlearning_transform(
@@ -192,6 +223,7 @@ __all__ = [
     "UnlearningConfig",
     "confident",
     "confident_classes",
+    "precaution_classes",
     "unlearn",
     "unlearning_classes",
     "unlearning_loader",

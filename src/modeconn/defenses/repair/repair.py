@@ -17,6 +17,7 @@ from modeconn.defenses.repair.results import (
     Candidate,
     RepairResult,
 )
+from modeconn.defenses.unlearning import precaution_classes
 from modeconn.errors import ModeconnError
 
 
@@ -153,4 +154,5 @@ class Repair(RepairContext):
             noisy_rows=noisy_rows,
             timings=dict(self.timings),
             depth=dict(self.depth),
+            precautions=precaution_classes(self.endpoint_scans(), self.config.unlearning),
         )

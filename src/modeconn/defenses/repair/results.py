@@ -72,7 +72,9 @@ class Built:
 class RepairResult:
     """What a repair produced: the chosen model, every candidate and baseline with its figures,
     the scans behind the choice, the path (when one was trained), the step timings and, per row,
-    its backdoor-connected path (``depth``: :mod:`.depth`'s table; backdoors only)."""
+    its backdoor-connected path (``depth``: :mod:`.depth`'s table; backdoors only) and the classes
+    unlearnt as a precaution when the scan flagged none (``precautions``: see
+    :func:`~modeconn.defenses.unlearning.precaution_classes`)."""
 
     chosen: Candidate
     chosen_model: nn.Module
@@ -86,6 +88,7 @@ class RepairResult:
     noisy_rows: list[dict[str, float]]
     timings: dict[str, float]
     depth: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    precautions: list[int] = field(default_factory=list)
 
     @property
     def table(self) -> list[Candidate]:

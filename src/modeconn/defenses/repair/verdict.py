@@ -36,9 +36,20 @@ def nothing_found_warning(result: RepairResult) -> str | None:
         return None
     models = "either tampered model" if len(scans) > 1 else "the tampered model"
     return (
-        f"The scan found no backdoor in {models}, so nothing was found to unlearn "
+        f"The scan found no backdoor in {models}, {_unlearnt(result.precautions)} "
         "and the result cannot be verified without the trigger; do not take the returned model "
         "as repaired." + _near_threshold(scans)
+    )
+
+
+def _unlearnt(precautions: list[int]) -> str:
+    """What was unlearnt when the scan found nothing: nothing, or the near-threshold classes."""
+    if not precautions:
+        return "so nothing was found to unlearn"
+    classes = ", ".join(str(k) for k in precautions)
+    return (
+        f"so nothing was found to unlearn (class {classes}, near the threshold, was unlearnt "
+        "as a precaution)"
     )
 
 
