@@ -252,6 +252,8 @@ def test_zoo_repair_benchmark_calls_a_verified_repair_with_a_live_backdoor_a_fai
     flagged = judged("m", {**base, "asr": 0.3, "verified": False, "warning": "nothing found"})
     assert not flagged["removed"] and not flagged["silent_failure"]
     assert judged("m", {**base, "asr": 0.3, "verified": True})["silent_failure"]
+    near = judged("m", {**base, "asr": 0.01, "verified": False, "precaution_classes": [8]})
+    assert near["precaution_classes"] == [8] and flagged["precaution_classes"] == []
 
 
 def test_blend_trigger_is_one_opacity_per_class():
