@@ -330,17 +330,25 @@ def test_unlearning_follows_the_confidence_of_the_verdict():
     assert flagged.untargeted_rate == cfg.untargeted_rate
     sure = unlearning_transform([with_flipper([9.0, 0, 0, 0], [0])], cfg)
     assert sure.classes == [0] and sure.untargeted_rate == 0.0
-    # Nothing flagged, but a class within 0.7 of the threshold (2.4 of 3): its trigger is
+
+    # Nothing found, but a class within 0.7 of the threshold (2.4 of 3): its trigger is
     # stamped as a precaution beside the flippers; one under 0.7 (2.0) is not, nor a class
-    # discounted as natural, nor any near class once some class is flagged.
-    near = unlearning_transform([with_flipper([2.4, 0, 2.0, 0], [])], cfg)
+    # discounted as natural, nor any near class once the scans found a backdoor (a flagged
+    # class or a label flipper).
+    def quiet_flipper(index: list[float]) -> ScanResult:
+        scan = with_flipper(index, [])
+        scan.untargeted_index = 0.2
+        return scan
+
+    near = unlearning_transform([quiet_flipper([2.4, 0, 2.0, 0])], cfg)
     assert near.classes == [0] and near.rate == cfg.rate
     assert near.untargeted_rate == cfg.untargeted_rate
-    natural = with_flipper([2.4, 0, 2.0, 0], [])
+    natural = quiet_flipper([2.4, 0, 2.0, 0])
     natural.natural_classes = [0]
     assert unlearning_transform([natural], cfg).rate == 0.0
-    beside = [with_flipper([2.4, 0, 0, 0], []), with_flipper([0, 0, 0, 3.3], [3])]
+    beside = [quiet_flipper([2.4, 0, 0, 0]), with_flipper([0, 0, 0, 3.3], [3])]
     assert unlearning_transform(beside, cfg).classes == [3]
+    assert unlearning_transform([with_flipper([2.4, 0, 0, 0], [])], cfg).rate == 0.0
 
 
 def test_trigger_figure_shows_the_untargeted_flipper_framed_when_it_is_a_finding(

@@ -26,13 +26,16 @@ Which classes' triggers are stamped follows the scan's verdict:
   (0.872 / 0.004), and on a warp model (whose target the scan misses) 1.2 for little gain
   (0.865 / 0.032 against 0.877 / 0.042). ``uniform_rate`` is used only for scans made without
   untargeted triggers (``ScanConfig(untargeted=False)``);
-- no class flagged at all: the *precaution* classes (:func:`precaution_classes`), whose
-  evidence came within ``precaution_evidence`` (0.7) of the threshold, take the flagged classes'
-  place. A class just under the threshold is the usual way a real target is missed: two held-out
-  zoo backdoors sat at 0.99 of it (patch-lenet-23 on class 8, blend-lenet-22 on class 0, both the
-  true target) and their repairs, unlearning the flippers alone, kept ASR 0.180 and 0.087. No
-  clean zoo model came above 0.89, so on a clean model this stamps at most one class that carries
-  no backdoor, which costs little; the repair still says it could not verify the result.
+- nothing found (no class flagged, no label flipper): the *precaution* classes
+  (:func:`precaution_classes`), whose evidence came within ``precaution_evidence`` (0.7) of the
+  threshold, take the flagged classes' place. A class just under the threshold is the usual way a
+  real target is missed: two held-out zoo backdoors sat at 0.99 of it (patch-lenet-23 on class 8,
+  blend-lenet-22 on class 0, both the true target) and their repairs, unlearning the flippers
+  alone, kept ASR 0.180 and 0.087; with the precaution 0.004 and 0.027. No clean zoo model came
+  above 0.89, so on a clean model this stamps at most one class that carries no backdoor; the
+  repair still says it could not verify the result. Once a label flipper is found the flippers
+  are the finding, and a near class there is mostly "bag": on the all-to-all pair at 2,500
+  images stamping class 8 as well took the returned model's retuning ASR from 0.025 to 0.080.
 
 The same loader transform serves a single model (the NC-unlearning baseline) and a curve
 (unlearning along the path): both go through the one training loop.
@@ -116,16 +119,17 @@ def confident(scans: Sequence[ScanResult], config: UnlearningConfig) -> bool:
 
 
 def precaution_classes(scans: Sequence[ScanResult], config: UnlearningConfig) -> list[int]:
-    """When no scan flags a class: the classes whose evidence (relative to the threshold, see
-    :attr:`ScanResult.class_evidence`) reached ``precaution_evidence`` in some scan, skipping
-    classes discounted as natural; else none. See the module doc for why.
+    """When no scan finds a backdoor (no flagged class, no label flipper): the classes whose
+    evidence (relative to the threshold, see :attr:`ScanResult.class_evidence`) reached
+    ``precaution_evidence`` in some scan, skipping classes discounted as natural; else none.
+    See the module doc for why.
 
     >>> from modeconn.defenses.scan import ScanResult
     >>> near = ScanResult({}, {}, [2.97, 0.5, 2.0], [], 3.0)
     >>> precaution_classes([near], UnlearningConfig())
     [0]
     """
-    if any(scan.flagged_classes for scan in scans):
+    if any(scan.backdoor_found for scan in scans):
         return []
     return sorted(
         {
