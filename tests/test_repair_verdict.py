@@ -92,6 +92,15 @@ def test_classes_unlearnt_as_a_precaution_are_named_in_the_warning_and_summary()
     assert "precaution_classes" not in repair_summary(found, None, 300)
 
 
+def test_summary_carries_the_zoo_uncertainty_of_the_tampered_scan_with_or_without_precaution():
+    for precautions in ([], [8]):
+        blind = result({TAMPERED: scan([]), PATH: scan([]), NC: scan([])})
+        blind.precautions = precautions
+        summary = repair_summary(blind, None, 300, dataset="fashion-mnist")
+        assert 0.0 < summary["tampered_zoo_clean_share"] <= 1.0
+        assert "tampered_zoo_miss_rate" in summary
+
+
 def test_every_candidate_flagged_is_a_warning():
     flagged = result({TAMPERED: scan([0]), PATH: scan([0]), NC: scan([0])})
     (warning,) = repair_warnings(flagged)

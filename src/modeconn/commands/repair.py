@@ -185,10 +185,10 @@ def repair_summary(
     if tampered_scan is not None:
         summary["tampered_flagged_classes"] = list(tampered_scan.flagged_classes)
         summary["tampered_backdoor_found"] = tampered_scan.backdoor_found
-    if result.precautions:
-        summary["precaution_classes"] = list(result.precautions)
         uncertainty = scan_uncertainty(tampered_scan, scan_config, dataset)
         summary.update({f"tampered_{k}": v for k, v in uncertainty.items()})
+    if result.precautions:
+        summary["precaution_classes"] = list(result.precautions)
     repaired_scan = result.scans[chosen.name]
     summary["repaired_flagged_classes"] = list(repaired_scan.flagged_classes)
     summary["repaired_backdoor_found"] = repaired_scan.backdoor_found

@@ -73,7 +73,7 @@ class RepairResult:
     """What a repair produced: the chosen model, every candidate and baseline with its figures,
     the scans behind the choice, the path (when one was trained), the step timings and, per row,
     its backdoor-connected path (``depth``: :mod:`.depth`'s table; backdoors only) and the classes
-    unlearnt as a precaution when the scan flagged none (``precautions``: see
+    unlearnt as a precaution when the scans found nothing (``precautions``: see
     :func:`~modeconn.defenses.unlearning.precaution_classes`)."""
 
     chosen: Candidate
