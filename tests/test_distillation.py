@@ -46,6 +46,30 @@ def test_the_student_is_taught_the_teachers_answer_on_the_clean_image():
     assert DistillationConfig(min_steps=300).passes(20, 250, 128) == 8  # 8 passes: 16 steps
 
 
+def test_two_teachers_teach_their_averaged_answer_and_stay_frozen_copies():
+    torch.manual_seed(1)
+    first, second = nn.Linear(5, 3), nn.Linear(5, 3)
+    x = torch.randn(8, 5)
+    objective = DistillationUnlearning([first, second], lambda a, b: (a, b), temperature=2.0)
+    mean = (torch.softmax(first(x) / 2, 1) + torch.softmax(second(x) / 2, 1)) / 2
+    assert torch.allclose(objective.answer(x), mean)
+    assert torch.allclose(objective.answer(x).sum(1), torch.ones(8))
+    assert all(not p.requires_grad for t in objective.teachers for p in t.parameters())
+    assert DistillationUnlearning(first, lambda a, b: (a, b)).teachers == [first]
+    assert DistillationConfig().teachers == "tampered"
+    with pytest.raises(ValueError, match="teachers"):
+        DistillationConfig(teachers="everyone").validate()
+
+
+def test_steps_per_epoch_need_the_fewest_passes_that_reach_them():
+    # 2,000 images in batches of 128 make 16 steps per pass, the last one partial: one pass
+    # gives the 16 steps that 320 steps over 20 epochs need (two passes made 640)
+    assert DistillationConfig(min_steps=320).passes(20, 2000, 128) == 1
+    assert DistillationConfig(min_steps=340).passes(20, 2000, 128) == 2
+    assert DistillationConfig(min_steps=20).passes(20, 50, 128) == 1
+    assert DistillationConfig(min_steps=0).passes(20, 50, 128) == 1
+
+
 @pytest.mark.slow
 def test_repair_method_distill_builds_the_distilled_candidate(tmp_path: Path, digits_backdoor):
     from modeconn.commands.repair import run_repair

@@ -31,7 +31,11 @@ from torch import nn
 from modeconn.data.mixing import MIXES, mix_batch
 from modeconn.defenses.scan import ScanResult
 from modeconn.defenses.unlearning import UnlearningConfig, unlearning_classes, unlearning_transform
+from modeconn.layout import wants_channels_last
 from modeconn.training import Objective
+
+#: Who teaches: the tampered model A alone, or A and B (their answers averaged) when two are given.
+TEACHERS = ("tampered", "both")
 
 
 @dataclass(frozen=True)
@@ -61,24 +65,33 @@ class DistillationConfig:
     mix_alpha: float = 1.0
     strength: float = 1.0
     auto_below: int | None = None
+    teachers: str = "tampered"
 
     def passes(self, epochs: int, images: int, batch_size: int) -> int:
         """How many passes over ``images`` one epoch makes so that ``epochs`` epochs take at
         least ``min_steps`` steps in batches of ``min(batch_size, images)``: 1,000 steps over
         50 images as 1,000 one-step epochs spent a third of their time on per-epoch work (the
-        resumable state written after each).
+        resumable state written after each). The passes are shuffled together and the last
+        batch may be partial, so ``p`` passes make ``ceil(p·images/batch)`` steps: the fewest
+        ``p`` that reach the steps an epoch needs.
 
         >>> cfg = DistillationConfig()
         >>> cfg.passes(20, 50, 128), cfg.passes(20, 250, 128), cfg.passes(20, 2000, 128)
         (50, 26, 4)
+        >>> DistillationConfig(min_steps=320).passes(20, 2000, 128)  # 16 batches of 2,000
+        1
         """
         batch = max(1, min(batch_size, images))
         steps_per_epoch = math.ceil(self.min_steps / max(epochs, 1))
-        return max(1, math.ceil(steps_per_epoch * batch / max(images, 1)))
+        if steps_per_epoch <= 1:
+            return 1
+        return (steps_per_epoch - 1) * batch // max(images, 1) + 1
 
     def validate(self) -> None:
         if self.mix not in MIXES or self.mix_alpha <= 0:
             raise ValueError(f"distillation mix must be one of {MIXES} with alpha > 0")
+        if self.teachers not in TEACHERS:
+            raise ValueError(f"distillation teachers must be one of {TEACHERS}")
         if self.auto_below is not None and self.auto_below < 0:
             raise ValueError(f"distillation auto_below must be ≥ 0, got {self.auto_below}")
         if self.strength <= 0:
@@ -99,7 +112,7 @@ class DistillationUnlearning(Objective):
 
     def __init__(
         self,
-        teacher: nn.Module,
+        teacher: nn.Module | Sequence[nn.Module],
         stamp,
         temperature: float = 4.0,
         ce: float = 0.2,
@@ -110,9 +123,14 @@ class DistillationUnlearning(Objective):
     ) -> None:
         if temperature <= 0 or ce < 0:
             raise ValueError(f"need temperature > 0 and ce ≥ 0, got {temperature} and {ce}")
-        self.teacher = teacher.eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teachers = [teacher] if isinstance(teacher, nn.Module) else list(teacher)
+        for model in self.teachers:
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            if wants_channels_last(model, next(model.parameters(), torch.empty(0)).device):
+                # a frozen private copy, never saved: its answers run in the faster layout
+                model.to(memory_format=torch.channels_last)
         self.stamp = stamp
         self.temperature = temperature
         self.ce = ce
@@ -131,7 +149,7 @@ class DistillationUnlearning(Objective):
         images; the hard-label term is weighted by each label's share of the mix."""
         t = self.temperature
         with torch.no_grad():
-            clean = F.softmax(self.teacher(x) / t, dim=1)
+            clean = self.answer(x)
         x, partner, lam = mix_batch(x, self.mix, self.mix_alpha, self.generator)
         soft = self.targets(x, lam * clean + (1 - lam) * clean[partner])
         stamped, _ = self.stamp(x.clone(), y)
@@ -139,6 +157,13 @@ class DistillationUnlearning(Objective):
         kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean")
         hard = lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[partner])
         return kd * t * t + self.ce * hard, logits
+
+    @torch.no_grad()
+    def answer(self, x: torch.Tensor) -> torch.Tensor:
+        """The teachers' softened answer on ``x``: their probabilities at temperature T,
+        averaged (one teacher: its own)."""
+        probs = [F.softmax(teacher(x) / self.temperature, dim=1) for teacher in self.teachers]
+        return torch.stack(probs).mean(0)
 
     @torch.no_grad()
     def targets(self, mixed: torch.Tensor, label_mix: torch.Tensor) -> torch.Tensor:
@@ -155,7 +180,7 @@ class DistillationUnlearning(Objective):
         """
         if self.mix == "none":
             return label_mix
-        answer = F.softmax(self.teacher(mixed) / self.temperature, dim=1)
+        answer = self.answer(mixed)
         named = answer.argmax(1)
         odd = named != label_mix.argmax(1)
         if self.guarded.numel():
@@ -164,18 +189,20 @@ class DistillationUnlearning(Objective):
 
 
 def distillation_objective(
-    teacher: nn.Module,
+    teacher: nn.Module | Sequence[nn.Module],
     scans: Sequence[ScanResult],
     unlearning: UnlearningConfig,
     config: DistillationConfig,
     seed: int,
 ) -> DistillationUnlearning:
-    """The objective of :class:`DistillationConfig` ``config`` for a frozen copy of ``teacher``:
-    the scans' triggers stamped by the unlearning rule at ``config.strength``, the classes that
-    rule stamps guarded on mixed images."""
+    """The objective of :class:`DistillationConfig` ``config`` for frozen copies of ``teacher``
+    (one model, or several whose answers are averaged): the scans' triggers stamped by the
+    unlearning rule at ``config.strength``, the classes that rule stamps guarded on mixed
+    images."""
     stamping = replace(unlearning, strength=config.strength)
+    teachers = [teacher] if isinstance(teacher, nn.Module) else list(teacher)
     return DistillationUnlearning(
-        copy.deepcopy(teacher),
+        [copy.deepcopy(t) for t in teachers],
         unlearning_transform(scans, stamping),
         config.temperature,
         config.ce,

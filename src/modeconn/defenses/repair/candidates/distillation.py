@@ -50,8 +50,11 @@ class DistillationCandidate:
             device=context.device,
             passes=passes,
         )
+        teachers = [tampered]
+        if config.teachers == "both" and context.second is not None:
+            teachers.append(context.second.model)
         objective = distillation_objective(
-            tampered, context.endpoint_scans(), unlearning, config, train.seed
+            teachers, context.endpoint_scans(), unlearning, config, train.seed
         )
         model = fine_tune(
             tampered,
