@@ -61,6 +61,16 @@ def test_two_teachers_teach_their_averaged_answer_and_stay_frozen_copies():
         DistillationConfig(teachers="everyone").validate()
 
 
+def test_students_are_averaged_below_the_bound_only():
+    config = DistillationConfig()
+    assert [config.student_count(n) for n in (50, 999, 1000, 2000)] == [2, 2, 1, 1]
+    assert DistillationConfig(students_below=None).student_count(10_000) == 2
+    assert DistillationConfig(students=1).student_count(50) == 1
+    for bad in (dict(students=0), dict(students_below=-1)):
+        with pytest.raises(ValueError, match="students"):
+            DistillationConfig(**bad).validate()
+
+
 def test_steps_per_epoch_need_the_fewest_passes_that_reach_them():
     # 2,000 images in batches of 128 make 16 steps per pass, the last one partial: one pass
     # gives the 16 steps that 320 steps over 20 epochs need (two passes made 640)
@@ -81,7 +91,12 @@ def test_repair_method_distill_builds_the_distilled_candidate(tmp_path: Path, di
     assert summary["method"] == "distillation unlearning"
     assert summary["distillation_unlearning_asr"] == summary["asr"] < 0.5 * summary["tampered_asr"]
     assert summary["clean_acc"] > summary["tampered_clean_acc"] - 0.1
-    assert {p.name for p in (tmp_path / "r" / "stages").iterdir()} == {"unlearn_distill"}
+    # 240 bonafide training images: two students (seeds 0 and 1), averaged
+    assert {p.name for p in (tmp_path / "r" / "stages").iterdir()} == {
+        "unlearn_distill",
+        "unlearn_distill_2",
+    }
+    assert "the weight average of 2 students" in (tmp_path / "r" / "comparison.md").read_text()
 
 
 def test_auto_builds_distillation_at_every_budget_unless_bounded():

@@ -387,7 +387,8 @@ def test_interrupted_repair_resumes_to_the_uninterrupted_result(
         "unlearn_a",
         "unlearn_b",
         "curve",
-        "unlearn_distill",  # auto builds it below 1,000 bonafide images
+        "unlearn_distill",  # auto builds it at every budget; below 1,000 bonafide images
+        "unlearn_distill_2",  # two students, averaged
         "fine_tuning",
         "from_scratch",
         "fine_pruning",

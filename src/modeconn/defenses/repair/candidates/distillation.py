@@ -7,6 +7,9 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, ClassVar
 
+from torch import nn
+
+from modeconn.connectivity.averaging import average_models
 from modeconn.defenses.baselines import fine_tune
 from modeconn.defenses.distillation import distillation_objective
 from modeconn.defenses.repair.context import RepairContext
@@ -34,14 +37,43 @@ class DistillationCandidate:
         return below is None or images < below
 
     def build(self, context: RepairContext) -> Built:
+        config, epochs = context.config.distill, context.config.unlearning.epochs
+        images = len(context.data.indices("bonafide"))
+        count, seed = config.student_count(images), context.config.seed
+        students = [self.student(context, seed + j, j) for j in range(count)]
+        teacher = "itself and B" if len(self.teachers(context)) > 1 else "itself"
+        passes = config.passes(epochs, images, self.batch(context))
+        detail = (
+            f"A distilled from {teacher}, T = {config.temperature:g}, {config.mix}, "
+            f"{epochs} epochs of {passes} passes"
+        )
+        if count == 1:
+            return Built(students[0], detail)
+        bn = context.data.eval_loader("bonafide", device=context.device)
+        average = average_models(students, bn, context.device)
+        return Built(average, f"{detail}; the weight average of {count} students")
+
+    @staticmethod
+    def batch(context: RepairContext) -> int:
+        images = len(context.data.indices("bonafide"))
+        return max(1, min(context.config.unlearning.batch_size, images))
+
+    @staticmethod
+    def teachers(context: RepairContext) -> list[nn.Module]:
+        """A, and B too when ``teachers`` is "both" and a second model was given."""
+        teachers = [context.tampered.model]
+        if context.config.distill.teachers == "both" and context.second is not None:
+            teachers.append(context.second.model)
+        return teachers
+
+    def student(self, context: RepairContext, seed: int, index: int) -> nn.Module:
+        """One student: A fine-tuned on the distillation objective with ``seed`` (its batches,
+        mixes and stamps); the first student's stage is ``unlearn_distill``, the others'
+        ``unlearn_distill_2``, …"""
         config, unlearning = context.config.distill, context.config.unlearning
-        tampered = context.tampered.model
         images = len(context.data.indices("bonafide"))
         passes = config.passes(unlearning.epochs, images, unlearning.batch_size)
-        train = dataclasses.replace(
-            unlearning.train_config(context.config.seed),
-            batch_size=max(1, min(unlearning.batch_size, images)),
-        )
+        train = dataclasses.replace(unlearning.train_config(seed), batch_size=self.batch(context))
         loader = context.data.train_loader(
             train.batch_size,
             split="bonafide",
@@ -50,21 +82,17 @@ class DistillationCandidate:
             device=context.device,
             passes=passes,
         )
-        teachers = [tampered]
-        if config.teachers == "both" and context.second is not None:
-            teachers.append(context.second.model)
         objective = distillation_objective(
-            teachers, context.endpoint_scans(), unlearning, config, train.seed
+            self.teachers(context), context.endpoint_scans(), unlearning, config, train.seed
         )
-        model = fine_tune(
-            tampered,
+        stage = "unlearn_distill" if index == 0 else f"unlearn_distill_{index + 1}"
+        return fine_tune(
+            context.tampered.model,
             loader,
             train,
             device=context.device,
             progress=context.progress,
             objective=objective,
             description="distillation unlearning",
-            run=context.stage("unlearn_distill", train),
+            run=context.stage(stage, train),
         )
-        detail = f"A distilled from itself, T = {config.temperature:g}, {config.mix}"
-        return Built(model, f"{detail}, {train.epochs} epochs of {passes} passes")
