@@ -92,6 +92,40 @@ def test_classes_unlearnt_as_a_precaution_are_named_in_the_warning_and_summary()
     assert "precaution_classes" not in repair_summary(found, None, 300)
 
 
+def test_a_near_class_beside_a_found_flipper_is_named_and_not_verified():
+    flipper = scan([], untargeted=1.7)
+    flipper.anomaly_index[0] = 2.5  # class 0 at 0.83 of the threshold
+    near = result({TAMPERED: flipper, PATH: scan([]), NC: scan([])})
+    near.near_beside_flipper = [0]
+    (warning,) = repair_warnings(near)
+    assert "label flipper and flagged no class" in warning and "class 0 at 0.83" in warning
+    assert "cannot be verified" in warning
+    summary = repair_summary(near, None, 300)
+    assert summary["verified"] is False and summary["near_classes_not_unlearnt"] == [0]
+    plain = result({TAMPERED: scan([], untargeted=1.7), PATH: scan([]), NC: scan([])})
+    assert repair_warnings(plain) == [] and "near_classes_not_unlearnt" not in repair_summary(
+        plain, None, 300
+    )
+
+
+def test_near_classes_beside_a_flipper_follow_the_scans():
+    from modeconn.defenses.unlearning import UnlearningConfig, near_classes_beside_flipper
+
+    config = UnlearningConfig()
+    flipper = scan([], untargeted=1.7)
+    flipper.anomaly_index[3] = 2.2  # 0.73 of the threshold: near
+    flipper.anomaly_index[4] = 2.0  # 0.67: not
+    assert near_classes_beside_flipper([flipper], config) == [3]
+    flipper.natural_classes = [3]
+    assert near_classes_beside_flipper([flipper], config) == []
+    flagged = scan([0], untargeted=1.7)
+    flagged.anomaly_index[3] = 2.2
+    assert near_classes_beside_flipper([flagged], config) == []  # a class was found
+    no_flipper = scan([])
+    no_flipper.anomaly_index[3] = 2.2
+    assert near_classes_beside_flipper([no_flipper], config) == []  # the precaution's case
+
+
 def test_summary_carries_the_zoo_uncertainty_of_the_tampered_scan_with_or_without_precaution():
     for precautions in ([], [8]):
         blind = result({TAMPERED: scan([]), PATH: scan([]), NC: scan([])})

@@ -189,6 +189,8 @@ def repair_summary(
         summary.update({f"tampered_{k}": v for k, v in uncertainty.items()})
     if result.precautions:
         summary["precaution_classes"] = list(result.precautions)
+    if result.near_beside_flipper:
+        summary["near_classes_not_unlearnt"] = list(result.near_beside_flipper)
     repaired_scan = result.scans[chosen.name]
     summary["repaired_flagged_classes"] = list(repaired_scan.flagged_classes)
     summary["repaired_backdoor_found"] = repaired_scan.backdoor_found

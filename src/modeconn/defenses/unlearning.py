@@ -36,6 +36,9 @@ Which classes' triggers are stamped follows the scan's verdict:
   repair still says it could not verify the result. Once a label flipper is found the flippers
   are the finding, and a near class there is mostly "bag": on the all-to-all pair at 2,500
   images stamping class 8 as well took the returned model's retuning ASR from 0.025 to 0.080.
+  Such a near class is not stamped but it is reported (:func:`near_classes_beside_flipper`):
+  a held-out warp ResNet gave a label flipper and its true target at 0.83, and its repair kept
+  ASR 0.098; the repair then says it could not verify the result.
 
 The same loader transform serves a single model (the NC-unlearning baseline) and a curve
 (unlearning along the path): both go through the one training loop.
@@ -118,6 +121,38 @@ def confident(scans: Sequence[ScanResult], config: UnlearningConfig) -> bool:
     return bool(confident_classes(scans, config))
 
 
+def near_classes(scans: Sequence[ScanResult], config: UnlearningConfig) -> list[int]:
+    """The classes no scan flags whose evidence reached ``precaution_evidence`` of the threshold
+    in some scan (where they were not discounted as natural).
+
+    >>> from modeconn.defenses.scan import ScanResult
+    >>> near_classes([ScanResult({}, {}, [2.97, 0.5, 2.0], [], 3.0)], UnlearningConfig())
+    [0]
+    """
+    flagged = {k for scan in scans for k in scan.flagged_classes}
+    return sorted(
+        {
+            k
+            for scan in scans
+            for k, evidence in enumerate(scan.class_evidence)
+            if evidence >= config.precaution_evidence
+            and k not in scan.natural_classes
+            and k not in flagged
+        }
+    )
+
+
+def near_classes_beside_flipper(scans: Sequence[ScanResult], config: UnlearningConfig) -> list[int]:
+    """When the scans found a label flipper and flagged no class: the :func:`near_classes`,
+    which are not unlearnt (see the module doc) and may be a missed all-to-one target; else
+    none."""
+    if any(scan.flagged_classes for scan in scans):
+        return []
+    if not any(scan.untargeted_flagged for scan in scans):
+        return []
+    return near_classes(scans, config)
+
+
 def precaution_classes(scans: Sequence[ScanResult], config: UnlearningConfig) -> list[int]:
     """When no scan finds a backdoor (no flagged class, no label flipper): the classes whose
     evidence (relative to the threshold, see :attr:`ScanResult.class_evidence`) reached
@@ -131,14 +166,7 @@ def precaution_classes(scans: Sequence[ScanResult], config: UnlearningConfig) ->
     """
     if any(scan.backdoor_found for scan in scans):
         return []
-    return sorted(
-        {
-            k
-            for scan in scans
-            for k, evidence in enumerate(scan.class_evidence)
-            if evidence >= config.precaution_evidence and k not in scan.natural_classes
-        }
-    )
+    return near_classes(scans, config)
 
 
 def unlearning_classes(scans: Sequence[ScanResult], config: UnlearningConfig) -> list[int] | None:
@@ -227,6 +255,8 @@ __all__ = [
     "UnlearningConfig",
     "confident",
     "confident_classes",
+    "near_classes",
+    "near_classes_beside_flipper",
     "precaution_classes",
     "unlearn",
     "unlearning_classes",

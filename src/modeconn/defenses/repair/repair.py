@@ -17,7 +17,7 @@ from modeconn.defenses.repair.results import (
     Candidate,
     RepairResult,
 )
-from modeconn.defenses.unlearning import precaution_classes
+from modeconn.defenses.unlearning import near_classes_beside_flipper, precaution_classes
 from modeconn.errors import ModeconnError
 
 
@@ -155,4 +155,7 @@ class Repair(RepairContext):
             timings=dict(self.timings),
             depth=dict(self.depth),
             precautions=precaution_classes(self.endpoint_scans(), self.config.unlearning),
+            near_beside_flipper=near_classes_beside_flipper(
+                self.endpoint_scans(), self.config.unlearning
+            ),
         )

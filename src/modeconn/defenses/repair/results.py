@@ -74,7 +74,9 @@ class RepairResult:
     the scans behind the choice, the path (when one was trained), the step timings and, per row,
     its backdoor-connected path (``depth``: :mod:`.depth`'s table; backdoors only) and the classes
     unlearnt as a precaution when the scans found nothing (``precautions``: see
-    :func:`~modeconn.defenses.unlearning.precaution_classes`)."""
+    :func:`~modeconn.defenses.unlearning.precaution_classes`), and the near-threshold classes
+    left as they were beside a found label flipper (``near_beside_flipper``: see
+    :func:`~modeconn.defenses.unlearning.near_classes_beside_flipper`)."""
 
     chosen: Candidate
     chosen_model: nn.Module
@@ -89,6 +91,7 @@ class RepairResult:
     timings: dict[str, float]
     depth: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     precautions: list[int] = field(default_factory=list)
+    near_beside_flipper: list[int] = field(default_factory=list)
 
     @property
     def table(self) -> list[Candidate]:

@@ -9,6 +9,9 @@ as a success:
   of the returned model then says nothing about whether a backdoor is left (issue: a patch on the
   object, scanned with another draw of bonafide images, kept ASR 0.24 after a repair that
   reported no backdoor in either model);
+- the scan finds a label flipper and no class, and a class sat near the threshold: the flipper
+  was unlearnt and the near class was not, and it may be a missed target
+  (:func:`near_class_warning`);
 - the scan flags every candidate: the choice falls back to the least suspicious one
   (:func:`~modeconn.defenses.repair.choice.choose_candidate`), and the repair may not have worked.
 
@@ -87,9 +90,33 @@ def all_flagged_warning(result: RepairResult) -> str | None:
     )
 
 
+def near_class_warning(result: RepairResult) -> str | None:
+    """The warning when the scans found a label flipper and no class, and a class near the
+    threshold was left as it was (:attr:`RepairResult.near_beside_flipper`); None otherwise.
+    A flipper is what an all-to-all backdoor leaves, but also what some all-to-one triggers do
+    whose target the scan misses: a held-out warp ResNet gave a flipper and its true target at
+    0.83 of the threshold, and its repair, verified on the flipper, kept ASR 0.098."""
+    if not result.near_beside_flipper:
+        return None
+    scans = [result.scans[name] for name in (TAMPERED, ENDPOINT_B) if name in result.scans]
+    near = ", ".join(
+        f"class {k} at {max(scan.class_evidence[k] for scan in scans):.2f}"
+        for k in result.near_beside_flipper
+    )
+    return (
+        "The scan found a universal label flipper and flagged no class, and the flipper was "
+        f"unlearnt; {near} of the threshold was not. An all-to-one backdoor whose target the "
+        "scan missed can look like this, so the result cannot be verified without the trigger."
+    )
+
+
 def repair_warnings(result: RepairResult) -> list[str]:
     """What the repair could not verify without the trigger, one sentence each, the most
     fundamental first; empty when the scan found a backdoor in the tampered model(s) and the
     returned model passes it (the repair is then *verified*)."""
-    found = (nothing_found_warning(result), all_flagged_warning(result))
+    found = (
+        nothing_found_warning(result),
+        near_class_warning(result),
+        all_flagged_warning(result),
+    )
     return [text for text in found if text is not None]
