@@ -324,6 +324,7 @@ def test_repair_method_tsc_builds_only_the_symmetry_candidate(tmp_path: Path, di
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # three repairs with every baseline and two distillation students
 def test_interrupted_repair_resumes_to_the_uninterrupted_result(
     tmp_path: Path, monkeypatch, digits_backdoor: Path
 ):
