@@ -390,7 +390,8 @@ def results_table(summaries: Sequence[dict[str, Any]]) -> str:
 
 #: The bonafide sweep of ``modeconn demo --all`` (the 2,500 row is the repair itself): the patch
 #: pair repaired from 50 and 250 images too, drawn in the report. About 8 extra minutes on 2
-#: cores, so it is not in the default demo.
+#: cores with one distillation student (measured then), more with the two students averaged
+#: below 1,000 images (not timed), so it is not in the default demo.
 FULL_SWEEP = {"patch": (50, 250)}
 #: What ``modeconn demo --all`` sets beyond the default demo: the library's distillation budget
 #: and every baseline.
