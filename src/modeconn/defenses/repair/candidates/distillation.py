@@ -40,9 +40,9 @@ class DistillationCandidate:
         config, epochs = context.config.distill, context.config.unlearning.epochs
         images = len(context.data.indices("bonafide"))
         count, seed = config.student_count(images), context.config.seed
-        students = [self.student(context, seed + j, j) for j in range(count)]
-        teacher = "itself and B" if len(self.teachers(context)) > 1 else "itself"
         passes = config.passes(epochs, images, self.batch(context))
+        students = [self.student(context, seed + j, j, passes) for j in range(count)]
+        teacher = "itself and B" if len(self.teachers(context)) > 1 else "itself"
         detail = (
             f"A distilled from {teacher}, T = {config.temperature:g}, {config.mix}, "
             f"{epochs} epochs of {passes} passes"
@@ -66,13 +66,12 @@ class DistillationCandidate:
             teachers.append(context.second.model)
         return teachers
 
-    def student(self, context: RepairContext, seed: int, index: int) -> nn.Module:
+    def student(self, context: RepairContext, seed: int, index: int, passes: int) -> nn.Module:
         """One student: A fine-tuned on the distillation objective with ``seed`` (its batches,
-        mixes and stamps); the first student's stage is ``unlearn_distill``, the others'
+        mixes and stamps), ``passes`` passes over the bonafide images an epoch; the first
+        student's stage is ``unlearn_distill``, the others'
         ``unlearn_distill_2``, …"""
         config, unlearning = context.config.distill, context.config.unlearning
-        images = len(context.data.indices("bonafide"))
-        passes = config.passes(unlearning.epochs, images, unlearning.batch_size)
         train = dataclasses.replace(unlearning.train_config(seed), batch_size=self.batch(context))
         loader = context.data.train_loader(
             train.batch_size,
