@@ -99,7 +99,7 @@ def test_a_near_class_beside_a_found_flipper_is_named_and_not_verified():
     near.near_beside_flipper = [0]
     (warning,) = repair_warnings(near)
     assert "label flipper and flagged no class" in warning and "class 0 at 0.83" in warning
-    assert "cannot be verified" in warning
+    assert "cannot be verified" in warning and "repair again with --unlearn-class 0" in warning
     summary = repair_summary(near, None, 300)
     assert summary["verified"] is False and summary["near_classes_not_unlearnt"] == [0]
     plain = result({TAMPERED: scan([], untargeted=1.7), PATH: scan([]), NC: scan([])})
@@ -124,6 +124,9 @@ def test_near_classes_beside_a_flipper_follow_the_scans():
     no_flipper = scan([])
     no_flipper.anomaly_index[3] = 2.2
     assert near_classes_beside_flipper([no_flipper], config) == []  # the precaution's case
+    flipper.natural_classes = []
+    asked = UnlearningConfig(classes=(3,))  # the user unlearns it: no longer left as it was
+    assert near_classes_beside_flipper([flipper], asked) == []
 
 
 def test_summary_carries_the_zoo_uncertainty_of_the_tampered_scan_with_or_without_precaution():

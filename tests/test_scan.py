@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -349,6 +350,15 @@ def test_unlearning_follows_the_confidence_of_the_verdict():
     beside = [quiet_flipper([2.4, 0, 0, 0]), with_flipper([0, 0, 0, 3.3], [3])]
     assert unlearning_transform(beside, cfg).classes == [3]
     assert unlearning_transform([with_flipper([2.4, 0, 0, 0], [])], cfg).rate == 0.0
+
+    # Classes the user names are stamped whatever the verdict: beside a flipper (the near class
+    # the warning named), beside a confident class, and when nothing was found.
+    asked = replace(cfg, classes=(2,))
+    beside_flipper = unlearning_transform([with_flipper([2.4, 0, 0, 0], [])], asked)
+    assert beside_flipper.classes == [2] and beside_flipper.rate == cfg.rate
+    assert beside_flipper.untargeted_rate == cfg.untargeted_rate
+    assert unlearning_transform([result([9.0, 0, 0, 0], [0])], asked).classes == [0, 2]
+    assert unlearning_transform([quiet_flipper([2.4, 0, 0, 0])], asked).classes == [0, 2]
 
 
 def test_trigger_figure_shows_the_untargeted_flipper_framed_when_it_is_a_finding(

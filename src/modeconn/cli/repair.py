@@ -89,6 +89,14 @@ class RepairOptions:
         float,
         typer.Option("--unlearn-rate", help="Fraction of each batch stamped with a trigger."),
     ] = _DEFAULTS.unlearning.rate
+    unlearn_class: Annotated[
+        str | None,
+        typer.Option(
+            "--unlearn-class",
+            help="Comma-separated classes whose synthesized triggers are unlearnt whatever the "
+            "scan decides (e.g. a class the repair's warning names as near the threshold).",
+        ),
+    ] = None
     scan_steps: Annotated[
         int, typer.Option("--scan-steps", help="Optimisation steps per synthesized trigger.")
     ] = _DEFAULTS.scan.steps
@@ -181,7 +189,11 @@ class RepairOptions:
             seed=seed,
             kind=self.kind or _DEFAULTS.kind,
             path_kind=self.kind or _DEFAULTS.path_kind,
-            unlearning=dataclasses.replace(_DEFAULTS.unlearning, rate=self.unlearn_rate),
+            unlearning=dataclasses.replace(
+                _DEFAULTS.unlearning,
+                rate=self.unlearn_rate,
+                classes=tuple(parse_int_list(self.unlearn_class, "--unlearn-class") or ()),
+            ),
             retuning=parse_retuning(self.retuning_poisoned),
         )
         return with_budget(

@@ -393,6 +393,7 @@ def run_repair(
         model_paths, config, data, dev, foreign=foreign
     )
     prepared.indices("bonafide")  # an empty bonafide split is an error before anything is written
+    config.unlearning.validate(prepared.info.num_classes)
     clean = load_clean_reference(clean_reference, tampered, prepared, dev, foreign)
     attack = attack if attack is not None else tampered.attack
     under_test, note = attack_under_test(attack, prepared.info)

@@ -57,12 +57,18 @@ from modeconn.data import TensorLoader
 from modeconn.data.prepare import PreparedData
 from modeconn.defenses.baselines import fine_tune
 from modeconn.defenses.scan import ScanResult, UnlearningTransform
+from modeconn.errors import InvalidArgument
 from modeconn.training import Objective, TrainConfig, TrainingRun
 
 
 @dataclass(frozen=True)
 class UnlearningConfig:
-    """How much of each batch is stamped, how strongly, and the optimisation."""
+    """How much of each batch is stamped, how strongly, and the optimisation.
+
+    ``classes``: classes whose targeted triggers are stamped whatever the scans say (the user's
+    choice, e.g. a near class the repair named beside a found label flipper), on top of the
+    classes the rule picks.
+    """
 
     rate: float = 0.3
     uniform_rate: float = 0.2
@@ -70,11 +76,27 @@ class UnlearningConfig:
     confident_index: float = 4.0
     confident_ratio: float = 2.0
     precaution_evidence: float = 0.7
+    classes: tuple[int, ...] = ()
     strength: float = 2.0
     epochs: int = 20
     lr: float = 0.01
     batch_size: int = 128
     weight_decay: float = 1e-4
+
+    def validate(self, num_classes: int) -> None:
+        """``classes`` must name classes of the model.
+
+        >>> UnlearningConfig(classes=(10,)).validate(10)
+        Traceback (most recent call last):
+        ...
+        modeconn.errors.InvalidArgument: class 10 to unlearn is not a class of the model (0–9)
+        """
+        for k in self.classes:
+            if not 0 <= k < num_classes:
+                raise InvalidArgument(
+                    None,
+                    f"class {k} to unlearn is not a class of the model (0–{num_classes - 1})",
+                )
 
     def train_config(self, seed: int) -> TrainConfig:
         return TrainConfig(
@@ -150,7 +172,7 @@ def near_classes_beside_flipper(scans: Sequence[ScanResult], config: UnlearningC
         return []
     if not any(scan.untargeted_flagged for scan in scans):
         return []
-    return near_classes(scans, config)
+    return [k for k in near_classes(scans, config) if k not in config.classes]
 
 
 def precaution_classes(scans: Sequence[ScanResult], config: UnlearningConfig) -> list[int]:
@@ -172,11 +194,18 @@ def precaution_classes(scans: Sequence[ScanResult], config: UnlearningConfig) ->
 def unlearning_classes(scans: Sequence[ScanResult], config: UnlearningConfig) -> list[int] | None:
     """The classes whose triggers are stamped on the ``rate`` share: the confident classes when
     there are any, else the union of the flagged ones, else the precaution classes, else None
-    (every class)."""
+    (every class); ``config.classes`` join whichever set the rule picks.
+
+    >>> from modeconn.defenses.scan import ScanResult
+    >>> near = ScanResult({}, {}, [2.5, 0.5, 1.0], [], 3.0)
+    >>> unlearning_classes([near], UnlearningConfig(classes=(2,)))
+    [0, 2]
+    """
     flagged = confident_classes(scans, config) or sorted(
         {k for scan in scans for k in scan.flagged_classes}
     )
-    return flagged or precaution_classes(scans, config) or None
+    found = flagged or precaution_classes(scans, config)
+    return sorted({*found, *config.classes}) or None
 
 
 def unlearning_transform(
@@ -187,7 +216,7 @@ def unlearning_transform(
     triggers = [t.scaled(config.strength) for scan in scans for t in scan.triggers.values()]
     untargeted = [t.scaled(config.strength) for scan in scans for t in scan.untargeted.values()]
     if confident(scans, config):
-        return UnlearningTransform(triggers, config.rate, confident_classes(scans, config))
+        return UnlearningTransform(triggers, config.rate, unlearning_classes(scans, config))
     if not untargeted:
         return UnlearningTransform(
             triggers, config.rate, unlearning_classes(scans, config), config.uniform_rate

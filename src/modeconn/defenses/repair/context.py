@@ -70,6 +70,7 @@ class RepairContext:
         clean: Checkpoint | None = None,
     ) -> None:
         config.validate()
+        config.unlearning.validate(data.info.num_classes)
         self.tampered = tampered
         self.second = second
         self.clean = clean

@@ -103,10 +103,12 @@ def near_class_warning(result: RepairResult) -> str | None:
         f"class {k} at {max(scan.class_evidence[k] for scan in scans):.2f}"
         for k in result.near_beside_flipper
     )
+    classes = ",".join(str(k) for k in result.near_beside_flipper)
     return (
         "The scan found a universal label flipper and flagged no class, and the flipper was "
         f"unlearnt; {near} of the threshold was not. An all-to-one backdoor whose target the "
-        "scan missed can look like this, so the result cannot be verified without the trigger."
+        "scan missed can look like this, so the result cannot be verified without the trigger; "
+        f"to unlearn the class as well, repair again with --unlearn-class {classes}."
     )
 
 
