@@ -394,8 +394,14 @@ def test_trigger_figure_shows_the_untargeted_flipper_framed_when_it_is_a_finding
         untargeted_index=1.6,
     )
     scan_plots.plot_triggers(tmp_path / "b.png", flagged, "mask")
-    without, with_flipper = (fig.axes for fig in figures)
-    assert len(without) == k and len(with_flipper) == k + 1
-    last = with_flipper[-1]
-    assert "any → other" in last.get_title() and "idx 1.6" in last.get_title()
-    assert last.title.get_color() == "red" and without[0].title.get_color() == "black"
+    (without,), (with_flipper,) = (fig.axes for fig in figures)
+    assert len(without.texts) == k and len(with_flipper.texts) == k + 1
+    last = with_flipper.texts[-1]
+    assert "any → other" in last.get_text() and "idx 1.6" in last.get_text()
+    assert last.get_color() == "red" and without.texts[0].get_color() == "black"
+    # The finding is framed, nothing else is.
+    assert len(with_flipper.patches) == 1 and not without.patches
+    # Colour triggers tile the same way (CIFAR-sized, three channels).
+    colour = scan_plots.tiled_figure([scan_plots.Panel(torch.rand(3, 32, 32), "a", False)] * 3, "t")
+    (tiles,) = colour.axes[0].images
+    assert tiles.get_array().shape == (53, 120, 3)  # 3 tiles of 40 × 51, 2 rows below
