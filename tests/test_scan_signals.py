@@ -218,6 +218,15 @@ def test_second_look_pools_the_draws_indices_and_flags_on_the_mean():
         _result({"mask": [m, 0.0], "perturbation": [m, 0.5], "warp": [0.0, 1.0]}, 0.1)
         for m in (2.8, 3.6, 3.4)
     ]
+    # A target that leads in another kind group in each draw (blend-lenet-22, seed 2: pixels
+    # 3.55 once, blend 4.7 of its 4.5 twice) keeps its lead when the draws' combined indices are
+    # pooled: 1.09 of the threshold, where averaging the kinds first gave 0.95.
+    alternating = [
+        _result({"mask": [pixels, 0.0], "perturbation": [pixels, 0.0], "blend": [blend, 0.0]}, 0)
+        for pixels, blend in ((3.55, 3.4), (2.65, 4.7), (2.2, 4.7))
+    ]
+    assert pool_draws(alternating, config).suspicion == pytest.approx(1.091, abs=1e-3)
+    assert pool_draws(alternating, config).flagged_classes == [0]
     assert [d.suspicion < 1 for d in draws] == [True, False, False]
     pooled = pool_draws(draws, config)
     assert pooled.anomaly_index[0] == pytest.approx(3.2667, abs=1e-4)
