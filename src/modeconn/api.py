@@ -5,6 +5,7 @@ rest work in memory on ``nn.Module``s and tensors, and are what the commands are
 """
 
 from modeconn import commands
+from modeconn.allocator import keep_freed_memory
 from modeconn.attacks.backdoor import TriggerSpec
 from modeconn.attacks.evasion import apgd, fgsm, pgd
 from modeconn.attacks.injection import InjectionSpec
@@ -51,6 +52,7 @@ __all__ = [
     "evaluate_surface",
     "fgsm",
     "fit_curve",
+    "keep_freed_memory",
     "load_model",
     "pgd",
     "prepare_data",

@@ -13,6 +13,7 @@ import sys
 
 import typer
 
+from modeconn.allocator import keep_freed_memory
 from modeconn.errors import ModeconnError
 
 app = typer.Typer(
@@ -103,6 +104,7 @@ def _interrupted() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     argv = sys.argv[1:] if argv is None else argv
+    keep_freed_memory()  # the process's edge: see modeconn.allocator
     try:
         code = app(args=argv, standalone_mode=False)
     except typer.Exit as exc:

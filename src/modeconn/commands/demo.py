@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from modeconn.allocator import keep_freed_memory
 from modeconn.attacks.backdoor import TriggerSpec
 from modeconn.commands.attack import run_inject, run_poison
 from modeconn.commands.repair import run_repair, summary_row
@@ -144,7 +145,9 @@ class TrainingJob:
 
 
 def _training_job(job: TrainingJob, resume: bool, threads: int) -> dict[str, Any]:
-    """One model in a worker process with its share of the CPU threads."""
+    """One model in a worker process with its share of the CPU threads (and freed memory kept,
+    as in the parent: :mod:`modeconn.allocator`)."""
+    keep_freed_memory()
     torch.set_num_threads(threads)
     return TRAINERS[job.kind](job.path, **job.kwargs, **resume_flags(resume), progress=False)
 
