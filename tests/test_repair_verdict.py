@@ -106,6 +106,10 @@ def test_a_near_class_beside_a_found_flipper_is_named_and_not_verified():
     assert repair_warnings(plain) == [] and "near_classes_not_unlearnt" not in repair_summary(
         plain, None, 300
     )
+    # Repaired again with the class named (--unlearn-class 0): verified, and the summary says so.
+    plain.requested = [0]
+    asked = repair_summary(plain, None, 300)
+    assert asked["verified"] is True and asked["classes_unlearnt_on_request"] == [0]
 
 
 def test_near_classes_beside_a_flipper_follow_the_scans():
@@ -197,6 +201,10 @@ def test_report_opens_with_the_warning_and_groups_the_keys(tmp_path: Path):
     assert "<h3>Settings</h3>" in page and "unknown (no trigger: ASR not measured)" in page
     folded = page.index("<details>")
     assert folded > page.index("<h3>Settings</h3>") and page.index("seconds_unlearning") > folded
+    assert "Classes unlearnt on request" not in page
+    summary["classes_unlearnt_on_request"] = [0, 3]
+    asked = render_report(hand_written_run(tmp_path / "asked", summary))
+    assert "<td>Classes unlearnt on request</td><td class='text'>0, 3</td>" in asked
 
 
 def test_report_shows_the_chosen_point_only_when_the_path_was_returned(tmp_path: Path):

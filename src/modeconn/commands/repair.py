@@ -191,6 +191,8 @@ def repair_summary(
         summary["precaution_classes"] = list(result.precautions)
     if result.near_beside_flipper:
         summary["near_classes_not_unlearnt"] = list(result.near_beside_flipper)
+    if result.requested:
+        summary["classes_unlearnt_on_request"] = list(result.requested)
     repaired_scan = result.scans[chosen.name]
     summary["repaired_flagged_classes"] = list(repaired_scan.flagged_classes)
     summary["repaired_backdoor_found"] = repaired_scan.backdoor_found

@@ -346,6 +346,10 @@ def settings_table(config: dict[str, Any], summary: dict[str, Any]) -> str:
         ("Method", _nested(config, "repair", "method")),
         ("Attack", attack_text(config.get("attack"))),
         ("Scan threshold", _nested(config, "repair", "scan", "threshold")),
+        (
+            "Classes unlearnt on request",
+            ", ".join(str(k) for k in summary.get("classes_unlearnt_on_request", ())),
+        ),
         ("Seed", _nested(config, "repair", "seed")),
         ("Device", config.get("device")),
     )

@@ -158,4 +158,5 @@ class Repair(RepairContext):
             near_beside_flipper=near_classes_beside_flipper(
                 self.endpoint_scans(), self.config.unlearning
             ),
+            requested=list(self.config.unlearning.classes),
         )

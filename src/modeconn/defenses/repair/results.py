@@ -76,7 +76,8 @@ class RepairResult:
     unlearnt as a precaution when the scans found nothing (``precautions``: see
     :func:`~modeconn.defenses.unlearning.precaution_classes`), and the near-threshold classes
     left as they were beside a found label flipper (``near_beside_flipper``: see
-    :func:`~modeconn.defenses.unlearning.near_classes_beside_flipper`)."""
+    :func:`~modeconn.defenses.unlearning.near_classes_beside_flipper`), and the classes the user
+    had unlearnt whatever the scans said (``requested``: ``UnlearningConfig.classes``)."""
 
     chosen: Candidate
     chosen_model: nn.Module
@@ -92,6 +93,7 @@ class RepairResult:
     depth: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     precautions: list[int] = field(default_factory=list)
     near_beside_flipper: list[int] = field(default_factory=list)
+    requested: list[int] = field(default_factory=list)
 
     @property
     def table(self) -> list[Candidate]:
