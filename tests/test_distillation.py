@@ -127,7 +127,7 @@ def test_the_default_demo_trims_distillation_and_baselines_and_all_restores_them
         demo_repair_config,
         scenario_named,
     )
-    from modeconn.defenses.repair import RepairConfig
+    from modeconn.defenses.repair import RepairConfig, check_registered
 
     patch = scenario_named("patch")
     default = demo_repair_config(patch, DemoConfig())
@@ -138,4 +138,4 @@ def test_the_default_demo_trims_distillation_and_baselines_and_all_restores_them
     assert full.distill.min_steps == RepairConfig().distill.min_steps
     assert full.baseline_names is None
     with pytest.raises(ModeconnError, match="unknown baseline 'SAM'"):
-        RepairConfig(baseline_names=("SAM",)).validate()
+        check_registered(RepairConfig(baseline_names=("SAM",)))

@@ -221,6 +221,9 @@ def test_repair_errors(tmp_path: Path, capsys, digits_backdoor: Path, digits_len
     result = run_cli(capsys, "repair", digits_backdoor, "--out", tmp_path / "d", "--bonafide", "0")
     assert_one_line_error(result, "--bonafide must be positive")
     assert not (tmp_path / "d").exists()
+    result = run_cli(capsys, "repair", digits_backdoor, "--out", tmp_path / "m", "--method", "x")
+    assert_one_line_error(result, "unknown repair method 'x'")
+    assert not (tmp_path / "m").exists()
     for bad, message in (("12", "class 12 to unlearn is not a class"), ("x", "--unlearn-class")):
         where = tmp_path / f"class-{bad}"
         args = ("--out", where, "--bonafide", "200", "--unlearn-class", bad)

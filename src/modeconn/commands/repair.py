@@ -33,6 +33,7 @@ from modeconn.defenses.repair import (
     Repair,
     RepairConfig,
     RepairResult,
+    check_registered,
     repair_warnings,
     slug,
     sweep_repairs,
@@ -387,6 +388,7 @@ def run_repair(
     """
     config = config if config is not None else RepairConfig()
     config.validate()
+    check_registered(config)
     attack = requested_attack(attack, poisoned_test, target)
     dev = resolve_device(device)
     if resume and not force and run_status(out) == "finished":

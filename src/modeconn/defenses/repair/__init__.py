@@ -32,7 +32,7 @@ from modeconn.defenses.repair.choice import HOLDOUT, HOLDOUT_LOSS, choose_candid
 from modeconn.defenses.repair.config import RepairConfig, with_budget
 from modeconn.defenses.repair.context import Builder, RepairContext, StageFn
 from modeconn.defenses.repair.evaluation import evaluate_candidate, scan_figures
-from modeconn.defenses.repair.repair import Repair
+from modeconn.defenses.repair.repair import Repair, check_registered
 from modeconn.defenses.repair.results import (
     ENDPOINT_B,
     TAMPERED,
@@ -65,6 +65,7 @@ __all__ = [
     "StageFn",
     "aligned_endpoint",
     "candidates_for",
+    "check_registered",
     "choose_candidate",
     "choose_t",
     "evaluate_candidate",

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from modeconn.defenses.repair.baselines import BASELINES
-from modeconn.defenses.repair.candidates import candidates_for
+from modeconn.defenses.repair.candidates import METHODS, candidates_for
 from modeconn.defenses.repair.choice import choose_candidate
+from modeconn.defenses.repair.config import RepairConfig
 from modeconn.defenses.repair.context import Builder, RepairContext
 from modeconn.defenses.repair.depth import backdoor_connected_path, backdoor_t
 from modeconn.defenses.repair.evaluation import eot_attack_success, scan_figures
@@ -18,7 +19,28 @@ from modeconn.defenses.repair.results import (
     RepairResult,
 )
 from modeconn.defenses.unlearning import near_classes_beside_flipper, precaution_classes
-from modeconn.errors import ModeconnError
+from modeconn.errors import InvalidArgument, ModeconnError
+
+
+def check_registered(config: RepairConfig) -> None:
+    """``config.method`` names a registered method and ``config.baseline_names`` registered
+    baselines; one clear error otherwise.
+
+    >>> check_registered(RepairConfig(baseline_names=("SAM",)))
+    Traceback (most recent call last):
+    ...
+    modeconn.errors.InvalidArgument: unknown baseline 'SAM' (use fine-tuning, from scratch, \
+noisy model, fine-pruning, FST, ANP, FT-SAM, SAU)
+    """
+    if config.method not in METHODS:
+        raise InvalidArgument(
+            None, f"unknown repair method '{config.method}' (use {', '.join(METHODS)})"
+        )
+    unknown = set(config.baseline_names or ()) - set(BASELINES)
+    if unknown:
+        raise InvalidArgument(
+            None, f"unknown baseline '{sorted(unknown)[0]}' (use {', '.join(BASELINES)})"
+        )
 
 
 class Repair(RepairContext):
@@ -126,6 +148,7 @@ class Repair(RepairContext):
         return list(rows), sweeps
 
     def run(self) -> RepairResult:
+        check_registered(self.config)
         built: list[tuple[Candidate, Built]] = []
         images = len(self.data.indices("bonafide"))
         builders = candidates_for(self.config.method, self.config, images)
