@@ -387,7 +387,6 @@ def run_repair(
     :class:`Stages`); the result equals an uninterrupted run's.
     """
     config = config if config is not None else RepairConfig()
-    config.validate()
     check_registered(config)
     attack = requested_attack(attack, poisoned_test, target)
     dev = resolve_device(device)

@@ -23,8 +23,9 @@ from modeconn.errors import InvalidArgument, ModeconnError
 
 
 def check_registered(config: RepairConfig) -> None:
-    """``config.method`` names a registered method and ``config.baseline_names`` registered
-    baselines; one clear error otherwise.
+    """``config``'s settings are valid (:meth:`RepairConfig.validate`), ``config.method`` names
+    a registered method and ``config.baseline_names`` registered baselines; one clear error
+    otherwise.
 
     >>> check_registered(RepairConfig(baseline_names=("SAM",)))
     Traceback (most recent call last):
@@ -32,6 +33,7 @@ def check_registered(config: RepairConfig) -> None:
     modeconn.errors.InvalidArgument: unknown baseline 'SAM' (use fine-tuning, from scratch, \
 noisy model, fine-pruning, FST, ANP, FT-SAM, SAU)
     """
+    config.validate()
     if config.method not in METHODS:
         raise InvalidArgument(
             None, f"unknown repair method '{config.method}' (use {', '.join(METHODS)})"
