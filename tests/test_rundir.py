@@ -7,9 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from modeconn.errors import InvalidArgument, ModeconnError
-from modeconn.rundir import check_run_dir, open_optional_run, open_run, run_status
+from modeconn.rundir import (
+    check_run_dir,
+    environment_versions,
+    open_optional_run,
+    open_run,
+    run_status,
+)
 
 
 def _finish(out: Path, config: dict, summary: dict, **flags) -> None:
@@ -83,3 +90,11 @@ def test_an_optional_run_without_out_writes_nothing(tmp_path: Path):
         assert run is not None
         run.finish({"clean_acc": 0.5})
     assert run_status(tmp_path / "run") == "finished"
+
+
+def test_the_config_records_the_cpu_kernels_and_the_variables_that_force_them(monkeypatch):
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    versions = environment_versions()
+    assert versions["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert versions["onednn_max_cpu_isa"] == "AVX2" and "aten_cpu_capability" not in versions

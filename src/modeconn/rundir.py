@@ -16,6 +16,7 @@ write ``config.json``, do the work, and write ``summary.json`` last, only if the
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import sys
@@ -39,14 +40,23 @@ METRICS = "metrics.jsonl"
 STATE_DIR = "state"
 
 
+#: Environment variables that choose the CPU kernels (and so the last digits of every figure).
+KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+
+
 def environment_versions() -> dict[str, str]:
-    """Versions recorded in every config so that a run can be reproduced."""
-    return {
+    """Versions recorded in every config so that a run can be reproduced, and the CPU kernels
+    PyTorch dispatches to (``cpu_capability``: AVX2 and AVX-512 kernels round sums differently,
+    so the same seed gives other digits; the variables that force them, when set)."""
+    versions = {
         "modeconn": __version__,
         "torch": torch.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
+    versions.update({v.lower(): os.environ[v] for v in KERNEL_VARIABLES if v in os.environ})
+    return versions
 
 
 def run_status(path: str | Path) -> str:

@@ -104,7 +104,7 @@ class RepairContext:
     def lap(self, name: str) -> None:
         """Record the wall time since the previous lap under ``seconds_<name>``."""
         now = time.perf_counter()
-        self.timings[name] = self.timings.get(name, 0.0) + round(now - self._clock, 1)
+        self.timings[name] = round(self.timings.get(name, 0.0) + now - self._clock, 1)
         self._clock = now
 
     def stage(self, name: str, config: TrainConfig) -> TrainingRun | None:
