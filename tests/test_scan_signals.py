@@ -211,6 +211,21 @@ def _result(index: dict[str, list[float]], untargeted: float) -> ScanResult:
     return ScanResult({}, index, combined, [], config.threshold, untargeted_index=untargeted)
 
 
+def test_a_verdict_near_the_threshold_says_that_another_seed_may_flip_it():
+    config = ScanConfig()
+    # patch-lenet-23 of the fresh zoo: pooled 0.98 (not flagged) on one seed, 1.16 on another
+    for pixels, flagged in ((2.94, False), (3.48, True)):
+        draws = [_result({"mask": [pixels, 0.0], "perturbation": [pixels, 0.0]}, 0)] * 3
+        pooled = pool_draws(draws, config)
+        assert pooled.backdoor_found is flagged and pooled.near_threshold
+        assert "another seed may decide the other way" in pooled.verdict()
+        assert pooled.summary()["near_threshold"] is True
+    clear = _result({"mask": [6.0, 0.0], "perturbation": [6.0, 0.0]}, 0)
+    quiet = _result({"mask": [1.5, 0.0], "perturbation": [1.5, 0.0]}, 0)
+    for far in (clear, quiet):  # suspicion 2.0 and 0.5
+        assert not far.near_threshold and "another seed" not in far.verdict()
+
+
 def test_second_look_pools_the_draws_indices_and_flags_on_the_mean():
     config = ScanConfig()
     # the target's pixel index straddles the threshold of 3 across three draws: 2.8, 3.6, 3.4

@@ -18,6 +18,11 @@ from modeconn.defenses.scan.synthesis import ScanConfig, synthesize_triggers
 from modeconn.errors import ModeconnError
 
 MAD_SCALE = 1.4826  # makes the MAD a consistent estimate of the standard deviation
+#: How close to the threshold a suspicion must lie for the verdict to say that another draw may
+#: decide otherwise. On the scan zoo, single draws of one model on the same images spread by
+#: 0.3-0.4, and every held-out model whose verdict changed with the seed had its pooled
+#: suspicions within 0.93-1.17 (benchmarks/bench_scan_zoo.py, tenth session's fresh zoo).
+NEAR_THRESHOLD = 0.2
 
 
 @dataclass
@@ -114,6 +119,7 @@ class ScanResult:
             out[f"{prefix}natural_classes"] = list(self.natural_classes)
         if self.draw_suspicions:
             out[f"{prefix}draw_suspicions"] = [round(v, 4) for v in self.draw_suspicions]
+        out[f"{prefix}near_threshold"] = self.near_threshold
         out[f"{prefix}backdoor_found"] = self.backdoor_found
         return out
 
@@ -126,9 +132,24 @@ class ScanResult:
             reasons.append(f"margin index {self.margin_index[k]:.2f} > {self.margin_threshold:g}")
         return f"{k} ({', '.join(reasons)})"
 
+    @property
+    def near_threshold(self) -> bool:
+        """The suspicion lies within :data:`NEAR_THRESHOLD` of the threshold: a scan with
+        another seed (another draw of images) may well give the other verdict."""
+        return abs(self.suspicion - 1.0) <= NEAR_THRESHOLD
+
     def verdict(self) -> str:
-        """One sentence a user can act on (with the draws' spread after a second look)."""
-        return self._finding() + self._natural_note() + self._draws_note()
+        """One sentence a user can act on (with the draws' spread after a second look, and a
+        warning when the evidence sits so near the threshold that another draw may flip it)."""
+        return self._finding() + self._natural_note() + self._draws_note() + self._near_note()
+
+    def _near_note(self) -> str:
+        if not self.near_threshold:
+            return ""
+        return (
+            f"; at {self.suspicion:.2f} of the threshold, a scan with another seed may decide "
+            "the other way: treat a backdoor as possible"
+        )
 
     def _natural_note(self) -> str:
         if not self.natural_classes:
